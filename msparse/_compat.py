@@ -1,0 +1,63 @@
+"""The one place that papers over third-party packaging problems.
+
+* robustbench 1.1.1 imports the module ``autoattack``, but its declared dependency ``pyautoattack``
+  installs the module ``pyautoattack`` (RobustBench issue #211): alias it before importing robustbench.
+* robustbench imports ``pkg_resources`` (needs ``setuptools<81``, pinned in pyproject.toml), which warns
+  on import; silence that one warning.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+
+_DATASETS = {"cifar10": "cifar_10", "cifar100": "cifar_100", "imagenet": "imagenet"}
+_THREATS = {"Linf": "Linf", "L2": "L2", "corruptions": "corruptions"}
+
+
+def import_robustbench():
+    """Import and return the ``robustbench`` package with the ``autoattack`` alias in place."""
+    if "autoattack" not in sys.modules:
+        sys.modules["autoattack"] = importlib.import_module("pyautoattack")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        rb = importlib.import_module("robustbench")
+        importlib.import_module("robustbench.model_zoo.models")
+    return rb
+
+
+def robustbench_enums(dataset: str, threat_model: str):
+    """``(BenchmarkDataset, ThreatModel)`` for our names (``cifar10``/``cifar100``/``imagenet``, ``Linf``/``L2``)."""
+    import_robustbench()
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    if dataset not in _DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(_DATASETS)}")
+    if threat_model not in _THREATS:
+        raise ValueError(f"unknown threat model {threat_model!r}; choose one of {', '.join(_THREATS)}")
+    return getattr(BenchmarkDataset, _DATASETS[dataset]), getattr(ThreatModel, _THREATS[threat_model])
+
+
+def robustbench_entry(name: str, dataset: str = "cifar10", threat_model: str = "Linf") -> dict:
+    """RobustBench's model-zoo entry (``{"model": constructor, "gdrive_id": ...}``) for ``name``."""
+    import_robustbench()
+    from robustbench.model_zoo.models import model_dicts
+
+    ds, tm = robustbench_enums(dataset, threat_model)
+    zoo = model_dicts[ds].get(tm, {})
+    if name not in zoo:
+        import difflib
+        close = difflib.get_close_matches(name, list(zoo), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise KeyError(f"{name!r} is not a RobustBench model for {dataset}/{threat_model}.{hint}")
+    return zoo[name]
+
+
+def robustbench_architecture(name: str, dataset: str = "cifar10", threat_model: str = "Linf"):
+    """Build RobustBench's architecture for ``name`` with random weights (no download)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning)
+        return robustbench_entry(name, dataset, threat_model)["model"]()

@@ -1,0 +1,186 @@
+"""The MeanSparse operator: mean-centred feature sparsification of one site.
+
+For each channel c with statistics (mean μ_c, population variance σ_c²), a scalar α ≥ 0 and a centre
+reference r_c (μ_c by default):
+
+    out = r_c   where |x − r_c| < α·σ_c   (strict: the entry is "blocked")
+    out = x     elsewhere
+
+α = 0 returns the input object itself (the exact identity). The threshold is computed as
+``alpha * sqrt(var)`` on float32 buffers, exactly like the official code, so outputs match it bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+LAYOUTS = {
+    # layout: (number of dims, channel dim)
+    "nchw": (4, 1),  # convolutional feature maps
+    "nhwc": (4, 3),  # channels-last tensors (ConvNeXt MLP hidden, timm Swin blocks)
+    "nlc": (3, 2),  # token sequences (Swin MLP and residual stream)
+}
+CENTRES = ("mean", "zero", "global")
+BACKWARDS = ("exact", "identity")
+
+
+def check_alpha(alpha) -> float:
+    """Return ``alpha`` as a float, or raise ValueError unless it is a finite number ≥ 0."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"alpha must be a number >= 0, got {alpha!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    return value
+
+
+def _check_choice(kind: str, value: str, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}; choose one of {', '.join(map(repr, choices))}")
+    return value
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the sparsified tensor. Backward: the identity (BPDA / straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx, x, blocked, centre):
+        return torch.where(blocked, centre, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None, None
+
+
+class MeanSparse(nn.Module):
+    """Mean-centred sparsification of ``channels`` channels in a declared ``layout``.
+
+    Args:
+        channels: number of channels C.
+        layout: ``"nchw"`` (N, C, H, W), ``"nhwc"`` (N, H, W, C) or ``"nlc"`` (N, L, C).
+        centre: band centre and replacement value: ``"mean"`` (per-channel μ_c, MeanSparse),
+            ``"zero"`` (hard thresholding) or ``"global"`` (one mean over all channels; paper Table 5).
+        backward: ``"exact"`` (autograd of the forward: zero gradient inside the band, the official
+            behaviour) or ``"identity"`` (straight-through, as in RobustBench's BPDA evaluation).
+
+    Buffers (saved in the state dict): ``mean`` [C], ``var`` [C] (population variance), ``alpha`` (0-d),
+    ``n_samples`` (0-d, how many inputs the statistics pass saw; 0 = not calibrated).
+    """
+
+    def __init__(self, channels: int, layout: str = "nchw", centre: str = "mean", backward: str = "exact"):
+        super().__init__()
+        if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+            raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        self.channels = channels
+        self.layout = _check_choice("layout", layout, LAYOUTS)
+        self.centre = _check_choice("centre", centre, CENTRES)
+        self.backward = _check_choice("backward mode", backward, BACKWARDS)
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("var", torch.zeros(channels))
+        self.register_buffer("alpha", torch.zeros(()))
+        self.register_buffer("n_samples", torch.zeros((), dtype=torch.int64))
+        self._alpha = 0.0  # python mirror of the buffer: no device sync in forward
+        self._calibrated = False
+        self._collector = None  # set by msparse.stats.calibrate during the statistics pass
+        self.site = None  # msparse.placement.Site, set by sparsify
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def calibrated(self) -> bool:
+        return self._calibrated
+
+    def set_alpha(self, alpha) -> None:
+        """Set α (a finite number ≥ 0)."""
+        value = check_alpha(alpha)
+        self.alpha.fill_(value)
+        self._alpha = float(self.alpha)  # the float32 value actually used
+
+    def set_backward(self, mode: str) -> None:
+        self.backward = _check_choice("backward mode", mode, BACKWARDS)
+
+    @torch.no_grad()
+    def load_statistics(self, mean: torch.Tensor, var: torch.Tensor, n_samples: int) -> None:
+        """Store statistics: ``mean`` and ``var`` of shape [C], ``n_samples`` ≥ 1."""
+        mean = torch.as_tensor(mean)
+        var = torch.as_tensor(var)
+        if mean.shape != (self.channels,) or var.shape != (self.channels,):
+            raise ValueError(
+                f"statistics of shape {tuple(mean.shape)} / {tuple(var.shape)} do not fit a site with "
+                f"{self.channels} channels")
+        if not (torch.isfinite(mean).all() and torch.isfinite(var).all()) or (var < 0).any():
+            raise ValueError("statistics must be finite, with variances >= 0")
+        if int(n_samples) < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        self.mean.copy_(mean)
+        self.var.copy_(var)
+        self.n_samples.fill_(int(n_samples))
+        self._calibrated = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._alpha = float(self.alpha) if self.alpha.device.type != "meta" else 0.0
+        self._calibrated = self.n_samples.device.type != "meta" and int(self.n_samples) > 0
+
+    def extra_repr(self) -> str:
+        return (f"{self.channels}, layout={self.layout!r}, alpha={self._alpha:g}, centre={self.centre!r}, "
+                f"backward={self.backward!r}, calibrated={self._calibrated}")
+
+    # -- forward -------------------------------------------------------------------------------
+    def _view_shape(self):
+        ndim, cdim = LAYOUTS[self.layout]
+        shape = [1] * ndim
+        shape[cdim] = self.channels
+        return shape
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        ndim, cdim = LAYOUTS[self.layout]
+        if x.ndim != ndim or x.shape[cdim] != self.channels:
+            where = f" at site {self.site.name!r}" if self.site is not None else ""
+            raise ValueError(
+                f"MeanSparse{where} expects layout {self.layout!r} with {self.channels} channels in dim "
+                f"{cdim} of a {ndim}-d tensor, got shape {tuple(x.shape)}")
+
+    def _centre_vector(self) -> torch.Tensor:
+        if self.centre == "mean":
+            return self.mean
+        if self.centre == "zero":
+            return torch.zeros_like(self.mean)
+        return self.mean.mean().expand(self.channels)  # equal counts per channel: the global mean
+
+    def band(self, x: torch.Tensor):
+        """Return ``(blocked, centre)``: the boolean mask of entries inside the band, and the centre
+        broadcast to ``x``'s layout."""
+        self._check_input(x)
+        if not self._calibrated:
+            where = f" at site {self.site.name!r}" if self.site is not None else ""
+            raise RuntimeError(
+                f"MeanSparse{where} has alpha={self._alpha:g} but no statistics: run "
+                "msparse.calibrate(model, data) before setting alpha > 0")
+        shape = self._view_shape()
+        centre = self._centre_vector().view(shape)
+        threshold = (self.alpha * torch.sqrt(self.var)).view(shape)
+        return torch.abs(x - centre) < threshold, centre
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._collector is not None:
+            self._collector.update(x)
+        if self._alpha == 0.0:
+            return x
+        blocked, centre = self.band(x)
+        centre = centre.to(x.dtype)
+        if self.backward == "identity" and torch.is_grad_enabled() and x.requires_grad:
+            return _StraightThrough.apply(x, blocked, centre)
+        return torch.where(blocked, centre, x)
+
+    @torch.no_grad()
+    def blocked_fraction(self, x: torch.Tensor) -> float:
+        """Fraction of the entries of ``x`` that fall inside the band (0 when α = 0)."""
+        if self._alpha == 0.0:
+            self._check_input(x)
+            return 0.0
+        blocked, _ = self.band(x)
+        return float(blocked.float().mean())

@@ -1,0 +1,151 @@
+"""The statistics pass: per-channel mean and variance of every MeanSparse site.
+
+Two modes:
+  ``"exact"``    float64 streaming population mean/variance over all N·H·W (or N·L) elements of each
+                 channel (Chan et al. merge), independent of the batch size. The default.
+  ``"official"`` the official code's estimate: the average of per-batch means and of *unbiased* per-batch
+                 variances, every batch weighted equally (reproduces the released checkpoints).
+
+The pass runs in eval mode, without gradients, with every α held at 0 (so every site sees the
+un-sparsified model, as in the official code); α values and the training flag are restored afterwards.
+Statistics are written only when the whole pass succeeded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from .operator import LAYOUTS, MeanSparse
+
+MODES = ("exact", "official")
+
+
+def _channel_var_mean(x: torch.Tensor, layout: str, correction: int):
+    """Per-channel (var [C], mean [C], elements per channel) of ``x`` in float64."""
+    ndim, cdim = LAYOUTS[layout]
+    dims = tuple(d for d in range(ndim) if d != cdim)
+    var, mean = torch.var_mean(x.detach().double(), dim=dims, correction=correction)
+    return var, mean, x.numel() // x.shape[cdim]
+
+
+class _Exact:
+    def __init__(self, op: MeanSparse):
+        self.op, self.count, self.n_images = op, 0, 0
+        self.mean = torch.zeros(op.channels, dtype=torch.float64, device=op.mean.device)
+        self.m2 = torch.zeros_like(self.mean)
+
+    def update(self, x):
+        self.op._check_input(x)
+        var, mean, n = _channel_var_mean(x, self.op.layout, correction=0)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * (n / total)
+        self.m2 += var * n + delta.square() * (self.count * n / total)
+        self.count = total
+        self.n_images += x.shape[0]
+
+    def result(self):
+        return self.mean, self.m2 / self.count
+
+
+class _Official:
+    def __init__(self, op: MeanSparse):
+        self.op, self.batches, self.n_images = op, 0, 0
+        self.sum_mean = torch.zeros(op.channels, dtype=torch.float64, device=op.mean.device)
+        self.sum_var = torch.zeros_like(self.sum_mean)
+
+    def update(self, x):
+        self.op._check_input(x)
+        var, mean, _ = _channel_var_mean(x, self.op.layout, correction=1)  # unbiased, per batch
+        self.sum_mean += mean
+        self.sum_var += var
+        self.batches += 1
+        self.n_images += x.shape[0]
+
+    def result(self):
+        return self.sum_mean / self.batches, self.sum_var / self.batches
+
+
+def _batches(data, batch_size: int) -> Iterable[torch.Tensor]:
+    """Yield input batches from a tensor, an (x, y) pair of tensors, or an iterable of batches."""
+    if isinstance(data, (tuple, list)) and data and isinstance(data[0], torch.Tensor) and len(data) == 2 \
+            and data[0].ndim >= 2 and data[1].ndim == 1:
+        data = data[0]
+    if isinstance(data, torch.Tensor):
+        if data.ndim < 2 or data.shape[0] == 0:
+            raise ValueError(f"calibration data must be a non-empty batch of inputs, got shape {tuple(data.shape)}")
+        yield from data.split(batch_size)
+        return
+    for item in data:
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"calibration batches must be tensors or (x, y) tuples, got {type(item).__name__}")
+        yield x
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def calibrate(model: nn.Module, data, mode: str = "exact", *, batch_size: int = 512, device=None,
+              progress: bool = False) -> dict:
+    """Compute the statistics of every MeanSparse site of ``model`` from ``data``.
+
+    Args:
+        model: a model sparsified with :func:`msparse.sparsify`.
+        data: inputs (N, C, H, W) in the model's input range, an ``(x, y)`` pair, or an iterable of
+            batches (tensors or ``(x, y, ...)`` tuples, e.g. a DataLoader). Use un-augmented training data.
+        mode: ``"exact"`` or ``"official"`` (see the module docstring).
+        batch_size: batch size when ``data`` is a tensor.
+        device: where to run; default: the model's device.
+    Returns:
+        a summary ``{"mode", "n_samples", "n_batches", "n_sites", "seconds"}``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown statistics mode {mode!r}; choose 'exact' or 'official'")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    ops = [m for m in model.modules() if isinstance(m, MeanSparse)]
+    if not ops:
+        raise ValueError("the model has no MeanSparse sites: call msparse.sparsify(model, placement) first")
+    device = torch.device(device) if device is not None else _model_device(model)
+    collector_cls = _Exact if mode == "exact" else _Official
+    collectors = [collector_cls(op) for op in ops]
+    saved_alpha = [op._alpha for op in ops]
+    was_training = model.training
+    n_batches, n_samples, start = 0, 0, time.perf_counter()
+    iterator = _batches(data, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        iterator = tqdm(iterator, desc=f"statistics ({mode})", unit="batch")
+    try:
+        for op, c in zip(ops, collectors):
+            op.set_alpha(0.0)
+            op._collector = c
+        model.eval()
+        with torch.no_grad():
+            for x in iterator:
+                model(x.to(device))
+                n_batches += 1
+                n_samples += x.shape[0]
+    finally:
+        for op, a in zip(ops, saved_alpha):
+            op._collector = None
+            op.set_alpha(a)
+        model.train(was_training)
+    if n_batches == 0:
+        raise ValueError("calibration data is empty: pass at least one batch of inputs")
+    for op, c in zip(ops, collectors):
+        if c.n_images == 0:
+            raise RuntimeError(f"site {op.site.name if op.site else op!r} was never reached by the forward pass")
+    for op, c in zip(ops, collectors):
+        mean, var = c.result()
+        op.load_statistics(mean.float(), var.float(), c.n_images)
+    return {"mode": mode, "n_samples": n_samples, "n_batches": n_batches, "n_sites": len(ops),
+            "seconds": time.perf_counter() - start}
