@@ -1,0 +1,542 @@
+"""Results: content-hashed records, an atomic and resumable store, provenance, intervals, paired tests.
+
+A *record* is one evaluated point (one model configuration, one attack, one data subset). It is a JSON
+object::
+
+    {"schema": 1, "key": "<32 hex>", "spec": {...}, "result": {...}, "meta": {...},
+     "provenance": {...}, "checksum": "<sha256>"}
+
+* ``spec`` holds everything that determines the numbers; ``key = content_hash(spec)``.
+* ``result`` holds the numbers (counts, accuracies, Wilson intervals, per-example flags).
+* ``meta`` holds human labels (model name, data source, statistics mode, tags); not part of the key.
+* ``provenance`` says how the record was made (git commit, versions, device, wall time).
+* ``checksum`` covers all of the above; a record whose checksum or key does not match is treated as
+  corrupted and recomputed.
+
+Files live under a store root (default: ``<repo>/results`` when running from the repository,
+``$MSPARSE_RESULTS`` if set)::
+
+    <root>/records/<key>.json            finished records (commit these)
+    <root>/partial/<key>/<i:05d>.json    per-batch shards of an unfinished evaluation (resume state)
+
+Every write is atomic (temporary file in the same folder, fsync, ``os.replace``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+SCHEMA = 1
+ENV_VAR = "MSPARSE_RESULTS"
+_Z95 = 1.959963984540054
+
+__all__ = [
+    "Store", "Paired", "wilson", "mcnemar", "load_records", "to_table", "content_hash",
+    "tensor_hash", "data_hash", "model_checksum", "provenance", "versions", "default_store_dir",
+    "flags_to_str", "str_to_flags", "CorruptRecord",
+]
+
+
+class CorruptRecord(ValueError):
+    """A stored record or shard that cannot be trusted (bad JSON, key or checksum mismatch)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------------
+
+def wilson(k: int, n: int, z: float = _Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion k/n (95% by default). n = 0 gives (0, 1)."""
+    if n < 0 or k < 0 or k > n:
+        raise ValueError(f"wilson: need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    z2 = z * z
+    den = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / den
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _binom_two_sided(k: int, n: int) -> float:
+    """Exact two-sided binomial test p-value of k successes in n trials with p = 1/2."""
+    if n == 0:
+        return 1.0
+    k = min(k, n - k)
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return min(1.0, 2.0 * tail / 2.0 ** n) if 2 * k != n else 1.0
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Paired comparison of two per-example correctness vectors on the same images.
+
+    ``gained`` = examples correct only under the new configuration, ``lost`` = correct only under the
+    base; the exact McNemar test is the two-sided binomial test of ``gained`` among ``gained + lost``.
+    """
+    n: int
+    base: int          # correct under the base
+    new: int           # correct under the new configuration
+    gained: int        # new right, base wrong
+    lost: int          # base right, new wrong
+    p_value: float
+
+    @property
+    def delta(self) -> float:
+        """Accuracy difference new - base (fraction)."""
+        return (self.new - self.base) / self.n if self.n else 0.0
+
+    def __str__(self) -> str:
+        return (f"{100 * self.delta:+.2f} pp (n={self.n}, +{self.gained}/-{self.lost} discordant, "
+                f"McNemar exact p={self.p_value:.3g})")
+
+
+def mcnemar(base_flags: Sequence[bool], new_flags: Sequence[bool]) -> Paired:
+    """Exact McNemar test between two boolean vectors [N] (base vs new) on the same examples."""
+    b = [bool(v) for v in base_flags]
+    c = [bool(v) for v in new_flags]
+    if len(b) != len(c):
+        raise ValueError(f"mcnemar: flag vectors differ in length ({len(b)} vs {len(c)}); "
+                         "paired tests need the same images")
+    gained = sum(1 for u, v in zip(b, c) if v and not u)
+    lost = sum(1 for u, v in zip(b, c) if u and not v)
+    return Paired(n=len(b), base=sum(b), new=sum(c), gained=gained, lost=lost,
+                  p_value=_binom_two_sided(gained, gained + lost))
+
+
+# --------------------------------------------------------------------------------------------------
+# hashing
+# --------------------------------------------------------------------------------------------------
+
+def flags_to_str(flags) -> str:
+    """Boolean vector [N] -> '0101...' (compact, diff-friendly)."""
+    return "".join("1" if bool(v) else "0" for v in _as_list(flags))
+
+
+def str_to_flags(s: str) -> list[bool]:
+    """'0101...' -> list of bool."""
+    return [ch == "1" for ch in s]
+
+
+def _as_list(v):
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    return list(v)
+
+
+def _canon(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _canon(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canon(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted(_canon(v) for v in obj)
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            return repr(obj)
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):   # numpy / torch scalars
+        return _canon(obj.item())
+    return obj
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON text (sorted keys, no whitespace) used for hashing."""
+    return json.dumps(_canon(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def content_hash(obj: Any, length: int = 32) -> str:
+    """Hex sha256 of the canonical JSON of ``obj`` (first ``length`` characters)."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
+def tensor_hash(*tensors, length: int = 32) -> str:
+    """Hash of tensors' dtype, shape and bytes (moved to CPU, made contiguous)."""
+    import torch
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:length]
+
+
+def data_hash(x, y) -> str:
+    """Hash of an evaluation subset: images x [N, ...] (as float32) and labels y [N] (as int64)."""
+    import torch
+    return tensor_hash(x.detach().to(torch.float32), y.detach().to(torch.int64))
+
+
+def model_checksum(model, exclude: Iterable[str] = ()) -> str:
+    """Hash of a model's state_dict tensors (names, dtypes, shapes, values), keys in ``exclude`` left out.
+
+    Use ``exclude`` to leave out MeanSparse buffers so that the checksum names the *host* model.
+    """
+    import torch
+    skip = set(exclude)
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        if name in skip or not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().cpu().contiguous()
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+# --------------------------------------------------------------------------------------------------
+# provenance
+# --------------------------------------------------------------------------------------------------
+
+def _version(mod: str) -> str | None:
+    try:
+        from importlib.metadata import version
+        return version(mod)
+    except Exception:
+        return None
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of the packages that matter for a number."""
+    import torch
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for dist in ("pyautoattack", "numpy", "msparse", "robustbench"):
+        out[dist] = _version(dist)
+    if out["msparse"] is None:   # running from a checkout that is not pip-installed
+        try:
+            from msparse import __version__ as v
+            out["msparse"] = v
+        except ImportError:
+            pass
+    return out
+
+
+def repo_root() -> Path | None:
+    """The repository root if this package runs from a checkout (has pyproject.toml and .git)."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").exists() or (here / ".git").exists():
+        return here
+    return None
+
+
+def git_commit(path: Path | None = None) -> str | None:
+    """``<commit>`` or ``<commit>-dirty`` of the checkout at ``path`` (None outside git)."""
+    path = path or repo_root()
+    if path is None:
+        return None
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True,
+                             text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
+                               capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device=None) -> str:
+    """Human-readable name of the compute device (GPU model or CPU)."""
+    import torch
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
+           f"{torch.get_num_threads()} threads)"
+
+
+def provenance(device=None, wall_s: float | None = None, **extra) -> dict[str, Any]:
+    """Where and how a record was made: commit, versions, device, host OS, time, wall time."""
+    out = {
+        "commit": git_commit(),
+        "versions": versions(),
+        "device": device_name(device),
+        "platform": platform.platform(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if wall_s is not None:
+        out["wall_s"] = round(float(wall_s), 3)
+    out.update(extra)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# store
+# --------------------------------------------------------------------------------------------------
+
+def default_store_dir() -> Path:
+    """``$MSPARSE_RESULTS``, else ``<repo>/results`` from a checkout, else ``~/.cache/msparse/results``."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    root = repo_root()
+    if root is not None:
+        return root / "results"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "msparse" / "results"
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp creates 0600; records are meant to be shared
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _seal(doc: dict) -> dict:
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    doc = dict(body)
+    doc["checksum"] = content_hash(body, length=64)
+    return doc
+
+
+def _verify(doc: Any, key: str | None = None) -> dict:
+    if not isinstance(doc, dict) or "checksum" not in doc:
+        raise CorruptRecord("not a record (no checksum)")
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    if content_hash(body, length=64) != doc["checksum"]:
+        raise CorruptRecord("checksum mismatch")
+    if key is not None and doc.get("key") != key:
+        raise CorruptRecord(f"key mismatch ({doc.get('key')} != {key})")
+    if "spec" in doc and doc.get("kind", "record") == "record":
+        if content_hash(doc["spec"]) != doc.get("key"):
+            raise CorruptRecord("key does not match the hash of its spec")
+    return doc
+
+
+class Store:
+    """A folder of records; see the module docstring for the layout.
+
+    >>> store = Store("results")          # or Store() for the default folder
+    >>> rec = store.get(key)              # None if absent or corrupted (corrupted files are moved aside)
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root).expanduser() if root is not None else default_store_dir()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # records --------------------------------------------------------------------------------------
+    def path(self, key: str) -> Path:
+        return self.root / "records" / f"{key}.json"
+
+    def get(self, key: str) -> dict | None:
+        """The verified record for ``key``; None if missing. A corrupted file is renamed
+        ``*.corrupt`` (kept for inspection), a warning is issued, and None is returned."""
+        p = self.path(key)
+        if not p.exists():
+            return None
+        try:
+            return _verify(json.loads(p.read_text(encoding="utf-8")), key)
+        except (ValueError, OSError) as e:    # JSONDecodeError and CorruptRecord are ValueErrors
+            self._quarantine(p, e)
+            return None
+
+    def put(self, record: dict) -> Path:
+        """Seal (checksum) and atomically write a record; returns its path."""
+        if "key" not in record or "spec" not in record:
+            raise ValueError("a record needs 'key' and 'spec'")
+        if content_hash(record["spec"]) != record["key"]:
+            raise ValueError("record key is not the hash of its spec")
+        doc = _seal({"schema": SCHEMA, **{k: v for k, v in record.items() if k != "checksum"}})
+        p = self.path(record["key"])
+        _atomic_write_text(p, json.dumps(doc, indent=1, sort_keys=True, default=_canon_default))
+        return p
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def keys(self) -> list[str]:
+        d = self.root / "records"
+        return sorted(p.stem for p in d.glob("*.json")) if d.exists() else []
+
+    def __iter__(self) -> Iterator[dict]:
+        for k in self.keys():
+            rec = self.get(k)
+            if rec is not None:
+                yield rec
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    # shards (per-batch resume state) ---------------------------------------------------------------
+    def shard_dir(self, key: str) -> Path:
+        return self.root / "partial" / key
+
+    def put_shard(self, key: str, index: int, payload: dict) -> None:
+        """Atomically write the state of batch ``index`` of the evaluation ``key``."""
+        doc = _seal({"schema": SCHEMA, "kind": "shard", "key": key, "index": int(index),
+                     "payload": payload})
+        _atomic_write_text(self.shard_dir(key) / f"{int(index):05d}.json",
+                           json.dumps(doc, sort_keys=True, default=_canon_default))
+
+    def get_shard(self, key: str, index: int) -> dict | None:
+        """The payload of a finished batch, or None if missing or corrupted (then removed)."""
+        p = self.shard_dir(key) / f"{int(index):05d}.json"
+        if not p.exists():
+            return None
+        try:
+            doc = _verify(json.loads(p.read_text(encoding="utf-8")), key)
+            if doc.get("index") != int(index):
+                raise CorruptRecord("shard index mismatch")
+            return doc["payload"]
+        except (ValueError, OSError, KeyError) as e:
+            self._quarantine(p, e)
+            return None
+
+    def drop_shards(self, key: str) -> None:
+        """Remove the resume state of ``key`` (after its record is written)."""
+        d = self.shard_dir(key)
+        if not d.exists():
+            return
+        for p in d.iterdir():
+            try:
+                p.unlink()
+            except OSError:
+                pass
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+    def _quarantine(self, p: Path, err: Exception) -> None:
+        warnings.warn(f"msparse: corrupted result file {p} ({err}); it will be recomputed "
+                      f"(the bad file is kept as {p.name}.corrupt)", RuntimeWarning, stacklevel=3)
+        try:
+            os.replace(p, p.with_name(p.name + ".corrupt"))
+        except OSError:
+            pass
+
+
+def _canon_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------
+# reading records back (figures and tables without recomputation)
+# --------------------------------------------------------------------------------------------------
+
+def _row(rec: dict) -> dict[str, Any]:
+    spec, res, meta, prov = rec["spec"], rec["result"], rec.get("meta", {}), rec.get("provenance", {})
+    sites = spec.get("sites") or {}
+    alphas = sorted({s["alpha"] for s in sites.values()}) if sites else [0.0]
+    atk = spec.get("attack", {})
+    row = {
+        "key": rec["key"],
+        "model": meta.get("model"),
+        "data": meta.get("data"),
+        "stats": meta.get("stats"),
+        "attack": atk.get("name"),
+        "norm": atk.get("norm"),
+        "eps": atk.get("eps"),
+        "alpha": alphas[0] if len(alphas) == 1 else "mixed",
+        "n_sites": len(sites),
+        "n": res.get("n"),
+        "clean": res.get("clean_acc"),
+        "clean_lo": (res.get("clean_ci") or [None, None])[0],
+        "clean_hi": (res.get("clean_ci") or [None, None])[1],
+        "robust": res.get("robust_acc"),
+        "robust_lo": (res.get("robust_ci") or [None, None])[0],
+        "robust_hi": (res.get("robust_ci") or [None, None])[1],
+        "seed": spec.get("seed"),
+        "device": prov.get("device"),
+        "wall_s": prov.get("wall_s"),
+        "commit": prov.get("commit"),
+    }
+    for k, v in (meta.get("tags") or {}).items():
+        row.setdefault(k, v)
+    return row
+
+
+def _matches(row: dict, rec: dict, where: Mapping[str, Any]) -> bool:
+    for k, want in where.items():
+        have = row.get(k, rec.get("meta", {}).get(k, (rec.get("meta", {}).get("tags") or {}).get(k)))
+        if callable(want):
+            if not want(have):
+                return False
+        elif isinstance(want, (list, tuple, set, frozenset)):
+            if have not in want:
+                return False
+        elif isinstance(want, float) and isinstance(have, (int, float)):
+            if not math.isclose(have, want, rel_tol=1e-6, abs_tol=1e-9):
+                return False
+        elif have != want:
+            return False
+    return True
+
+
+def load_records(store: Store | str | os.PathLike | None = None, **where) -> list[dict]:
+    """Records of a store, filtered by row fields (see :func:`to_table`), meta fields or tags.
+
+    A filter value may be a value, a list of accepted values, or a predicate:
+    ``load_records(attack="apgd-ce", model="Peng2023Robust", alpha=lambda a: a != "mixed")``.
+    """
+    st = store if isinstance(store, Store) else Store(store)
+    out = []
+    for rec in st:
+        if _matches(_row(rec), rec, where):
+            out.append(rec)
+    return out
+
+
+def to_table(records: Iterable[dict], columns: Sequence[str] | None = None):
+    """One row per record (a pandas DataFrame if pandas is installed, else a list of dicts).
+
+    Columns: key, model, data, stats, attack, norm, eps, alpha ("mixed" when sites differ), n_sites,
+    n, clean, clean_lo, clean_hi, robust, robust_lo, robust_hi, seed, device, wall_s, commit, plus tags.
+    Accuracies are fractions in [0, 1].
+    """
+    rows = [_row(r) for r in records]
+    if columns is not None:
+        rows = [{c: r.get(c) for c in columns} for r in rows]
+    try:
+        import pandas as pd
+    except ImportError:
+        return rows
+    return pd.DataFrame(rows, columns=list(columns) if columns is not None else None)
