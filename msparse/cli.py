@@ -1,0 +1,641 @@
+"""The command line: ``python -m msparse <command> ...`` (also installed as ``msparse``).
+
+Commands: list-models, calibrate, evaluate, sweep, results, train. Bad input gives one line on
+stderr and exit code 2 (``--debug`` shows the traceback instead).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import os
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Sequence
+
+PROG = "msparse"
+
+EPILOG = """\
+examples:
+  # which models are available
+  python -m msparse list-models
+
+  # per-channel statistics of every site, on the un-augmented training set (done once per model)
+  python -m msparse calibrate --model Peng2023Robust --placement Peng2023Robust/cifar10/Linf/v1 \\
+      --data cifar10:train --out stats/peng.pt
+
+  # clean + APGD-CE accuracy at alpha = 0.25 on the first 1000 test images
+  python -m msparse evaluate --model Peng2023Robust --stats stats/peng.pt --alpha 0.25 \\
+      --attack apgd-ce --n 1000
+
+  # adaptive check: APGD-CE + APGD-T through an identity backward (BPDA), and the worst case
+  python -m msparse evaluate --model Peng2023Robust --stats stats/peng.pt --alpha 0.25 --attack bpda
+  python -m msparse evaluate ... --attack worst:apgd,bpda,transfer
+
+  # an alpha sweep, each point compared with the base model on the same images (McNemar test)
+  python -m msparse sweep --model Peng2023Robust --stats stats/peng.pt --alphas 0,0.1,0.2,0.3 \\
+      --attack apgd --n 500
+
+  # what is already in the results store (numbers are reused, never recomputed)
+  python -m msparse results --where attack=apgd-ce
+
+attacks: none, apgd-ce (Table 1), apgd (= APGD-CE then APGD-DLR, appendix), apgd-t, apgd-ce+t,
+  fab-t, square, aa (standard AutoAttack), bpda[:<attack>], transfer[:<attack>], worst:<a>,<b>,...
+results are stored in $MSPARSE_RESULTS, else <repo>/results (override with --store); a run that
+is interrupted resumes from its last finished batch when the same command is run again.
+"""
+
+
+class UsageError(Exception):
+    """Bad input from the command line: reported in one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):   # one line, exit 2 (argparse prints usage + message)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --------------------------------------------------------------------------------------------------
+# argument types
+# --------------------------------------------------------------------------------------------------
+
+def parse_number(text: str) -> float:
+    """'8/255', '0.0313', '.5' -> float."""
+    try:
+        if "/" in text:
+            return float(Fraction(text.strip()))
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number: {text!r} (write e.g. 8/255 or 0.5)") from None
+
+
+def parse_list(text: str) -> list[float]:
+    """'0,0.1,0.2' or '0:0.4:0.05' (start:stop:step, stop included) -> list of floats."""
+    text = text.strip()
+    if text.count(":") == 2:
+        a, b, s = (parse_number(t) for t in text.split(":"))
+        if s <= 0 or b < a:
+            raise argparse.ArgumentTypeError(f"bad range {text!r}: need start <= stop and step > 0")
+        n = int(math.floor((b - a) / s + 1e-9)) + 1
+        return [round(a + i * s, 10) for i in range(n)]
+    try:
+        return [parse_number(t) for t in text.split(",") if t.strip()]
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"bad list {text!r}: {e}") from None
+
+
+def parse_names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+# --------------------------------------------------------------------------------------------------
+# loading models, data, statistics
+# --------------------------------------------------------------------------------------------------
+
+def _device(name: str | None):
+    import torch
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r} (use cpu, cuda, cuda:1 or auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda requested but no CUDA GPU is available")
+    return dev
+
+
+def load_model_arg(spec: str, weights: str | None, device):
+    """``NAME`` (the msparse model registry) or ``module:callable`` (a factory returning a module)."""
+    import torch
+    if ":" in spec and not Path(spec).exists():
+        mod_name, fn_name = spec.split(":", 1)
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError as e:
+            raise UsageError(f"cannot import {mod_name!r} for --model {spec}: {e}") from None
+        fn = getattr(mod, fn_name, None)
+        if not callable(fn):
+            raise UsageError(f"--model {spec}: {mod_name} has no callable {fn_name!r}")
+        model = fn()
+    else:
+        try:
+            models = importlib.import_module("msparse.models")
+        except ImportError as e:
+            raise UsageError(f"the model registry (msparse.models) cannot be imported: {e}") from None
+        load = getattr(models, "load_model", None)
+        if load is None:
+            raise UsageError("this msparse has no model registry (msparse.models.load_model); "
+                             "use --model module:factory")
+        try:
+            model = load(spec)
+        except KeyError as e:
+            raise UsageError(f"unknown model {spec!r}: {e.args[0] if e.args else e} "
+                             f"(see `{PROG} list-models`)") from None
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"--model {spec} did not give a torch.nn.Module")
+    if weights:
+        p = Path(weights)
+        if not p.is_file():
+            raise UsageError(f"--weights {weights}: no such file")
+        sd = torch.load(p, map_location="cpu", weights_only=True)
+        if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+            sd = sd["state_dict"]
+        try:
+            model.load_state_dict(sd)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise UsageError(f"--weights {weights} does not fit the model: {first}") from None
+    return model.to(device).eval()
+
+
+def load_data_arg(spec: str, n: int | None, start: int = 0):
+    """``cifar10:test`` / ``cifar10:train`` / ``cifar100:test`` ... or a ``.pt`` file with tensors
+    ``{"x": [N, C, H, W] in [0, 1], "y": [N]}``. Returns (x, y, label)."""
+    import torch
+    p = Path(spec)
+    if spec.endswith(".pt") or p.is_file():
+        if not p.is_file():
+            raise UsageError(f"--data {spec}: no such file")
+        d = torch.load(p, map_location="cpu", weights_only=True)
+        if not isinstance(d, dict) or "x" not in d or "y" not in d:
+            raise UsageError(f"--data {spec}: expected a dict with tensors 'x' and 'y'")
+        x, y = d["x"], d["y"]
+        x, y = x[start:], y[start:]
+        if n is not None:
+            x, y = x[:n], y[:n]
+        return x, y, f"{p.name}[{start}:{start + len(x)}]"
+    if ":" not in spec:
+        raise UsageError(f"--data {spec!r}: write DATASET:SPLIT (e.g. cifar10:test) or a .pt file")
+    ds, split = spec.split(":", 1)
+    from . import data as _data
+    try:
+        x, y, info = _data.load_data(ds, split, n=n, start=start, return_info=True)
+    except FileNotFoundError as e:
+        raise UsageError(str(e).strip().splitlines()[0]) from None
+    return x, y, str(info)
+
+
+STATS_FORMAT = "msparse-stats-1"
+
+
+def save_stats(model, path: str | os.PathLike, **meta) -> None:
+    """Save every site's statistics (mean, var, n_samples) with labels, atomically."""
+    import tempfile
+
+    import torch
+
+    from .attacks import meansparse_modules
+    sites = {n: {"mean": m.mean.detach().cpu(), "var": m.var.detach().cpu(),
+                 "n_samples": m.n_samples.detach().cpu()} for n, m in meansparse_modules(model)}
+    obj = {"format": STATS_FORMAT, "sites": sites, **{k: str(v) for k, v in meta.items()}}
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_stats(model, path: str | os.PathLike) -> dict:
+    """Load statistics saved by :func:`save_stats` into the sites of ``model``; returns the labels."""
+    import torch
+
+    from .attacks import meansparse_modules
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--stats {path}: no such file (make one with `{PROG} calibrate`)")
+    obj = torch.load(p, map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or obj.get("format") != STATS_FORMAT:
+        raise UsageError(f"--stats {path}: not an msparse statistics file")
+    mods = dict(meansparse_modules(model))
+    missing = sorted(set(mods) - set(obj["sites"]))
+    extra = sorted(set(obj["sites"]) - set(mods))
+    if missing or extra:
+        raise UsageError(f"--stats {path} was made for other sites ({len(extra)} unknown, "
+                         f"{len(missing)} missing, e.g. {(extra or missing)[0]!r}); "
+                         f"use the same --placement as for calibrate")
+    for name, m in mods.items():
+        s = obj["sites"][name]
+        m.load_statistics(s["mean"], s["var"], int(s["n_samples"]))
+    return {k: v for k, v in obj.items() if k not in ("sites", "format")}
+
+
+def _prepare(args, need_stats: bool):
+    """Model (sparsified if needed, statistics loaded), data and labels from common arguments."""
+    import torch
+    from . import placement as _pl
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    device = _device(args.device)
+    model = load_model_arg(args.model, args.weights, device)
+    if args.placement != "none" and not _pl.sites(model):
+        try:
+            _pl.sparsify(model, args.placement)
+        except KeyError as e:
+            raise UsageError(e.args[0] if e.args else str(e)) from None
+    stats_label = None
+    if need_stats:
+        if not _pl.sites(model):
+            raise UsageError("alpha > 0 needs MeanSparse sites: drop --placement none")
+        if args.stats:
+            stats_label = load_stats(model, args.stats).get("mode")
+        elif args.calib_data:
+            from .stats import calibrate
+            xc, _, _ = load_data_arg(args.calib_data, args.calib_n)
+            calibrate(model, xc, mode=args.stats_mode, batch_size=args.calib_batch_size,
+                      progress=True)
+            stats_label = args.stats_mode
+        else:
+            raise UsageError("alpha > 0 needs statistics: pass --stats FILE (from `msparse "
+                             "calibrate`) or --calib-data cifar10:train")
+    x, y, label = load_data_arg(args.data, args.n, args.start)
+    return model, x, y, label, stats_label
+
+
+# --------------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------------
+
+def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """Plain-text table (percentages for accuracy columns)."""
+    def fmt(c, v):
+        if v is None:
+            return "-"
+        if c in ("clean", "robust", "d_clean", "d_robust") and isinstance(v, float):
+            return f"{100 * v:+.2f}" if c.startswith("d_") else f"{100 * v:.2f}"
+        if c == "p_value" and isinstance(v, float):
+            return f"{v:.3g}"
+        if c == "eps" and isinstance(v, float):
+            f = Fraction(v).limit_denominator(1000)
+            return f"{f.numerator}/{f.denominator}" if abs(float(f) - v) < 1e-9 else f"{v:.4g}"
+        if isinstance(v, float):
+            return f"{v:g}"
+        return str(v)
+    cells = [[fmt(c, r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c)
+              for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _result_row(r, extra: dict | None = None) -> dict:
+    sites = r.spec.get("sites") or {}
+    al = sorted({s["alpha"] for s in sites.values()})
+    row = {"attack": r.attack, "eps": r.eps,
+           "alpha": (al[0] if len(al) == 1 else "mixed") if al else 0.0,
+           "n": r.n, "clean": r.clean_acc, "robust": r.robust_acc,
+           "robust 95% CI": f"[{100 * r.robust_ci[0]:.1f}, {100 * r.robust_ci[1]:.1f}]",
+           "cached": "yes" if r.cached else "no", "key": r.key[:12]}
+    row.update(extra or {})
+    return row
+
+
+# --------------------------------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------------------------------
+
+def cmd_list_models(args) -> int:
+    try:
+        models = importlib.import_module("msparse.models")
+    except ImportError as e:
+        raise UsageError(f"the model registry cannot be imported: {e}") from None
+    lister = getattr(models, "list_models", None)
+    if lister is None:
+        raise UsageError("this msparse has no model registry yet (msparse.models.list_models)")
+    items = lister()
+    if isinstance(items, dict):
+        for k, v in items.items():
+            print(f"{k}\t{v}" if v else k)
+    else:
+        for it in items:
+            print(it)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    import torch
+    from . import placement as _pl
+    from .stats import calibrate
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    device = _device(args.device)
+    model = load_model_arg(args.model, args.weights, device)
+    if not _pl.sites(model):
+        try:
+            _pl.sparsify(model, args.placement)
+        except KeyError as e:
+            raise UsageError(e.args[0] if e.args else str(e)) from None
+    x, _, label = load_data_arg(args.data, args.n, args.start)
+    summary = calibrate(model, x, mode=args.mode, batch_size=args.batch_size, progress=True)
+    save_stats(model, args.out, model=args.model, placement=args.placement, mode=args.mode,
+               data=label)
+    n_sites = len(_pl.sites(model))
+    print(f"statistics of {n_sites} sites ({args.mode}, {label}) written to {args.out}")
+    if isinstance(summary, dict) and summary.get("seconds") is not None:
+        print(f"pass took {summary['seconds']:.1f} s")
+    return 0
+
+
+def _eval_kwargs(args) -> dict:
+    from .results import Store
+    store: Any = False if args.no_store else (Store(args.store) if args.store else None)
+    return dict(norm=args.norm, seed=args.seed, batch_size=args.batch_size, n_iter=args.n_iter,
+                n_restarts=args.n_restarts, n_queries=args.n_queries, store=store)
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate
+    from .placement import set_alpha, set_backward
+    model, x, y, label, stats_label = _prepare(args, need_stats=args.alpha > 0)
+    from .placement import sites as _sites
+    if _sites(model):
+        set_alpha(model, args.alpha)
+        set_backward(model, args.backward)
+    res = evaluate(model, x, y, args.attack, eps=args.eps, name=args.model, data=label,
+                   stats=stats_label, progress=not args.quiet, **_eval_kwargs(args))
+    if args.base and args.alpha > 0:
+        from .attacks import base_model
+        with base_model(model):
+            base = evaluate(model, x, y, args.attack, eps=args.eps, name=args.model, data=label,
+                            progress=not args.quiet, **_eval_kwargs(args))
+        rows = [_result_row(base, {"alpha": 0.0}), _result_row(res, _paired(res, base))]
+    else:
+        rows = [_result_row(res)]
+    cols = ["attack", "eps", "alpha", "n", "clean", "robust", "robust 95% CI"]
+    if len(rows) > 1:
+        cols += ["d_robust", "p_value"]
+    print(format_table(rows, cols + ["cached", "key"]))
+    _print_warnings(res)
+    return 0
+
+
+def _paired(res, base) -> dict:
+    p = res.compare(base)
+    return {"d_robust": p.delta, "p_value": p.p_value, "gained": p.gained, "lost": p.lost}
+
+
+def _print_warnings(res) -> None:
+    for msg, count in res.warnings.items():
+        print(f"AutoAttack warning ({count}x): {msg}", file=sys.stderr)
+    d = res.diagnostics
+    if d.get("zero_grad"):
+        print(f"note: {100 * d['zero_grad']:.1f}% of the checked images have an exactly zero input "
+              "gradient (gradient masking): run an adaptive attack, e.g. --attack bpda",
+              file=sys.stderr)
+
+
+def cmd_sweep(args) -> int:
+    from .evaluate import sweep
+    need = any(a > 0 for a in args.alphas)
+    if args.stats_modes and not args.calib_data:
+        raise UsageError("--stats-modes recalibrates: pass --calib-data cifar10:train")
+    model, x, y, label, stats_label = _prepare(args, need_stats=need and not args.stats_modes)
+    calib = None
+    if args.stats_modes:
+        calib, _, _ = load_data_arg(args.calib_data, args.calib_n)
+    sw = sweep(model, x, y, alphas=args.alphas, eps=args.eps_grid or [args.eps], attack=args.attack,
+               sites=None if args.sites == "all" else args.sites, centres=args.centres,
+               stats=args.stats_modes, calib_data=calib, calib_batch_size=args.calib_batch_size,
+               backward=args.backward_modes, name=args.model, data=label,
+               progress=not args.quiet, **_eval_kwargs(args))
+    rows = sw.rows()
+    axes = [c for c in ("sites", "stats", "centre", "backward") if any(c in r for r in rows)]
+    for r in rows:
+        r["cached"] = "yes" if r["cached"] else "no"
+        r["key"] = r["key"][:12]
+        r["+/-"] = f"+{r.get('gained', 0)}/-{r.get('lost', 0)}"
+    cols = axes + ["eps", "alpha", "n", "clean", "robust", "d_clean", "d_robust", "+/-",
+                   "p_value", "cached", "key"]
+    print(f"{args.attack} on {label}; d_* = change vs the base model (all alpha = 0) on the same "
+          "images, +/- = discordant pairs, p = exact McNemar test")
+    print(format_table(rows, cols))
+    return 0
+
+
+def cmd_results(args) -> int:
+    from .results import Store, load_records, to_table
+    where = {}
+    for w in args.where or []:
+        if "=" not in w:
+            raise UsageError(f"--where {w!r}: write FIELD=VALUE, e.g. attack=apgd-ce")
+        k, v = w.split("=", 1)
+        try:
+            val: Any = parse_number(v)
+        except argparse.ArgumentTypeError:
+            val = v
+        where[k.strip()] = val
+    st = Store(args.store) if args.store else Store()
+    recs = load_records(st, **where)
+    if not recs:
+        print(f"no records in {st.root}" + (f" matching {where}" if where else ""))
+        return 0
+    rows = to_table(recs)
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    for r in rows:
+        r["key"] = r["key"][:12]
+    cols = ["model", "attack", "eps", "alpha", "n_sites", "n", "clean", "robust", "device", "key"]
+    print(format_table(rows, cols))
+    print(f"{len(rows)} records in {st.root}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------------------
+
+def _debug_flag(p):
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks on errors")
+
+
+def _common_model(p, *, stats=True):
+    _debug_flag(p)
+    g = p.add_argument_group("model")
+    g.add_argument("--model", required=True,
+                   help="registry name (see list-models) or module:factory returning a torch module")
+    g.add_argument("--weights", help="state_dict file to load into the model (torch.load with "
+                                     "weights_only=True)")
+    g.add_argument("--placement", default="activations",
+                   help="where MeanSparse goes: 'activations' (before every activation module), a "
+                        "preset key (msparse.PRESETS), or 'none' (default: activations; ignored "
+                        "when the model already has sites)")
+    if stats:
+        g.add_argument("--stats", help="statistics file written by `msparse calibrate`")
+        g.add_argument("--calib-data", help="calibrate in this run on DATASET:SPLIT instead, e.g. "
+                                            "cifar10:train (no augmentation)")
+        g.add_argument("--calib-n", type=int, help="number of calibration images (default all)")
+        g.add_argument("--stats-mode", choices=("exact", "official"), default="exact",
+                       help="statistics estimator for --calib-data (default exact)")
+        g.add_argument("--calib-batch-size", type=int, default=512)
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    g.add_argument("--threads", type=int, help="torch CPU threads")
+
+
+def _common_data(p, default_n=None):
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="cifar10:test",
+                   help="DATASET:SPLIT (cifar10:test, cifar10:train, cifar100:test, imagenet:test) "
+                        "or a .pt file with tensors x, y (default cifar10:test)")
+    g.add_argument("--n", type=_positive_int, default=default_n,
+                   help="number of images (default: all)")
+    g.add_argument("--start", type=_nonneg_int, default=0, help="index of the first image")
+
+
+def _common_attack(p):
+    g = p.add_argument_group("attack")
+    g.add_argument("--attack", default="apgd-ce", help="attack name (see below; default apgd-ce)")
+    g.add_argument("--eps", type=parse_number, default=8 / 255,
+                   help="radius for pixels in [0, 1], e.g. 8/255 or 0.5 (default 8/255)")
+    g.add_argument("--norm", choices=("Linf", "L2"), default="Linf")
+    g.add_argument("--seed", type=_nonneg_int, default=0, help="AutoAttack seed (default 0)")
+    g.add_argument("--batch-size", type=_positive_int, default=128,
+                   help="images per batch = per resumable shard (default 128)")
+    g.add_argument("--n-iter", type=_positive_int, default=100, help="APGD/FAB iterations (100)")
+    g.add_argument("--n-restarts", type=_positive_int, default=1, help="APGD-CE/DLR restarts (1)")
+    g.add_argument("--n-queries", type=_positive_int, default=5000, help="Square queries (5000)")
+    g = p.add_argument_group("results")
+    g.add_argument("--store", help="results folder (default $MSPARSE_RESULTS or <repo>/results)")
+    g.add_argument("--no-store", action="store_true", help="neither read nor write records")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _alpha(text: str) -> float:
+    v = parse_number(text)
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"alpha must be a finite number >= 0, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = _Parser(prog=PROG, formatter_class=fmt, epilog=EPILOG,
+                description="MeanSparse reproduction: sparsify, calibrate and evaluate robust models "
+                            "under AutoAttack, adaptive (BPDA, transfer) attacks and sweeps.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
+
+    s = sub.add_parser("list-models", help="models of the registry", formatter_class=fmt)
+    _debug_flag(s)
+    s.set_defaults(func=cmd_list_models)
+
+    s = sub.add_parser("calibrate", help="collect per-channel statistics of every site",
+                       formatter_class=fmt, epilog=EPILOG)
+    _common_model(s, stats=False)
+    g = s.add_argument_group("statistics")
+    g.add_argument("--data", default="cifar10:train",
+                   help="DATASET:SPLIT or .pt file (default cifar10:train, no augmentation)")
+    g.add_argument("--n", type=_positive_int, help="number of images (default: all)")
+    g.add_argument("--start", type=_nonneg_int, default=0)
+    g.add_argument("--mode", choices=("exact", "official"), default="exact",
+                   help="exact (float64, population variance) or official (average of per-batch "
+                        "statistics, as the released checkpoints)")
+    g.add_argument("--batch-size", type=_positive_int, default=512)
+    g.add_argument("--out", required=True, help="statistics file to write")
+    s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("evaluate", help="clean and robust accuracy of one configuration",
+                       formatter_class=fmt, epilog=EPILOG)
+    _common_model(s)
+    _common_data(s)
+    s.add_argument("--alpha", type=_alpha, default=0.0, help="alpha at every site (default 0 = base)")
+    s.add_argument("--backward", choices=("exact", "identity"), default="exact",
+                   help="MeanSparse backward during the attack (identity = BPDA; default exact)")
+    s.add_argument("--base", action="store_true",
+                   help="also evaluate the base model (alpha = 0) and test the difference")
+    _common_attack(s)
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("sweep", help="a grid of alphas/eps/sites/centres/statistics/backward modes",
+                       formatter_class=fmt, epilog=EPILOG)
+    _common_model(s)
+    _common_data(s)
+    g = s.add_argument_group("grid")
+    g.add_argument("--alphas", type=parse_list, default=[0.0, 0.1, 0.2, 0.3],
+                   help="comma list or start:stop:step, e.g. 0:0.4:0.05 (default 0,0.1,0.2,0.3)")
+    g.add_argument("--eps-grid", type=lambda t: [parse_number(v) for v in t.split(",")],
+                   help="comma list of eps, e.g. 1/255,2/255,4/255 (default: --eps)")
+    g.add_argument("--sites", default="all", choices=("all", "single", "cumulative", "tags"),
+                   help="site subsets: all, single (one site at a time), cumulative, tags "
+                        "(main path vs after addition)")
+    g.add_argument("--centres", type=parse_names, help="centre references, e.g. mean,zero,global")
+    g.add_argument("--stats-modes", type=parse_names,
+                   help="statistics modes, e.g. exact,official (recalibrates on --calib-data)")
+    g.add_argument("--backward-modes", type=parse_names, help="e.g. exact,identity")
+    _common_attack(s)
+    s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("results", help="list stored records", formatter_class=fmt)
+    _debug_flag(s)
+    s.add_argument("--store", help="results folder (default $MSPARSE_RESULTS or <repo>/results)")
+    s.add_argument("--where", action="append", metavar="FIELD=VALUE",
+                   help="filter, e.g. --where attack=apgd-ce --where model=Peng2023Robust")
+    s.set_defaults(func=cmd_results)
+
+    s = sub.add_parser("train", help="adversarial training (PGD-AT, TRADES, ANCRA) of a ResNet-18",
+                       formatter_class=fmt)
+    try:
+        from . import train as _train
+    except Exception as e:   # keep the rest of the CLI usable
+        reason = f"{type(e).__name__}: {e}"
+        s.set_defaults(func=lambda a, _r=reason: _fail(f"training is not available ({_r})"))
+    else:
+        _train.add_arguments(s)
+        s.set_defaults(func=_train.main)
+    return p
+
+
+def _fail(msg: str) -> int:
+    raise UsageError(msg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished batches are saved, run the same command again to "
+              "resume", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, KeyError, TypeError, FileNotFoundError, ImportError,
+            RuntimeError) as e:
+        if args.debug:
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        msg = " ".join(str(msg).split()) or type(e).__name__
+        kind = "" if isinstance(e, (UsageError, ValueError, KeyError)) else f"{type(e).__name__}: "
+        print(f"{PROG} {args.command}: error: {kind}{msg} (--debug for the traceback)",
+              file=sys.stderr)
+        return 2

@@ -1,0 +1,272 @@
+"""evaluate() and sweep(): records, resume after a crash, stability, bad inputs, paired tests."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import msparse.evaluate as ev
+from msparse.attacks import meansparse_modules
+from msparse.evaluate import evaluate, site_subsets, sweep
+from msparse.placement import set_alpha, set_backward, sites, sparsify
+from msparse.results import Store, load_records, to_table
+
+from test_attacks import make_data, sparse_model, tiny_model
+
+FAST = dict(eps=8 / 255, n_iter=10, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_data(48, 2)
+
+
+# --- one point ----------------------------------------------------------------------------------
+
+def test_evaluate_result_is_consistent(tmp_path, data):
+    x, y = data
+    r = evaluate(sparse_model(0.2), x, y, "apgd", store=tmp_path, name="tiny", data="synthetic",
+                 **FAST)
+    assert r.n == 48 and 0 < r.robust_acc <= r.clean_acc < 1
+    assert r.clean_flags.shape == (48,) and r.robust_flags.dtype == bool
+    assert not (r.robust_flags & ~r.clean_flags).any()
+    assert r.robust_flags.mean() == pytest.approx(r.robust_acc)
+    lo, hi = r.robust_ci
+    assert lo < r.robust_acc < hi
+    comp = r.components["apgd"]
+    assert comp["after"]["apgd-ce"] >= comp["after"]["apgd-dlr"] == pytest.approx(r.robust_acc)
+    assert r.spec["attack"] == {"name": "apgd", "eps": 8 / 255, "norm": "Linf", "n_iter": 10,
+                                "n_restarts": 1, "n_queries": 5000, "n_target_classes": 9}
+    assert r.spec["seed"] == 0 and r.spec["data"]["n"] == 48
+    assert len(r.spec["sites"]) == 2 and all(s["alpha"] == 0.2 for s in r.spec["sites"].values())
+    prov = r.provenance
+    assert {"commit", "versions", "device", "wall_s", "n", "created"} <= set(prov)
+    d = r.diagnostics
+    assert set(d["blocked"]) == {s.name for s in sites(sparse_model(0.2))}
+    assert 0 < d["blocked_mean"] < 1 and d["zero_grad"] == 0.0
+    assert r.meta == {"model": "tiny", "data": "synthetic"}
+
+
+def test_records_are_stable_and_reused(tmp_path, data):
+    x, y = data
+    a = evaluate(sparse_model(0.2), x, y, "apgd-ce", store=False, **FAST)
+    b = evaluate(sparse_model(0.2), x, y, "apgd-ce", store=False, **FAST)
+    assert a.key == b.key and a.result == b.result
+    c = evaluate(sparse_model(0.2), x, y, "apgd-ce", store=tmp_path, **FAST)
+    d = evaluate(sparse_model(0.2), x, y, "apgd-ce", store=tmp_path, **FAST)
+    assert not c.cached and d.cached and c.key == a.key
+    assert d.result == a.result
+    # anything that determines the numbers changes the key
+    keys = {a.key,
+            evaluate(sparse_model(0.2), x, y, "apgd-ce", store=False, seed=1, **FAST).key,
+            evaluate(sparse_model(0.3), x, y, "apgd-ce", store=False, **FAST).key,
+            evaluate(sparse_model(0.2), x[:32], y[:32], "apgd-ce", store=False, **FAST).key,
+            evaluate(sparse_model(0.2), x, y, "apgd-ce", store=False,
+                     **{**FAST, "eps": 4 / 255}).key}
+    assert len(keys) == 5
+
+
+def test_alpha_zero_has_the_key_of_the_plain_model(data):
+    x, y = data
+    plain = evaluate(tiny_model(), x, y, "none", store=False)
+    zero = evaluate(sparse_model(0.0), x, y, "none", store=False)
+    assert plain.key == zero.key and plain.result["clean_flags"] == zero.result["clean_flags"]
+
+
+def test_resume_after_crash_loses_nothing_and_redoes_nothing(tmp_path, monkeypatch, data):
+    x, y = data                          # 48 images, batch 16 -> 3 batches
+    reference = evaluate(sparse_model(0.2), x, y, "apgd", store=tmp_path / "ref", **FAST)
+
+    real = ev._eval_batch
+    calls = []
+
+    def crashing(model, xb, *a, **k):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")        # a kill after two finished batches
+        calls.append(len(xb))
+        return real(model, xb, *a, **k)
+    monkeypatch.setattr(ev, "_eval_batch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(sparse_model(0.2), x, y, "apgd", store=tmp_path / "run", **FAST)
+    st = Store(tmp_path / "run")
+    assert st.keys() == [] and len(list(st.shard_dir(reference.key).glob("*.json"))) == 2
+
+    done = []
+
+    def counting(model, xb, *a, **k):
+        done.append(k["run_checks"])
+        return real(model, xb, *a, **k)
+    monkeypatch.setattr(ev, "_eval_batch", counting)
+    resumed = evaluate(sparse_model(0.2), x, y, "apgd", store=tmp_path / "run", **FAST)
+    assert done == [False]                           # only the missing third batch ran
+    assert resumed.result == reference.result
+    assert resumed.provenance["batches_resumed"] == 2
+    assert not st.shard_dir(reference.key).exists()  # shards merged and removed
+    assert st.keys() == [reference.key]
+
+
+def test_corrupted_record_and_shard_are_recomputed(tmp_path, data):
+    x, y = data
+    r = evaluate(sparse_model(0.2), x, y, "apgd-ce", store=tmp_path, **FAST)
+    st = Store(tmp_path)
+    p = st.path(r.key)
+    doc = json.loads(p.read_text())
+    doc["result"]["robust_acc"] = 1.0               # tampered number: checksum mismatch
+    p.write_text(json.dumps(doc))
+    with pytest.warns(RuntimeWarning, match="corrupted"):
+        again = evaluate(sparse_model(0.2), x, y, "apgd-ce", store=tmp_path, **FAST)
+    assert not again.cached and again.result == r.result
+    # a damaged shard of an unfinished run is redone
+    st.put_shard("k" * 32, 0, {"n": 16})
+    (st.shard_dir("k" * 32) / "00000.json").write_text("{not json")
+    with pytest.warns(RuntimeWarning, match="corrupted"):
+        assert st.get_shard("k" * 32, 0) is None
+
+
+# --- adaptive evaluation ------------------------------------------------------------------------
+
+def test_worst_case_is_the_per_example_and_of_components(data):
+    x, y = data
+    model = sparse_model(0.3)
+    set_backward(model, "exact")
+    r = evaluate(model, x, y, "worst:apgd-ce,bpda:apgd-ce,transfer:apgd-ce", store=False, **FAST)
+    comps = list(r.components)
+    assert comps == ["apgd-ce", "bpda:apgd-ce", "transfer:apgd-ce"]
+    flags = np.logical_and.reduce([r.component_flags(c) for c in comps])
+    assert np.array_equal(flags, r.robust_flags)
+    assert all(r.components[c]["robust_acc"] >= r.robust_acc for c in comps)
+    assert all(m.backward == "exact" for _, m in meansparse_modules(model))
+    assert "zero_grad_identity" in r.diagnostics
+
+
+def test_aa_runs_end_to_end_with_all_four_attacks(data):
+    x, y = data
+    r = evaluate(tiny_model(), x[:16], y[:16], "aa", store=False, eps=8 / 255, n_iter=5,
+                 n_queries=20, batch_size=16)
+    assert list(r.components["aa"]["after"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert r.robust_acc <= r.clean_acc
+
+
+def test_model_state_is_left_as_it_was(data):
+    x, y = data
+    model = sparse_model(0.2)
+    model.train()
+    evaluate(model, x, y, "bpda:apgd-ce", store=False, **FAST)
+    assert model.training
+    assert all(m.backward == "exact" and float(m.alpha) == pytest.approx(0.2)
+               for _, m in meansparse_modules(model))
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, msg", [
+    (dict(attack="pgd"), "unknown attack 'pgd'"),
+    (dict(eps=0), "eps must be a finite number > 0"),
+    (dict(eps=-0.1), "eps must be a finite number > 0"),
+    (dict(eps=8), "did you mean 8/255"),
+    (dict(norm="L3"), "norm must be 'Linf' or 'L2'"),
+    (dict(batch_size=0), "batch_size must be a positive integer"),
+    (dict(seed=-1), "seed must be an integer >= 0"),
+    (dict(y=torch.zeros(47, dtype=torch.long)), "x has 48 images but y has 47 labels"),
+    (dict(x=torch.zeros(0, 3, 8, 8), y=torch.zeros(0, dtype=torch.long)), "no data"),
+    (dict(y=torch.zeros(48)), "integer class labels"),
+    (dict(y=torch.full((48,), 7)), r"labels must be in \[0, 4\)"),
+    (dict(x=torch.full((48, 3, 8, 8), 2.0)), r"pixels in \[0, 1\]"),
+])
+def test_bad_input_gives_clear_errors(data, change, msg, tmp_path):
+    x, y = data
+    kw = dict(x=x, y=y, attack="apgd-ce", eps=8 / 255, norm="Linf", batch_size=16, seed=0)
+    kw.update(change)
+    with pytest.raises(ValueError, match=msg):
+        evaluate(tiny_model(), kw.pop("x"), kw.pop("y"), kw.pop("attack"), store=tmp_path, **kw)
+    assert Store(tmp_path).keys() == []
+
+
+def test_uncalibrated_site_with_alpha_is_refused(data):
+    x, y = data
+    m = tiny_model()
+    sparsify(m, "activations", input_size=(3, 8, 8))
+    for _, op in meansparse_modules(m):
+        op.alpha.fill_(0.2)
+        op._alpha = 0.2
+    with pytest.raises(ValueError, match="no statistics"):
+        evaluate(m, x, y, "none", store=False)
+
+
+# --- sweeps -------------------------------------------------------------------------------------
+
+def test_sweep_end_to_end_with_paired_tests(tmp_path, data):
+    x, y = data
+    model = sparse_model(0.1)
+    sw = sweep(model, x, y, alphas=[0.0, 0.2, 0.5], attack="apgd-ce", store=tmp_path,
+               progress=False, **FAST)
+    assert [p["alpha"] for p in sw.points] == [0.0, 0.2, 0.5]
+    df = sw.table()
+    assert {"alpha", "clean", "robust", "d_robust", "gained", "lost", "p_value"} <= set(df.columns)
+    first = sw.paired[0]
+    assert first.gained == first.lost == 0 and first.p_value == 1.0       # alpha 0 is the base
+    for r, p in zip(sw.results, sw.paired):
+        assert p.delta == pytest.approx(r.robust_acc - sw.base[8 / 255].robust_acc)
+    assert len(Store(tmp_path).keys()) == 3                 # base shared with alpha = 0
+    # model restored, and a rerun is served from the store
+    assert all(float(m.alpha) == pytest.approx(0.1) for _, m in meansparse_modules(model))
+    again = sweep(model, x, y, alphas=[0.0, 0.2, 0.5], attack="apgd-ce", store=tmp_path,
+                  progress=False, **FAST)
+    assert all(r.cached for r in again.results)
+    assert [r.result for r in again.results] == [r.result for r in sw.results]
+    # figures and tables come back from records alone
+    tab = to_table(load_records(tmp_path, attack="apgd-ce"))
+    assert sorted(tab["alpha"]) == [0.0, 0.2, 0.5]
+
+
+def test_sweep_over_sites_and_statistics_modes(tmp_path, data):
+    x, y = data
+    model = sparse_model(0.0)
+    before = {n: m.var.clone() for n, m in meansparse_modules(model)}
+    calib = make_data(64, 5)[0]
+    sw = sweep(model, x[:16], y[:16], alphas=[0.3], attack="apgd-ce", sites="cumulative",
+               stats=["exact", "official"], calib_data=calib, calib_batch_size=16,
+               store=tmp_path, progress=False, n_iter=5, batch_size=16)
+    assert [(p["stats"], p["sites"]) for p in sw.points] == [
+        ("exact", "cumulative:0"), ("exact", "cumulative:1"),
+        ("official", "cumulative:0"), ("official", "cumulative:1")]
+    assert [len(r.spec["sites"]) for r in sw.results] == [1, 2, 1, 2]
+    h = {p["stats"]: {s["stats"] for s in r.spec["sites"].values()}
+         for p, r in zip(sw.points, sw.results) if p["sites"] == "cumulative:1"}
+    assert h["exact"] != h["official"]                       # statistics are part of the key
+    assert sw.results[0].meta["stats"] == "exact"
+    # statistics, alpha, centre and backward restored
+    assert all(torch.equal(m.var, before[n]) for n, m in meansparse_modules(model))
+    assert all(float(m.alpha) == 0 for _, m in meansparse_modules(model))
+
+
+def test_sweep_over_centres_backward_and_eps(tmp_path, data):
+    x, y = data
+    model = sparse_model(0.0)
+    sw = sweep(model, x[:16], y[:16], alphas=[0.3], eps=[4 / 255, 8 / 255], attack="apgd-ce",
+               centres=["mean", "zero"], backward=["exact", "identity"], store=tmp_path,
+               progress=False, n_iter=5, batch_size=16)
+    assert len(sw) == 8 and set(sw.base) == {4 / 255, 8 / 255}
+    assert {(p["centre"], p["backward"]) for p in sw.points} == {
+        ("mean", "exact"), ("mean", "identity"), ("zero", "exact"), ("zero", "identity")}
+    for p, r in zip(sw.points, sw.results):
+        assert {s["centre"] for s in r.spec["sites"].values()} == {p["centre"]}
+        assert {s["backward"] for s in r.spec["sites"].values()} == {p["backward"]}
+        assert r.eps == p["eps"]
+    ops = [m for _, m in meansparse_modules(model)]
+    assert all(m.centre == "mean" and m.backward == "exact" for m in ops)
+
+
+def test_site_subsets_and_sweep_errors(data):
+    x, y = data
+    m = sparse_model(0.2)
+    names = [s.name for s in sites(m)]
+    assert site_subsets(m, "single") == {f"single:{i}": [n] for i, n in enumerate(names)}
+    assert site_subsets(m, "cumulative")["cumulative:1"] == names
+    assert site_subsets(m, "tags") == {"tag:before_activation": names}
+    with pytest.raises(ValueError, match="unknown site subset kind"):
+        site_subsets(m, "odd")
+    with pytest.raises(ValueError, match="calib_data"):
+        sweep(m, x, y, alphas=[0.2], stats=["exact"], progress=False, store=False)
+    with pytest.raises(ValueError, match="no MeanSparse sites"):
+        sweep(tiny_model(), x, y, alphas=[0.2], progress=False, store=False)
