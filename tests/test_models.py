@@ -1,0 +1,255 @@
+"""msparse.models: the CIFAR ResNet-18 family, the registry, the shipped default, RobustBench loading."""
+import json
+import shutil
+import socket
+
+import pytest
+import torch
+import torch.nn as nn
+
+import msparse.models as M
+from msparse.data import load_data
+from msparse.models import ModelLoadError, ChecksumError, activation_positions, list_models, load_model, resnet18
+from msparse.train import pgd_accuracy, accuracy
+
+RB_SMALL = "Addepalli2022Efficient_RN18"   # a RobustBench CIFAR-10 L-inf entry whose ResNet-18 builds fast
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("network access attempted")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+# ------------------------------------------------------------------ the family
+
+@pytest.mark.parametrize("act", M.ACTIVATIONS)
+def test_family_forward_shape_and_17_distinct_positions(act):
+    model = resnet18(act, width=4).eval()
+    out = model(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+    pos = activation_positions(model)
+    assert [i for i, _, _ in pos] == list(range(17))
+    assert pos[0] == (0, "act", "stem")
+    assert all(tag == "main_path" for i, _, tag in pos if i % 2 == 1)
+    assert all(tag == "after_add" for i, _, tag in pos if i > 0 and i % 2 == 0)
+    mods = dict(model.named_modules())
+    instances = [mods[path] for _, path, _ in pos]
+    assert len({id(m) for m in instances}) == 17          # one module instance per position
+
+
+def test_positions_follow_forward_order():
+    model = resnet18("gelu", width=4).eval()
+    order = []
+    for i, path, _ in activation_positions(model):
+        dict(model.named_modules())[path].register_forward_hook(lambda m, a, o, i=i: order.append(i))
+    model(torch.rand(1, 3, 32, 32))
+    assert order == list(range(17))
+
+
+def test_main_path_and_after_add_positions_are_where_the_spec_says():
+    """act1 sees bn1's output; act2 sees bn2(conv2(.)) + shortcut."""
+    model = resnet18("relu", width=4).eval()
+    blk = model.layer2[0]
+    seen = {}
+    blk.bn1.register_forward_hook(lambda m, a, o: seen.__setitem__("bn1", o))
+    blk.act1.register_forward_pre_hook(lambda m, a: seen.__setitem__("act1", a[0]))
+    blk.bn2.register_forward_hook(lambda m, a, o: seen.__setitem__("bn2", o))
+    blk.shortcut.register_forward_hook(lambda m, a, o: seen.__setitem__("sc", o))
+    blk.act2.register_forward_pre_hook(lambda m, a: seen.__setitem__("act2", a[0]))
+    model(torch.rand(1, 3, 32, 32))
+    assert torch.equal(seen["act1"], seen["bn1"])
+    assert torch.allclose(seen["act2"], seen["bn2"] + seen["sc"])
+
+
+def test_parametric_activations_share_parameters_network_wide():
+    for act, names in (("psilu", ["paf.a"]), ("pssilu", ["paf.a", "paf.b"])):
+        model = resnet18(act, width=4).eval()
+        assert sorted(k for k in model.state_dict() if "paf" in k or "act" in k) == names
+        x = torch.rand(2, 3, 32, 32)
+        y0 = model(x)
+        with torch.no_grad():
+            model.paf.a.fill_(3.0)
+        assert not torch.allclose(model(x), y0)          # the one parameter acts at every position
+        a = torch.tensor(3.0)
+        t = torch.linspace(-3, 3, 7)
+        if act == "psilu":
+            assert torch.allclose(model.layer1[0].act2(t), t * torch.sigmoid(a * t))
+        else:
+            with torch.no_grad():
+                model.paf.b.fill_(0.2)
+            assert torch.allclose(model.layer4[1].act1(t), t * (torch.sigmoid(a * t) - 0.2) / 0.8)
+
+
+def test_width_multiplier():
+    small, full = resnet18("relu", 16), resnet18("relu", 64)
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert full.layer4[1].conv2.weight.shape == (512, 512, 3, 3)
+    assert small.layer4[1].conv2.weight.shape == (128, 128, 3, 3)
+    assert 10e6 < n(full) < 12e6 and n(small) < n(full) / 10
+
+
+def test_unknown_activation_is_an_error():
+    with pytest.raises(ValueError, match="unknown activation 'tanh'"):
+        resnet18("tanh")
+
+
+def test_the_lead_preset_finds_17_sites_with_matching_tags():
+    from msparse.placement import sparsify
+    model = resnet18("gelu", width=4).eval()
+    sites = sparsify(model, "ResNet-18/cifar10/Linf/v1")
+    assert len(sites) == 17
+    pos = activation_positions(model)
+    for site, (i, path, tag) in zip(sorted(sites, key=lambda s: s.index), pos):
+        assert site.index == i and site.module == path and tag in site.tags
+
+
+# ------------------------------------------------------------------ the standard-training control
+
+def test_pyautoattack_standard_model_loads_strictly_and_is_accurate_but_not_robust(no_network):
+    model = load_model("pyautoattack/resnet18-standard")
+    assert isinstance(model, M.ResNet18) and model.activation == "relu" and not model.training
+    assert "not robust" in model.msparse_card["source"]
+    x, y = load_data("cifar10", "test", n=200)
+    assert accuracy(model, x, y) > 0.85
+    assert pgd_accuracy(model, x[:50], y[:50], steps=5) < 0.10
+
+
+# ------------------------------------------------------------------ the shipped default
+
+def test_default_model_loads_offline_and_is_robust(no_network):
+    model = load_model()
+    card = model.msparse_card
+    assert card["name"] == M.DEFAULT_MODEL and card["verified"]
+    arch = card["card"]["architecture"]
+    assert (model.activation, model.width) == (arch["activation"], arch["width"])
+    x, y = load_data("cifar10", "test", n=200)
+    assert accuracy(model, x, y) >= 0.55
+    assert pgd_accuracy(model, x[:100], y[:100], steps=10) >= 0.25
+
+
+def test_default_model_card_reports_the_required_numbers_on_exact_test_images():
+    card = json.loads((M.ASSET_DIR / f"{M._DEFAULT_FILE}.json").read_text())
+    ev = card["evaluation"]
+    assert ev["n"] == 1000 and ev["data"]["exact"] and ev["data"]["indices"] == "0..999"
+    assert ev["clean_accuracy"] >= 0.60 and ev["apgd_ce_accuracy"] >= 0.30
+    assert ev["apgd_ce"]["iterations"] == 100 and ev["apgd_ce"]["restarts"] == 1 and ev["apgd_ce"]["seed"] == 0
+    assert card["recipe"]["method"] == "pgd-at" and card["wall_time_s"] > 0 and card["device"]
+    assert card["data"]["train"]["kind"] in ("jpeg", "official", "offline")
+    assert (M.ASSET_DIR / card["weights"]["file"]).stat().st_size <= 5 * 2**20
+
+
+def test_default_model_weights_are_verified(tmp_path, monkeypatch):
+    for f in (f"{M._DEFAULT_FILE}.pt", f"{M._DEFAULT_FILE}.json"):
+        shutil.copy(M.ASSET_DIR / f, tmp_path / f)
+    pt = tmp_path / f"{M._DEFAULT_FILE}.pt"
+    data = bytearray(pt.read_bytes())
+    data[-100] ^= 0x01
+    pt.write_bytes(bytes(data))
+    monkeypatch.setattr(M, "ASSET_DIR", tmp_path)
+    with pytest.raises(ChecksumError, match="checksum mismatch"):
+        load_model()
+
+
+# ------------------------------------------------------------------ family checkpoints
+
+def _save_family(tmp_path, act="gelu", width=4, name="resnet18-gelu-w4", card=True):
+    model = resnet18(act, width).eval()
+    folder = tmp_path / "cifar10" / "Linf"
+    folder.mkdir(parents=True)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
+               folder / f"{name}.pt")
+    if card:
+        from msparse.train import sha256_file
+        (folder / f"{name}.json").write_text(json.dumps({
+            "architecture": {"activation": act, "width": width, "num_classes": 10},
+            "weights": {"file": "model.pt", "sha256": sha256_file(folder / f"{name}.pt")}}))
+    return model, folder / f"{name}.pt"
+
+
+def test_family_checkpoint_from_model_dir_and_checkpoint_path(tmp_path):
+    ref, path = _save_family(tmp_path)
+    x = torch.rand(2, 3, 32, 32)
+    m1 = load_model("resnet18-gelu-w4", model_dir=tmp_path)
+    m2 = load_model(checkpoint=path)                      # architecture from the card
+    assert m1.msparse_card["verified"] and m2.width == 4
+    with torch.no_grad():
+        expected = resnet18("gelu", 4).eval()
+        expected.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                                  for k, v in ref.state_dict().items()})
+        assert torch.allclose(m1(x), expected(x), atol=1e-6) and torch.allclose(m2(x), expected(x), atol=1e-6)
+
+
+def test_family_checkpoint_errors(tmp_path):
+    _, path = _save_family(tmp_path)
+    with pytest.raises(ModelLoadError, match="activation=relu"):
+        load_model("resnet18-relu-w4", checkpoint=path)   # the card says gelu
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="checksum mismatch"):
+        load_model("resnet18-gelu-w4", model_dir=tmp_path)
+    path.with_suffix(".json").unlink()                    # without a card only a broken file is detectable
+    path.write_bytes(bytes(data[: len(data) // 3]))
+    with pytest.raises(ModelLoadError, match="corrupted or not a PyTorch checkpoint"):
+        load_model("resnet18-gelu-w4", model_dir=tmp_path)
+
+
+def test_family_checkpoint_of_the_wrong_width_is_rejected(tmp_path):
+    _, path = _save_family(tmp_path, card=False)
+    with pytest.raises(ModelLoadError, match="do not fit resnet18 activation=gelu width=8"):
+        load_model("resnet18-gelu-w8", checkpoint=path)
+    with pytest.raises(ModelLoadError, match="no model card"):
+        load_model(checkpoint=path)
+
+
+# ------------------------------------------------------------------ RobustBench
+
+def test_robustbench_model_loads_from_a_local_file_without_network(tmp_path, no_network):
+    arch = load_model(RB_SMALL, pretrained=False)
+    folder = tmp_path / "cifar10" / "Linf"
+    folder.mkdir(parents=True)
+    torch.save(arch.state_dict(), folder / f"{RB_SMALL}.pt")
+    model = load_model(RB_SMALL, model_dir=tmp_path)
+    assert not model.training and model.msparse_card["source"].startswith("RobustBench")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), arch.eval()(x))
+
+
+def test_robustbench_missing_file_is_an_error_and_leaves_nothing(tmp_path, no_network):
+    with pytest.raises(ModelLoadError) as e:
+        load_model(RB_SMALL, model_dir=tmp_path)
+    msg = str(e.value)
+    assert f"{tmp_path}/cifar10/Linf/{RB_SMALL}.pt" in msg and "download=True" in msg
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_robustbench_corrupted_file(tmp_path):
+    folder = tmp_path / "cifar10" / "Linf"
+    folder.mkdir(parents=True)
+    (folder / f"{RB_SMALL}.pt").write_bytes(b"not a checkpoint" * 100)
+    with pytest.raises(ModelLoadError, match="corrupted"):
+        load_model(RB_SMALL, model_dir=tmp_path)
+
+
+def test_unknown_model_and_wrong_dataset_or_threat_model():
+    with pytest.raises(ModelLoadError, match="Did you mean 'Peng2023Robust'"):
+        load_model("Peng2023Robustt")
+    with pytest.raises(ModelLoadError, match="not in RobustBench's cifar10/L2 zoo"):
+        load_model(RB_SMALL, threat_model="L2")            # exists for L-inf only
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        load_model(RB_SMALL, dataset="mnist")
+    with pytest.raises(ValueError, match="unknown threat model 'L3'"):
+        load_model(RB_SMALL, threat_model="L3")
+    with pytest.raises(ModelLoadError, match="CIFAR-10 L-inf model"):
+        load_model(dataset="cifar100")
+
+
+def test_list_models():
+    names = list_models()
+    assert names[:2] == [M.DEFAULT_MODEL, M.STANDARD_MODEL]
+    assert "Peng2023Robust" in names and RB_SMALL in names
+    assert M.DEFAULT_MODEL not in list_models("imagenet", "Linf")
