@@ -106,10 +106,12 @@ def _device(name: str | None):
     return dev
 
 
-def load_model_arg(spec: str, weights: str | None, device):
-    """``NAME`` (the msparse model registry) or ``module:callable`` (a factory returning a module)."""
+def load_model_arg(spec: str | None, weights: str | None, device, *, dataset: str = "cifar10",
+                   threat_model: str = "Linf", model_dir: str = "models", checkpoint=None):
+    """``NAME`` (the msparse model registry; None = its default model) or ``module:callable``
+    (a factory returning a module); ``weights`` = a state_dict file loaded on top."""
     import torch
-    if ":" in spec and not Path(spec).exists():
+    if spec is not None and ":" in spec and "/" not in spec.split(":", 1)[0] and not Path(spec).exists():
         mod_name, fn_name = spec.split(":", 1)
         try:
             mod = importlib.import_module(mod_name)
@@ -129,12 +131,15 @@ def load_model_arg(spec: str, weights: str | None, device):
             raise UsageError("this msparse has no model registry (msparse.models.load_model); "
                              "use --model module:factory")
         try:
-            model = load(spec)
+            model = load(spec, dataset, threat_model, model_dir, checkpoint=checkpoint,
+                         device=str(device))
         except KeyError as e:
             raise UsageError(f"unknown model {spec!r}: {e.args[0] if e.args else e} "
                              f"(see `{PROG} list-models`)") from None
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"--model {spec} did not give a torch.nn.Module")
+    if spec is None:
+        spec = "default model"
     if weights:
         p = Path(weights)
         if not p.is_file():
@@ -180,7 +185,7 @@ def load_data_arg(spec: str, n: int | None, start: int = 0):
 STATS_FORMAT = "msparse-stats-1"
 
 
-def save_stats(model, path: str | os.PathLike, **meta) -> None:
+def save_stats(model, path: str | os.PathLike, /, **meta) -> None:
     """Save every site's statistics (mean, var, n_samples) with labels, atomically."""
     import tempfile
 
@@ -226,6 +231,53 @@ def load_stats(model, path: str | os.PathLike) -> dict:
     return {k: v for k, v in obj.items() if k not in ("sites", "format")}
 
 
+def _load_model(args, device):
+    data = getattr(args, "data", "") or ""
+    dataset = data.split(":", 1)[0] if ":" in data and not data.endswith(".pt") else "cifar10"
+    return load_model_arg(args.model, args.weights, device, dataset=dataset,
+                          threat_model=getattr(args, "norm", "Linf"), model_dir=args.model_dir,
+                          checkpoint=args.checkpoint)
+
+
+def resolve_placement(placement: str, model, model_name: str | None, dataset: str,
+                      threat_model: str) -> str:
+    """``auto`` -> the paper's preset for this model if there is one (v1 first), else
+    ``activations``; anything else is returned unchanged."""
+    if placement != "auto":
+        return placement
+    from .presets import PRESETS
+    try:
+        from .models.resnet import ResNet18
+        if isinstance(model, ResNet18) and (dataset, threat_model) == ("cifar10", "Linf"):
+            return "ResNet-18/cifar10/Linf/v1"
+    except ImportError:
+        pass
+    if model_name:
+        keys = sorted(k for k in PRESETS if k.startswith(f"{model_name}/{dataset}/{threat_model}/"))
+        if keys:
+            return keys[0]
+    return "activations"
+
+
+def _sparsify(args, model) -> None:
+    from . import placement as _pl
+    if args.placement == "none" or _pl.sites(model):
+        return
+    data = getattr(args, "data", "") or ""
+    dataset = data.split(":", 1)[0] if ":" in data and not data.endswith(".pt") else "cifar10"
+    placement = resolve_placement(args.placement, model, args.model, dataset,
+                                  getattr(args, "norm", "Linf"))
+    try:
+        _pl.sparsify(model, placement)
+    except KeyError as e:
+        raise UsageError(e.args[0] if e.args else str(e)) from None
+    args.placement = placement
+
+
+def _label(args) -> str:
+    return args.model or (f"checkpoint:{args.checkpoint}" if args.checkpoint else "msparse/default")
+
+
 def _prepare(args, need_stats: bool):
     """Model (sparsified if needed, statistics loaded), data and labels from common arguments."""
     import torch
@@ -233,12 +285,8 @@ def _prepare(args, need_stats: bool):
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     device = _device(args.device)
-    model = load_model_arg(args.model, args.weights, device)
-    if args.placement != "none" and not _pl.sites(model):
-        try:
-            _pl.sparsify(model, args.placement)
-        except KeyError as e:
-            raise UsageError(e.args[0] if e.args else str(e)) from None
+    model = _load_model(args, device)
+    _sparsify(args, model)
     stats_label = None
     if need_stats:
         if not _pl.sites(model):
@@ -289,7 +337,7 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
 def _result_row(r, extra: dict | None = None) -> dict:
     sites = r.spec.get("sites") or {}
     al = sorted({s["alpha"] for s in sites.values()})
-    row = {"attack": r.attack, "eps": r.eps,
+    row = {"attack": r.attack, "eps": None if r.attack == "none" else r.eps,
            "alpha": (al[0] if len(al) == 1 else "mixed") if al else 0.0,
            "n": r.n, "clean": r.clean_acc, "robust": r.robust_acc,
            "robust 95% CI": f"[{100 * r.robust_ci[0]:.1f}, {100 * r.robust_ci[1]:.1f}]",
@@ -327,15 +375,13 @@ def cmd_calibrate(args) -> int:
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     device = _device(args.device)
-    model = load_model_arg(args.model, args.weights, device)
+    model = _load_model(args, device)
+    _sparsify(args, model)
     if not _pl.sites(model):
-        try:
-            _pl.sparsify(model, args.placement)
-        except KeyError as e:
-            raise UsageError(e.args[0] if e.args else str(e)) from None
+        raise UsageError("calibrate needs MeanSparse sites: do not pass --placement none")
     x, _, label = load_data_arg(args.data, args.n, args.start)
     summary = calibrate(model, x, mode=args.mode, batch_size=args.batch_size, progress=True)
-    save_stats(model, args.out, model=args.model, placement=args.placement, mode=args.mode,
+    save_stats(model, args.out, model=_label(args), placement=args.placement, mode=args.mode,
                data=label)
     n_sites = len(_pl.sites(model))
     print(f"statistics of {n_sites} sites ({args.mode}, {label}) written to {args.out}")
@@ -359,12 +405,13 @@ def cmd_evaluate(args) -> int:
     if _sites(model):
         set_alpha(model, args.alpha)
         set_backward(model, args.backward)
-    res = evaluate(model, x, y, args.attack, eps=args.eps, name=args.model, data=label,
-                   stats=stats_label, progress=not args.quiet, **_eval_kwargs(args))
+    res = evaluate(model, x, y, args.attack, eps=args.eps, name=_label(args), data=label,
+                   stats=stats_label, tags={"placement": args.placement},
+                   progress=not args.quiet, **_eval_kwargs(args))
     if args.base and args.alpha > 0:
         from .attacks import base_model
         with base_model(model):
-            base = evaluate(model, x, y, args.attack, eps=args.eps, name=args.model, data=label,
+            base = evaluate(model, x, y, args.attack, eps=args.eps, name=_label(args), data=label,
                             progress=not args.quiet, **_eval_kwargs(args))
         rows = [_result_row(base, {"alpha": 0.0}), _result_row(res, _paired(res, base))]
     else:
@@ -404,7 +451,8 @@ def cmd_sweep(args) -> int:
     sw = sweep(model, x, y, alphas=args.alphas, eps=args.eps_grid or [args.eps], attack=args.attack,
                sites=None if args.sites == "all" else args.sites, centres=args.centres,
                stats=args.stats_modes, calib_data=calib, calib_batch_size=args.calib_batch_size,
-               backward=args.backward_modes, name=args.model, data=label,
+               backward=args.backward_modes, name=_label(args), data=label,
+               tags={"placement": args.placement},
                progress=not args.quiet, **_eval_kwargs(args))
     rows = sw.rows()
     axes = [c for c in ("sites", "stats", "centre", "backward") if any(c in r for r in rows)]
@@ -439,6 +487,8 @@ def cmd_results(args) -> int:
         return 0
     rows = to_table(recs)
     rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    rows.sort(key=lambda r: (str(r["model"]), str(r["attack"]), r["eps"] or 0,
+                             -1.0 if r["alpha"] == "mixed" else r["alpha"]))
     for r in rows:
         r["key"] = r["key"][:12]
     cols = ["model", "attack", "eps", "alpha", "n_sites", "n", "clean", "robust", "device", "key"]
@@ -459,14 +509,19 @@ def _debug_flag(p):
 def _common_model(p, *, stats=True):
     _debug_flag(p)
     g = p.add_argument_group("model")
-    g.add_argument("--model", required=True,
-                   help="registry name (see list-models) or module:factory returning a torch module")
+    g.add_argument("--model", default=None,
+                   help="registry name (see list-models; default: the package's robust CIFAR-10 "
+                        "ResNet-18) or module:factory returning a torch module")
+    g.add_argument("--checkpoint", help="a ResNet-18 family checkpoint (its model card beside it)")
+    g.add_argument("--model-dir", default="models",
+                   help="folder of downloaded checkpoints: <dir>/<dataset>/<threat>/<name>.pt")
     g.add_argument("--weights", help="state_dict file to load into the model (torch.load with "
                                      "weights_only=True)")
-    g.add_argument("--placement", default="activations",
-                   help="where MeanSparse goes: 'activations' (before every activation module), a "
-                        "preset key (msparse.PRESETS), or 'none' (default: activations; ignored "
-                        "when the model already has sites)")
+    g.add_argument("--placement", default="auto",
+                   help="where MeanSparse goes: 'auto' (the paper's preset for this model if there "
+                        "is one, else 'activations'), 'activations' (before every activation "
+                        "module), a preset key (msparse.PRESETS), or 'none'; ignored when the "
+                        "model already has sites")
     if stats:
         g.add_argument("--stats", help="statistics file written by `msparse calibrate`")
         g.add_argument("--calib-data", help="calibrate in this run on DATASET:SPLIT instead, e.g. "

@@ -37,6 +37,7 @@ __all__ = ["evaluate", "sweep", "Result", "Sweep", "site_subsets", "describe_mod
 EVAL_PROTOCOL = 1
 _NORMS = {"linf": "Linf", "l2": "L2"}
 _ROBUST, _CLEAN_WRONG = "1", "0"
+_DIAG_N = 32
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,7 +104,7 @@ class Result:
     @property
     def diagnostics(self) -> dict:
         """Gradient-masking diagnostics: AutoAttack messages, zero-gradient fractions, blocked
-        fraction per site (on the first batch of clean images)."""
+        fraction per site (on the first 32 clean images)."""
         return self.result.get("diagnostics", {})
 
     def compare(self, base: "Result", which: str = "robust") -> Paired:
@@ -339,7 +340,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
             compute without reading or writing records.
         name, data, stats, tags: labels stored with the record (not part of the key).
         progress: show a tqdm bar over batches.
-        diagnostics: add blocked fractions per site and zero-gradient fractions (first batch).
+        diagnostics: add blocked fractions per site and zero-gradient fractions (first 32 images).
     Returns:
         a :class:`Result`. The model's training flag, α, backward modes and the caller's RNG state
         are left as they were.
@@ -375,6 +376,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
         if st is not None:
             rec = st.get(key)
             if rec is not None:
+                if st.shard_dir(key).exists():   # killed between writing the record and cleanup
+                    st.drop_shards(key)
                 return Result.from_record(_merge_meta(st, rec, meta), cached=True)
 
         with torch.no_grad():
@@ -418,8 +421,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
                 accs = {"clean": result["clean_acc"], **result["components"][c.name]["after"]}
                 for m in _atk.square_check(accs):
                     diag["messages"][m] = diag["messages"].get(m, 0) + 1
-        if diagnostics:
-            k = min(n, batch_size)
+        if diagnostics:   # on at most 32 clean images: cheap next to any attack
+            k = min(n, batch_size, _DIAG_N)
             diag.update(_diagnostics(model, x[:k], y[:k], device))
         wall = sum(s["wall_s"] for s in shards) + (time.perf_counter() - t0)
         record = {"key": key, "spec": spec, "result": result, "meta": meta,
@@ -462,14 +465,14 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool, unit: str = "batch"):
     if not enabled or total == 0:
         return _NoBar()
     try:
         from tqdm.auto import tqdm
     except ImportError:   # pragma: no cover
         return _NoBar()
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -615,7 +618,7 @@ def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     grid = list(itertools.product(stats_l, centres_l, backs_l, list(subsets.items()), alphas, eps_l))
     points, results, paired, paired_clean = [], [], [], []
     base: dict[float, Result] = {}
-    bar = _progress(len(grid), f"sweep {attack}", progress)
+    bar = _progress(len(grid), f"sweep {attack}", progress, unit="point")
     try:
         with _preserve_sites(model):
             current_stats = object()

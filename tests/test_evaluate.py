@@ -42,7 +42,7 @@ def test_evaluate_result_is_consistent(tmp_path, data):
     prov = r.provenance
     assert {"commit", "versions", "device", "wall_s", "n", "created"} <= set(prov)
     d = r.diagnostics
-    assert set(d["blocked"]) == {s.name for s in sites(sparse_model(0.2))}
+    assert d["n_diag"] == 16 and set(d["blocked"]) == {s.name for s in sites(sparse_model(0.2))}
     assert 0 < d["blocked_mean"] < 1 and d["zero_grad"] == 0.0
     assert r.meta == {"model": "tiny", "data": "synthetic"}
 
@@ -56,14 +56,14 @@ def test_records_are_stable_and_reused(tmp_path, data):
     d = evaluate(sparse_model(0.2), x, y, "apgd-ce", store=tmp_path, **FAST)
     assert not c.cached and d.cached and c.key == a.key
     assert d.result == a.result
-    # anything that determines the numbers changes the key
-    keys = {a.key,
-            evaluate(sparse_model(0.2), x, y, "apgd-ce", store=False, seed=1, **FAST).key,
-            evaluate(sparse_model(0.3), x, y, "apgd-ce", store=False, **FAST).key,
-            evaluate(sparse_model(0.2), x[:32], y[:32], "apgd-ce", store=False, **FAST).key,
-            evaluate(sparse_model(0.2), x, y, "apgd-ce", store=False,
-                     **{**FAST, "eps": 4 / 255}).key}
-    assert len(keys) == 5
+    # anything that determines the numbers changes the key (clean-only runs: cheap)
+    def key(model=None, xx=x, yy=y, **kw):
+        return evaluate(model or sparse_model(0.2), xx, yy, "none", store=False,
+                        diagnostics=False, **{**FAST, **kw}).key
+    keys = [key(), key(seed=1), key(sparse_model(0.3)), key(xx=x[:32], yy=y[:32]),
+            key(eps=4 / 255), key(batch_size=8), key(n_iter=11), key(norm="L2", eps=0.5)]
+    assert len(set(keys)) == len(keys)
+    assert key() == keys[0] != a.key
 
 
 def test_alpha_zero_has_the_key_of_the_plain_model(data):

@@ -1,0 +1,163 @@
+"""Benchmark the evaluation harness.
+
+1. APGD-CE throughput of ``msparse.evaluate`` (store on, per-batch shards, AutoAttack checks, clean
+   pass, diagnostics) against calling the AutoAttack package directly
+   (``AutoAttack(version='custom', attacks=['apgd-ce']).run_standard_evaluation``) on the same
+   sparsified model, images and batch size. Target: ratio >= 0.97 (the harness adds <= 3%).
+2. Time per alpha point of a sweep with statistics computed once and reused, against recalibrating
+   for every point, and the time per point when the sweep is served from the results store.
+
+The model is the project's CIFAR ResNet-18 (GELU, width --width) with MeanSparse at the paper's 17
+positions (alpha 0.2), random weights; labels are the model's own predictions so that every image is
+attacked (with random weights and true labels ~90% of images would be skipped as misclassified).
+Timings alternate between the two methods and report the median of --reps repetitions.
+
+    python bench/bench_evaluate.py                       # CPU defaults (a few minutes on 2 cores)
+    python bench/bench_evaluate.py --device cuda --n 1000 --batch-size 250 --width 64
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from msparse.evaluate import evaluate, sweep  # noqa: E402
+from msparse.placement import set_alpha, sparsify  # noqa: E402
+from msparse.stats import calibrate  # noqa: E402
+
+
+def build(width: int, device: str):
+    from msparse.models import resnet18
+    torch.manual_seed(0)
+    model = resnet18(activation="gelu", width=width).to(device).eval()
+    sparsify(model, "ResNet-18/cifar10/Linf/v1")
+    return model
+
+
+def images(n: int, split: str, device: str):
+    try:
+        from msparse.data import load_data
+        x, _ = load_data("cifar10", split, n=n)
+    except Exception as e:   # no data at all: uniform noise (timing only)
+        print(f"(no CIFAR-10 {split} data: {e}; using random images)")
+        x = torch.rand(n, 3, 32, 32)
+    return x.to(device)
+
+
+def direct_apgd_ce(model, x, y, eps, batch_size, n_iter):
+    from pyautoattack import AutoAttack
+    import msparse.attacks as atk
+    aa = AutoAttack(model, attacks=["apgd-ce"], version="custom", eps=eps, seed=0,
+                    device=str(x.device))
+    aa.apgd.n_restarts = 1
+    if n_iter != 100:
+        atk._set_apgd_iters(aa.apgd, n_iter)
+    _, y_adv = aa.run_standard_evaluation(x, y, batch_size=batch_size)
+    return y_adv.eq(y).float().mean().item()
+
+
+def timed(fn):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t, out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--width", type=int, default=16, help="ResNet-18 width (64 = full)")
+    ap.add_argument("--n", type=int, default=128, help="test images")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--n-iter", type=int, default=25, help="APGD iterations (AutoAttack: 100)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--alphas", type=int, default=4, help="alpha points in the sweep benchmark")
+    ap.add_argument("--n-calib", type=int, default=3000, help="images of the statistics pass")
+    ap.add_argument("--sweep-n", type=int, default=64, help="test images in the sweep benchmark")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev, eps = args.device, 8 / 255
+
+    model = build(args.width, dev)
+    x_cal = images(args.n_calib, "train", dev)
+    calibrate(model, x_cal, mode="exact", batch_size=256)
+    set_alpha(model, 0.2)
+    x = images(args.n, "test", dev)
+    with torch.no_grad():
+        y = torch.cat([model(x[i:i + 256]).argmax(1) for i in range(0, len(x), 256)])
+
+    print(f"device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads; ResNet-18 "
+          f"GELU width {args.width}, 17 sites at alpha 0.2; {args.n} images, batch {args.batch_size}, "
+          f"APGD-CE {args.n_iter} iterations, 1 restart")
+    direct_apgd_ce(model, x[:8], y[:8], eps, 8, 2)          # warm-up
+    t_direct, t_ours, t_ours_nostore = [], [], []
+    for rep in range(args.reps):
+        with tempfile.TemporaryDirectory() as tmp:
+            order = [("direct", None), ("ours", tmp), ("ours_nostore", False)]
+            if rep % 2:
+                order.reverse()
+            for name, store in order:
+                if name == "direct":
+                    dt, acc_d = timed(lambda: direct_apgd_ce(model, x, y, eps, args.batch_size,
+                                                             args.n_iter))
+                    t_direct.append(dt)
+                else:
+                    dt, res = timed(lambda: evaluate(model, x, y, "apgd-ce", eps=eps, seed=0,
+                                                     batch_size=args.batch_size,
+                                                     n_iter=args.n_iter, store=store))
+                    assert not res.cached
+                    (t_ours if name == "ours" else t_ours_nostore).append(dt)
+                    acc_o = res.robust_acc
+        print(f"  rep {rep}: direct {t_direct[-1]:.2f} s, evaluate {t_ours[-1]:.2f} s, "
+              f"evaluate (no store) {t_ours_nostore[-1]:.2f} s")
+    md, mo, mn = (statistics.median(t) for t in (t_direct, t_ours, t_ours_nostore))
+    print(f"APGD-CE robust accuracy: direct {100 * acc_d:.2f}%, evaluate {100 * acc_o:.2f}%")
+    print(f"APGD-CE throughput: direct {args.n / md:.1f} img/s, evaluate {args.n / mo:.1f} img/s "
+          f"-> ratio {md / mo:.3f} (target >= 0.97); without store {md / mn:.3f}")
+
+    # --- sweep: statistics reuse ---------------------------------------------------------------
+    alphas = [0.05 * (i + 1) for i in range(args.alphas)]
+    xs, ys = x[:args.sweep_n], y[:args.sweep_n]
+    t0 = time.perf_counter()
+    calibrate(model, x_cal, mode="exact", batch_size=256)
+    for a in alphas:
+        set_alpha(model, a)
+        evaluate(model, xs, ys, "apgd-ce", eps=eps, batch_size=args.batch_size,
+                 n_iter=args.n_iter, store=False, diagnostics=False)
+    reuse = (time.perf_counter() - t0) / len(alphas)
+    t0 = time.perf_counter()
+    for a in alphas:
+        calibrate(model, x_cal, mode="exact", batch_size=256)
+        set_alpha(model, a)
+        evaluate(model, xs, ys, "apgd-ce", eps=eps, batch_size=args.batch_size,
+                 n_iter=args.n_iter, store=False, diagnostics=False)
+    noreuse = (time.perf_counter() - t0) / len(alphas)
+    t_cal, _ = timed(lambda: calibrate(model, x_cal, mode="exact", batch_size=256))
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep(model, xs, ys, alphas=alphas, attack="apgd-ce", eps=eps, batch_size=args.batch_size,
+              n_iter=args.n_iter, store=tmp, progress=False, compare=False)
+        t_cached, _ = timed(lambda: sweep(model, xs, ys, alphas=alphas, attack="apgd-ce", eps=eps,
+                                          batch_size=args.batch_size, n_iter=args.n_iter,
+                                          store=tmp, progress=False, compare=False))
+    print(f"sweep over {len(alphas)} alphas, {args.sweep_n} images, statistics pass on "
+          f"{args.n_calib} images ({t_cal:.2f} s):")
+    print(f"  per alpha point: statistics reused {reuse:.2f} s, recalibrated {noreuse:.2f} s "
+          f"-> reuse saves {100 * (1 - reuse / noreuse):.1f}% (speed-up {noreuse / reuse:.2f}x); "
+          f"served from the store {t_cached / len(alphas):.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The command line: help, one-line errors with exit code 2, calibrate -> evaluate -> sweep -> results."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from msparse.cli import main, parse_list, parse_number
+from msparse.results import Store
+
+from test_attacks import make_arch, make_data, tiny_model  # noqa: F401  (make_arch: --model factory)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    torch.save(tiny_model().state_dict(), d / "w.pt")
+    x, y = make_data(32, 2)
+    torch.save({"x": x, "y": y}, d / "test.pt")
+    xc, yc = make_data(64, 5)
+    torch.save({"x": xc, "y": yc}, d / "train.pt")
+    return d
+
+
+def _model_args(files):
+    return ["--model", "test_cli:make_arch", "--weights", str(files / "w.pt"), "--device", "cpu"]
+
+
+def _fast(files, store):
+    return ["--data", str(files / "test.pt"), "--n-iter", "5", "--batch-size", "16",
+            "--store", str(store), "--quiet"]
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "python -m msparse evaluate" in out and "bpda" in out
+    for cmd in ("evaluate", "sweep", "calibrate", "results", "train"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+    assert "--alphas" in capsys.readouterr().out
+
+
+def test_module_entry_point_runs():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.run([sys.executable, "-m", "msparse", "evaluate", "--model", "x", "--eps", "-"],
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1 and "--eps" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_number_and_list_parsing():
+    assert parse_number("8/255") == pytest.approx(8 / 255)
+    assert parse_number("0.5") == 0.5
+    assert parse_list("0,0.1,0.2") == [0.0, 0.1, 0.2]
+    assert parse_list("0:0.4:0.1") == [0.0, 0.1, 0.2, 0.3, 0.4]
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["evaluate", "--n", "x"], "not an integer: 'x'"),
+    (["evaluate", "--model", "m", "--eps", "abc"], "not a number: 'abc'"),
+    (["evaluate", "--model", "m", "--n", "0"], "must be >= 1"),
+    (["evaluate", "--model", "m", "--alpha", "-1"], "alpha must be"),
+    (["sweep", "--model", "m", "--alphas", "0.4:0:0.1"], "bad range"),
+    (["bogus"], "invalid choice"),
+])
+def test_argument_errors_are_one_line_exit_2(argv, msg, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--attack", "pgd"], "unknown attack 'pgd'"),
+    (["--eps", "-0.1"], "eps must be a finite number > 0"),
+    (["--eps", "8"], "did you mean 8/255"),
+    (["--alpha", "0.2"], "needs statistics"),
+    (["--stats", "nope.pt", "--alpha", "0.2"], "no such file"),
+    (["--data", "nope.pt"], "no such file"),
+    (["--data", "cifar11"], "DATASET:SPLIT"),
+    (["--placement", "Nope/cifar10"], "unknown placement"),
+])
+def test_bad_input_is_one_line_exit_2(files, tmp_path, extra, msg, capsys):
+    argv = ["evaluate", *_model_args(files), *_fast(files, tmp_path), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_weights_and_model(files, tmp_path, capsys):
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "bad.pt")
+    assert main(["evaluate", "--model", "test_cli:make_arch", "--weights", str(tmp_path / "bad.pt"),
+                 *_fast(files, tmp_path)]) == 2
+    assert "does not fit the model" in capsys.readouterr().err
+    assert main(["evaluate", "--model", "test_cli:nothing", *_fast(files, tmp_path)]) == 2
+    assert "no callable 'nothing'" in capsys.readouterr().err
+
+
+def test_calibrate_evaluate_sweep_results(files, tmp_path, capsys):
+    store = tmp_path / "store"
+    stats = tmp_path / "stats.pt"
+    assert main(["calibrate", *_model_args(files), "--data", str(files / "train.pt"),
+                 "--batch-size", "32", "--out", str(stats)]) == 0
+    assert stats.exists() and "statistics of 2 sites" in capsys.readouterr().out
+
+    argv = ["evaluate", *_model_args(files), *_fast(files, store), "--stats", str(stats),
+            "--alpha", "0.2", "--base"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "robust" in out and "p_value" in out and out.count("apgd-ce") == 2
+    assert len(Store(store).keys()) == 2
+    assert main(argv) == 0                       # second run: served from the store
+    assert out.count(" no ") == 2 and capsys.readouterr().out.count(" yes ") == 2
+
+    assert main(["sweep", *_model_args(files), *_fast(files, store), "--stats", str(stats),
+                 "--alphas", "0,0.2,0.4"]) == 0
+    out = capsys.readouterr().out
+    assert "McNemar" in out and out.count("apgd") >= 1 and len(Store(store).keys()) == 3
+
+    assert main(["results", "--store", str(store), "--where", "attack=apgd-ce"]) == 0
+    out = capsys.readouterr().out
+    assert "3 records" in out and "test_cli:make_arch" in out
+    assert main(["results", "--store", str(store), "--where", "attack"]) == 2
+
+
+def test_registry_model_with_auto_placement(capsys, tmp_path):
+    """A real registry model (the standard-trained ResNet-18 that pyautoattack ships) on the
+    shipped CIFAR-10 test images: placement 'auto' picks the paper's ResNet-18 preset."""
+    assert main(["evaluate", "--model", "pyautoattack/resnet18-standard", "--attack", "none",
+                 "--n", "8", "--store", str(tmp_path), "--quiet", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "none" in out and " 8 " in out
+    rec = Store(tmp_path).get(Store(tmp_path).keys()[0])
+    assert rec["meta"]["model"] == "pyautoattack/resnet18-standard"
+    assert rec["meta"]["data"].startswith("cifar10/test")
