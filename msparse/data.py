@@ -29,7 +29,8 @@ import torch
 
 __all__ = [
     "DataInfo", "DataError", "ChecksumError", "load_data", "load_uint8", "load_jpeg_cifar10",
-    "offline_manifest", "ImageBatches", "CIFAR10_URL", "CIFAR100_URL", "ASSET_DIR",
+    "offline_manifest", "ImageBatches", "batches", "image_folder_loader", "CIFAR10_URL", "CIFAR100_URL",
+    "ASSET_DIR",
 ]
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
@@ -460,3 +461,46 @@ class ImageBatches:
         bi = torch.arange(b)[:, None, None]
         out = padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (b, h, w, c)
         return out.permute(0, 3, 1, 2).contiguous()
+
+
+def batches(dataset: str = "cifar10", split: str = "train", batch_size: int = 512, n: Optional[int] = None,
+            data_dir=None, *, source: str = "auto", start: int = 0, augment: bool = False,
+            shuffle: bool = False, seed: int = 0, device=None) -> tuple[ImageBatches, DataInfo]:
+    """CIFAR-10 as an iterable of ``(x, y)`` batches without materialising float32 copies of the set.
+
+    Defaults suit the statistics pass (stored order, no augmentation, last partial batch kept).
+    Returns ``(ImageBatches, DataInfo)``.
+    """
+    x, y, info = load_uint8(dataset, split, n, data_dir, source=source, start=start)
+    return ImageBatches(x, y, batch_size, shuffle=shuffle, augment=augment, drop_last=False, seed=seed,
+                        device=device), info
+
+
+def image_folder_loader(folder, batch_size: int = 64, preprocessing="BicubicRes256Crop224", *,
+                        shuffle: bool = False, num_workers: int = 2):
+    """``torch.utils.data.DataLoader`` over an ImageNet-style class-folder tree (e.g. ``.../train``).
+
+    ``preprocessing``: a RobustBench preprocessing name ("BicubicRes256Crop224", "Res256Crop224", ...) or a
+    callable.  Yields ``(x, y)`` with x float32 (B, 3, 224, 224) in [0, 1].  Files are listed sorted,
+    class folder by class folder (as the official statistics pass did; see spec §1.5).
+    """
+    import torchvision
+
+    folder = Path(folder)
+    if not folder.is_dir() or not any(p.is_dir() for p in folder.iterdir()):
+        raise DataError(f"image folder not found or empty: {folder}; it must hold one sub-folder per class "
+                        f"(ImageNet: the ILSVRC-2012 train or val images from https://image-net.org, "
+                        f"registration required)")
+    if callable(preprocessing):
+        tf = preprocessing
+    else:
+        from ._compat import import_robustbench
+
+        import_robustbench()
+        from robustbench.data import PREPROCESSINGS
+        if preprocessing not in PREPROCESSINGS:
+            raise ValueError(f"unknown preprocessing {preprocessing!r}; choose one of "
+                             f"{', '.join(str(k) for k in PREPROCESSINGS)}")
+        tf = PREPROCESSINGS[preprocessing]
+    dset = torchvision.datasets.ImageFolder(str(folder), transform=tf)
+    return torch.utils.data.DataLoader(dset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers)

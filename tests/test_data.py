@@ -219,3 +219,22 @@ def test_augmentation_is_a_padded_crop_with_optional_flip():
         found = any(torch.equal(out[i], c) or torch.equal(out[i], c.flip(-1))
                     for dy in range(9) for dx in range(9) for c in [padded[:, dy:dy + 32, dx:dx + 32]])
         assert found
+
+
+def test_batches_for_the_statistics_pass_keep_order_and_the_last_partial_batch(no_official):
+    it, info = D.batches("cifar10", "train", batch_size=512, n=1100)
+    sizes = [len(xb) for xb, _ in it]
+    assert sizes == [512, 512, 76] and info.n == 1100
+    x, _ = load_data("cifar10", "train", n=1100)
+    assert torch.equal(torch.cat([xb for xb, _ in it]), x)
+
+
+def test_image_folder_loader(tmp_path):
+    from PIL import Image
+    with pytest.raises(DataError, match="image-net.org"):
+        D.image_folder_loader(tmp_path / "train")
+    for c in ("n01", "n02"):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        Image.fromarray(np.full((300, 260, 3), 128, np.uint8)).save(tmp_path / "train" / c / "a.JPEG")
+    xb, yb = next(iter(D.image_folder_loader(tmp_path / "train", batch_size=2, num_workers=0)))
+    assert xb.shape == (2, 3, 224, 224) and yb.tolist() == [0, 1]
