@@ -163,7 +163,10 @@ class MeanSparse(nn.Module):
         shape = self._view_shape()
         centre = self._centre_vector().view(shape)
         threshold = (self.alpha * torch.sqrt(self.var)).view(shape)
-        return torch.abs(x - centre) < threshold, centre
+        with torch.no_grad():  # the mask carries no gradient: no graph, and abs in place
+            distance = x - centre
+            distance.abs_()
+            return distance < threshold, centre
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._collector is not None:

@@ -40,8 +40,8 @@ class Preset:
         from ._compat import robustbench_architecture
 
         if self.model == "ResNet-18":
-            from .models import load_model  # the project's own family
-            return load_model("resnet18-gelu", pretrained=False)
+            from .models.resnet import resnet18  # the project's own family (GELU, the paper's reference)
+            return resnet18("gelu")
         return robustbench_architecture(self.model, self.dataset, self.threat_model)
 
 

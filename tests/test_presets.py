@@ -72,3 +72,16 @@ def test_imagenet_rawrn_skips_squeeze_excitation_and_last_activation():
     sites = ms.sparsify(model, "Peng2023Robust/imagenet/Linf/v1")
     assert sites[0].channels == 96  # the stem ReLU
     assert not any(".se." in s.name or "last_activation" in s.name for s in sites)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "pssilu"])
+def test_resnet18_sites_follow_the_appendix_position_convention(activation):
+    from msparse.models.resnet import activation_positions, resnet18
+
+    model = resnet18(activation, width=8)
+    sites = ms.sparsify(model, "ResNet-18/cifar10/Linf/v1")
+    assert len(sites) == 17
+    assert [s.module for s in sites] == [path for _, path, _ in activation_positions(model)]
+    assert [s.index for s in sites if "main_path" in s.tags] == list(range(1, 17, 2))
+    assert [s.index for s in sites if "after_add" in s.tags] == list(range(2, 17, 2))
+    assert [s.index for s in sites if "stem" in s.tags] == [0]

@@ -1,0 +1,57 @@
+"""Packaging contracts: one source of dependencies, README commands == CI, the public API."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import msparse as ms
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    """The two shell commands of the README's first section (its first ```bash block)."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    return [line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_readme_gives_exactly_two_commands_and_ci_runs_them_verbatim():
+    commands = readme_commands()
+    assert len(commands) == 2
+    setup, tests = commands
+    assert "pip install" in setup and "python -m msparse" in setup
+    assert "pytest" in tests
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert setup in ci and tests in ci
+
+
+def test_environment_yml_only_delegates_to_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = (ROOT / "environment.yml").read_text()
+    assert "python=3.11" in env and project["requires-python"] == ">=3.11"
+    pip_lines = re.findall(r"^\s+-\s+(-e .*)$", env, re.M)
+    extras = set(project["optional-dependencies"])
+    assert pip_lines == [f"-e .[{','.join(sorted(extras))}]"]
+    # no package is named in environment.yml except python and pip: pyproject is the single source
+    names = {re.split(r"[=<>\[ ]", dep)[0].lower() for dep in project["dependencies"]}
+    deps_section = env.split("dependencies:", 1)[1]
+    listed = re.findall(r"^\s+-\s+([A-Za-z][A-Za-z0-9_.-]*)", deps_section, re.M)
+    assert set(listed) == {"python", "pip"} and not names & set(listed)
+
+
+def test_setuptools_is_pinned_below_81_for_robustbench():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "setuptools<81" in [d.split("#")[0].strip() for d in deps]
+
+
+def test_robustbench_imports_through_the_compat_shim():
+    from msparse._compat import import_robustbench
+
+    rb = import_robustbench()
+    assert hasattr(rb, "load_model")
+
+
+def test_public_api_contract():
+    for name in ("MeanSparse", "sparsify", "calibrate", "set_alpha", "set_backward", "PRESETS"):
+        assert hasattr(ms, name), name
