@@ -1,0 +1,650 @@
+"""The book: notebook helpers (parameters, model setup, α sweeps from stored records, verdicts,
+provenance), and the build — run every notebook with papermill, then build the Jupyter Book offline.
+
+    python -m msparse book            # the whole book on the offline default model (CPU, records reused)
+    python -m msparse book --quick    # CI: every notebook with small parameters
+    python -m msparse.book --only fig1_operator table1_alpha
+
+Notebooks live in ``notebooks/`` (committed without outputs); executed copies go to ``book/_executed/``
+and the HTML to ``book/_build/html/`` (both ignored). The ipywidgets JavaScript is fetched from the npm
+registry at build time (``npm pack``, sha512-checked) into ``book/_widgets_js/`` (ignored), never committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["NOTEBOOKS", "PROFILES", "check_params", "setup", "Setup", "evaluate_alphas", "result_row",
+           "provenance_table", "verdict", "compare_table", "run_notebooks", "fetch_widget_js", "build_book",
+           "BuildReport", "main", "RANDOM_PREFIX"]
+
+REPO = Path(__file__).resolve().parent.parent
+BOOK_DIR = REPO / "book"
+NOTEBOOK_DIR = REPO / "notebooks"
+EXECUTED = "_executed"
+WIDGET_JS = "_widgets_js"
+RANDOM_PREFIX = "random:"  # "random:resnet18-gelu-w16": random weights, for infrastructure tests only
+
+#: (notebook name, title), in book order
+NOTEBOOKS: tuple[tuple[str, str], ...] = (
+    ("fig1_operator", "Fig. 1–2: the operator on a real channel"),
+    ("table1_alpha", "Table 1: clean and APGD-CE vs α"),
+    ("fig3_headline", "Fig. 3 and the README table: clean and AutoAttack"),
+    ("alpha_explorer", "Explore α"),
+    ("table2_activations", "Table 2: activation functions"),
+    ("table3_threat_models", "Table 3: L∞ vs L2"),
+    ("table4_training", "Table 4: PGD-AT vs TRADES (and ANCRA)"),
+    ("table5_centre", "Table 5: centre reference"),
+    ("table6_attack_power", "Table 6: attack power"),
+    ("table7_sites", "Table 7: single and cumulative sites"),
+    ("table8_main_vs_add", "Table 8: main path vs after addition"),
+    ("adaptive", "Adaptive evaluation: BPDA and transfer"),
+    ("standard_training", "Standard training"),
+    ("statistics", "Statistics: exact vs official, and how many images"),
+)
+
+#: parameter overrides per build profile ("default" = each notebook's own parameters cell)
+PROFILES: dict[str, dict] = {
+    "default": {},
+    "quick": {"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.2, 0.4], "n_frames": 3,
+              "eps_grid": [2, 8], "n_sizes": [64, 256], "site_indices": [0, 1, 16],
+              "results_dir": str(BOOK_DIR / "_cache" / "results-quick")},
+}
+
+_NPM = {  # package@version -> (sha512 integrity, {file in the tarball: file name in _widgets_js})
+    "requirejs@2.3.8": ("sha512-7/cTSLOdYkNBNJcDMWf+luFvMriVm7eYxp4BcFCsAX0wF421Vyce5SXP17c+Jd5otXKGNehIonFlyQXSowL6Mw==",
+                        {"package/require.js": "require.js"}),
+    "@jupyter-widgets/html-manager@1.0.15": (
+        "sha512-5thBIV6ymNgmPVOHvzx+gGy8ZSKmSazhtGw4/c4xJDVzRhG9PTeQsRjF3FUTopvFi//SABeNz1yp47bCrJ3CQA==",
+        {"package/dist/embed-amd.js": "embed-amd.js", "package/dist/*.woff2": None, "package/dist/*.woff": None,
+         "package/dist/*.ttf": None, "package/dist/*.eot": None, "package/dist/*.svg": None}),
+}
+
+
+# ================================================================================================
+# notebook parameters
+# ================================================================================================
+_DATA_SOURCES = ("auto", "offline", "official")
+
+
+def _positive_int(name, v):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"notebook parameter {name} must be a positive integer, got {v!r}")
+    return v
+
+
+def check_model_name(name: str) -> str:
+    """Raise ValueError unless ``name`` is a model ``msparse.models.load_model`` knows (or ``random:<family>``)."""
+    from .models import DEFAULT_MODEL, STANDARD_MODEL, list_models, parse_family_name
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"notebook parameter model must be a model name, got {name!r}")
+    bare = name[len(RANDOM_PREFIX):] if name.startswith(RANDOM_PREFIX) else name
+    if bare in (DEFAULT_MODEL, STANDARD_MODEL):
+        return name
+    try:
+        if parse_family_name(bare) is not None:
+            return name
+    except ValueError as e:
+        raise ValueError(f"unknown model {name!r}: {e}") from None
+    try:
+        known = list_models("cifar10", "Linf")
+    except Exception:  # robustbench unavailable: only our own names
+        known = [DEFAULT_MODEL, STANDARD_MODEL]
+    if bare not in known:
+        import difflib
+
+        close = difflib.get_close_matches(bare, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown model {name!r}: not {DEFAULT_MODEL!r}, {STANDARD_MODEL!r}, a family name like "
+                         f"'resnet18-gelu-w16', or a RobustBench CIFAR-10 L∞ model.{hint}")
+    return name
+
+
+def check_params(**p) -> dict:
+    """Validate a notebook's parameters (called in its first cell); returns them normalised.
+
+    Raises ValueError with a clear message for an unknown model, n ≤ 0, α < 0, an unknown attack, ε ≤ 0, ...
+    """
+    from .attacks import parse_attack
+    from .operator import check_alpha
+
+    out = dict(p)
+    if "model" in p:
+        check_model_name(p["model"])
+    if "dataset" in p and p["dataset"] != "cifar10":
+        raise ValueError(f"notebook parameter dataset={p['dataset']!r}: the book's notebooks run on 'cifar10' "
+                         "(ImageNet/CIFAR-100 models need data and checkpoints that are not available offline)")
+    if "data_source" in p and p["data_source"] not in _DATA_SOURCES:
+        raise ValueError(f"notebook parameter data_source must be one of {_DATA_SOURCES}, got {p['data_source']!r}")
+    for k in ("n_examples", "n_train", "n_iter", "n_frames"):
+        if k in p:
+            _positive_int(k, p[k])
+    for k in ("alphas", "alpha"):
+        if k in p:
+            vals = p[k] if isinstance(p[k], (list, tuple)) else [p[k]]
+            if not vals:
+                raise ValueError(f"notebook parameter {k} must not be empty")
+            try:
+                out[k] = [check_alpha(a) for a in vals] if k == "alphas" else check_alpha(p[k])
+            except ValueError as e:
+                raise ValueError(f"notebook parameter {k}: {e}") from None
+    for k in ("attack", "adaptive_attack"):
+        if k in p:
+            parse_attack(p[k])
+    if "eps" in p:
+        e = p["eps"]
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or e <= 0 or e >= 1:
+            raise ValueError(f"notebook parameter eps must be in (0, 1) for pixels in [0, 1] (e.g. 8/255), got {e!r}")
+    if "eps_grid" in p:
+        if not p["eps_grid"] or any(not isinstance(e, (int, float)) or e <= 0 or e > 255 for e in p["eps_grid"]):
+            raise ValueError(f"notebook parameter eps_grid lists ε in units of 1/255 in (0, 255], got {p['eps_grid']!r}")
+    if "device" in p:
+        import torch
+
+        d = p["device"]
+        if d not in ("cpu", "auto") and not str(d).startswith("cuda"):
+            raise ValueError(f"notebook parameter device must be 'cpu', 'cuda[:k]' or 'auto', got {d!r}")
+        if str(d).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={d!r} but no CUDA device is available here; use 'cpu' or 'auto'")
+    if "seed" in p and (isinstance(p["seed"], bool) or not isinstance(p["seed"], int) or p["seed"] < 0):
+        raise ValueError(f"notebook parameter seed must be an integer >= 0, got {p['seed']!r}")
+    if "use_stored" in p and not isinstance(p["use_stored"], bool):
+        raise ValueError(f"notebook parameter use_stored must be True or False, got {p['use_stored']!r}")
+    return out
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+# ================================================================================================
+# setup: model + sites + statistics + data (cached in-process)
+# ================================================================================================
+@dataclass
+class Setup:
+    """A model ready for MeanSparse experiments: sparsified, calibrated, α = 0; data on the device."""
+
+    model_name: str
+    model: object
+    sites: list
+    placement: str
+    x: object  # test images [N, 3, 32, 32]
+    y: object
+    x_train: object  # the statistics images (also used for "train" evaluations)
+    y_train: object
+    data_info: dict
+    train_info: dict
+    stats: dict
+    device: str
+    store: object  # what evaluate(store=...) gets
+    card: dict = field(default_factory=dict)
+
+    @property
+    def is_random(self) -> bool:
+        return self.model_name.startswith(RANDOM_PREFIX)
+
+    def describe(self) -> str:
+        """One line saying which model, data and statistics produced the numbers."""
+        weights = "RANDOM weights (infrastructure test, numbers meaningless)" if self.is_random else \
+            self.card.get("source", "")
+        return (f"model **{self.model_name}** ({weights}); {len(self.sites)} MeanSparse sites "
+                f"(placement {self.placement}); statistics: {self.stats['mode']} on {self.stats['n_samples']} "
+                f"training images; test data: {self.data_info.get('source')} (n={self.data_info.get('n')}, "
+                f"indices {self.data_info.get('indices')}); device {self.device}")
+
+
+_SETUPS: dict = {}
+
+
+def _default_placement(model) -> str:
+    from .models import ResNet18
+
+    return "ResNet-18/cifar10/Linf/v1" if isinstance(model, ResNet18) else "activations"
+
+
+def load(model: str, device: str = "cpu"):
+    """``msparse.models.load_model`` plus ``random:<family>`` (random weights)."""
+    from .models import load_model
+
+    if model.startswith(RANDOM_PREFIX):
+        import torch
+
+        torch.manual_seed(0)
+        return load_model(model[len(RANDOM_PREFIX):], pretrained=False, device=device)
+    return load_model(model, device=device)
+
+
+def setup(model: str = "msparse/default", *, n_examples: int = 200, n_train: int = 1000, data_source: str = "auto",
+          placement: str | None = None, stats_mode: str = "exact", device: str = "cpu", use_stored: bool = True,
+          results_dir: str | None = None, split_start: int = 0) -> Setup:
+    """Load ``model``, put MeanSparse at its placement (the paper's ResNet-18 preset for the project's
+    ResNet-18 family), calibrate on the first ``n_train`` training images, load ``n_examples`` test images.
+    Cached per argument set, so a notebook re-run (or a widget) does not redo it."""
+    from . import calibrate, sparsify
+    from .data import load_data
+
+    device = resolve_device(device)
+    key = (model, n_examples, n_train, data_source, placement, stats_mode, device, split_start)
+    if key not in _SETUPS:
+        m = load(model, device)
+        pl = placement or _default_placement(m)
+        sites = sparsify(m, pl)
+        xt, yt, tinfo = load_data("cifar10", "train", n=n_train, source=data_source, return_info=True)
+        stats = calibrate(m, xt.to(device), mode=stats_mode)
+        x, y, info = load_data("cifar10", "test", n=n_examples, source=data_source, start=split_start,
+                               return_info=True)
+        _SETUPS[key] = Setup(model, m, sites, pl, x.to(device), y.to(device), xt.to(device), yt.to(device),
+                             info.to_dict(), tinfo.to_dict(), stats, device, None,
+                             dict(getattr(m, "msparse_card", {}) or {}))
+    s = _SETUPS[key]
+    s.store = False if not use_stored else (results_dir or None)
+    return s
+
+
+# ================================================================================================
+# evaluation through the results store
+# ================================================================================================
+def result_row(r, **extra) -> dict:
+    """A :class:`msparse.evaluate.Result` as a flat row, accuracies in % with 95% Wilson bounds."""
+    row = dict(extra)
+    row.update(n=r.n, clean=100 * r.clean_acc, clean_lo=100 * r.clean_ci[0], clean_hi=100 * r.clean_ci[1],
+               robust=100 * r.robust_acc, robust_lo=100 * r.robust_ci[0], robust_hi=100 * r.robust_ci[1],
+               attack=r.attack, eps=r.eps, key=r.key, cached=r.cached)
+    return row
+
+
+def evaluate_alphas(s: Setup, alphas: Sequence[float], *, attack: str = "apgd-ce", eps: float = 8 / 255,
+                    norm: str = "Linf", n_iter: int = 100, seed: int = 0, split: str = "test",
+                    sites: Sequence | None = None, centre: str | None = None, backward: str | None = None,
+                    label: str | None = None, progress: bool = True, **extra) -> list[dict]:
+    """Evaluate ``attack`` at each α (applied to ``sites``, default all) and return rows (see
+    :func:`result_row`) with a paired McNemar comparison against α = 0 on the same images
+    (``d_robust``, ``p_robust`` in pp / p-value). Stored records are reused; missing ones computed."""
+    from . import set_alpha, set_centre, set_backward
+    from .evaluate import evaluate
+
+    x, y = (s.x, s.y) if split == "test" else (s.x_train[: len(s.x)], s.y_train[: len(s.y)])
+    data = f"cifar10/{split} {s.data_info['indices'] if split == 'test' else s.train_info['indices']}"
+    rows, base = [], None
+    common = dict(eps=eps, norm=norm, n_iter=n_iter, seed=seed, store=s.store, name=s.model_name, data=data,
+                  stats=s.stats["mode"], batch_size=max(len(x), 1))
+    try:
+        if centre:
+            set_centre(s.model, centre)
+        if backward:
+            set_backward(s.model, backward)
+        for i, a in enumerate(alphas):
+            t0 = time.perf_counter()
+            set_alpha(s.model, a if sites is None else {k: a for k in sites})
+            r = evaluate(s.model, x, y, attack, tags={"book": label or "sweep", "split": split}, **common)
+            if float(a) == 0.0 and base is None:
+                base = r
+            row = result_row(r, alpha=float(a), split=split, **extra)
+            if base is not None and r is not base:
+                pr = r.compare(base)
+                row.update(d_robust=100 * pr.delta, p_robust=pr.p_value)
+            rows.append(row)
+            if progress:
+                print(f"  α={a:<5g} {attack:<10s} clean {row['clean']:5.1f}%  robust {row['robust']:5.1f}%"
+                      f"  [{row['robust_lo']:.1f}, {row['robust_hi']:.1f}]  "
+                      f"{'stored' if r.cached else f'{time.perf_counter() - t0:.1f}s'}", flush=True)
+    finally:
+        set_alpha(s.model, 0.0)
+        if centre:
+            set_centre(s.model, "mean")
+        if backward:
+            set_backward(s.model, "exact")
+    return rows
+
+
+def provenance_table(rows: Sequence[Mapping], store=None):
+    """Provenance of the records behind ``rows`` (key, attack, ε, n, device, commit, created, wall time)."""
+    import pandas as pd
+
+    from .results import Store
+
+    st = store if isinstance(store, Store) else Store(store if store not in (None, False, True) else None)
+    out = []
+    for r in rows:
+        rec = st.get(r["key"]) if store is not False else None
+        prov = (rec or {}).get("provenance", {})
+        out.append({"record": r["key"][:12], "attack": r.get("attack"), "ε·255": round(255 * r.get("eps", 0), 2),
+                    "α": r.get("alpha"), "n": r.get("n"), "device": prov.get("device", "not stored"),
+                    "commit": (prov.get("commit") or "")[:8], "created": prov.get("created"),
+                    "wall s": prov.get("wall_s"), "reused": r.get("cached")})
+    return pd.DataFrame(out)
+
+
+def compare_table(rows: Sequence[Mapping], reference: Mapping[str, Mapping] | None = None, index: str = "alpha",
+                  metrics: Sequence[str] = ("clean", "robust")):
+    """Ours (value [95% CI], in %) beside labelled reference columns ``{label: {index value: value}}``."""
+    import pandas as pd
+
+    table = {}
+    for r in rows:
+        line = table.setdefault(r[index], {})
+        for m in metrics:
+            line[f"ours: {m} % [95% CI]"] = f"{r[m]:.1f} [{r[m + '_lo']:.1f}, {r[m + '_hi']:.1f}]"
+        if "d_robust" in r:
+            line["ours: Δrobust vs α=0 (pp), McNemar p"] = f"{r['d_robust']:+.1f}, p={r['p_robust']:.2g}"
+    for lab, vals in (reference or {}).items():
+        for k, v in vals.items():
+            for idx in table:
+                if isinstance(idx, (int, float)) and isinstance(k, (int, float)) and math.isclose(idx, k, abs_tol=1e-9):
+                    table[idx][lab] = v
+    df = pd.DataFrame.from_dict(table, orient="index").fillna("—")
+    df.index.name = index
+    return df
+
+
+def verdict(status: str, detail: str) -> str:
+    """The one-line verdict, as Markdown: status is 'reproduced', 'not reproduced' or 'not yet run here'."""
+    marks = {"reproduced": "**Verdict: reproduced**", "not reproduced": "**Verdict: not reproduced**",
+             "not yet run here": "**Verdict: not yet run here**", "partly": "**Verdict: partly reproduced**"}
+    if status not in marks:
+        raise ValueError(f"verdict status must be one of {list(marks)}, got {status!r}")
+    return f"{marks[status]} — {detail}"
+
+
+def trend(rows: Sequence[Mapping], alpha: float, what: str = "robust") -> str:
+    """Plain-words reading of our change at ``alpha`` vs α = 0 (with its paired test)."""
+    r = next((r for r in rows if math.isclose(r["alpha"], alpha, abs_tol=1e-9)), None)
+    b = next((r for r in rows if r["alpha"] == 0.0), None)
+    if r is None or b is None:
+        return f"(no α={alpha:g} point)"
+    d = r[what] - b[what]
+    sig = ""
+    if what == "robust" and "p_robust" in r:
+        sig = f", paired McNemar p = {r['p_robust']:.2g}" + (" (not significant at this n)" if r["p_robust"] >= 0.05 else "")
+    return f"{what} {b[what]:.1f}% → {r[what]:.1f}% at α={alpha:g} ({d:+.1f} pp, n={r['n']}{sig})"
+
+
+def claim_check(rows: Sequence[Mapping], alpha: float, max_clean_drop: float = 2.0) -> tuple[bool | None, str]:
+    """Does 'MeanSparse at ``alpha`` raises robust accuracy (paired p < 0.05) while clean accuracy drops by at
+    most ``max_clean_drop`` pp' hold in ``rows``? Returns (True/False/None = inconclusive, explanation)."""
+    r = next((r for r in rows if math.isclose(r["alpha"], alpha, abs_tol=1e-9)), None)
+    b = next((r for r in rows if r["alpha"] == 0.0), None)
+    if r is None or b is None:
+        return None, f"no α={alpha:g} and α=0 pair was evaluated"
+    text = f"{trend(rows, alpha, 'robust')}; {trend(rows, alpha, 'clean')}"
+    d_rob, d_clean, p = r["robust"] - b["robust"], r["clean"] - b["clean"], r.get("p_robust", 1.0)
+    if d_clean < -max_clean_drop:
+        return False, text + f" — clean drops by more than {max_clean_drop:g} pp"
+    if p >= 0.05:
+        return None, text + " — inconclusive at this sample size"
+    return d_rob > 0, text
+
+
+def alpha_verdict(s: Setup, rows: Sequence[Mapping], paper_model: str, alpha: float, what: str = "") -> str:
+    """The verdict line of an α-sweep page: the paper's exact numbers need ``paper_model`` (not available
+    offline unless ``s`` is that model); the qualitative claim is checked on ``s``'s model."""
+    if s.is_random:
+        return verdict("not yet run here", "this run used random weights (infrastructure test); no claim can be checked.")
+    holds, text = claim_check(rows, alpha)
+    claim = {True: "**holds** on this model", False: "**does not hold** on this model",
+             None: "is **inconclusive** on this model"}[holds]
+    return verdict("not yet run here", f"the paper's numbers are for {paper_model}, whose weights are not available "
+                   f"offline. The qualitative claim{(' (' + what + ')') if what else ''} {claim}: {text}.")
+
+
+def no_paper_model_note(s: Setup, paper_model: str) -> str:
+    """The standard note: which model produced the numbers and that the paper's model is not here."""
+    return (f"The paper's numbers come from **{paper_model}**, whose weights are not available offline; the "
+            f"numbers below are from {s.describe()}. Compare trends, not levels.")
+
+
+# ================================================================================================
+# running notebooks
+# ================================================================================================
+def _placeholder(path: Path, name: str, title: str, why: str) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\n⏳ **Not yet run here** — {why}\n\n"
+                                              f"Run `python -m msparse book --only {name}` to execute it.")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+
+
+@dataclass
+class NotebookRun:
+    name: str
+    ok: bool
+    seconds: float
+    error: str = ""
+
+
+def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default", out_dir: Path | None = None,
+                  parameters: Mapping | None = None, notebook_dir: Path | None = None, timeout: int | None = None,
+                  progress: bool = True, log=print) -> list[NotebookRun]:
+    """Execute notebooks with papermill (profile overrides + ``parameters``, restricted to the parameters
+    each notebook declares); the executed copies go to ``out_dir`` (default ``book/_executed``)."""
+    import papermill as pm
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    notebook_dir = Path(notebook_dir or NOTEBOOK_DIR)
+    out_dir = Path(out_dir or BOOK_DIR / EXECUTED)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    known = [n for n, _ in NOTEBOOKS]
+    names = list(names) if names else known
+    bad = [n for n in names if not (notebook_dir / f"{n}.ipynb").is_file()]
+    if bad:
+        raise ValueError(f"no notebook {', '.join(bad)} in {notebook_dir}; notebooks: {', '.join(known)}")
+    runs = []
+    t_all = time.perf_counter()
+    for i, name in enumerate(names, 1):
+        src = notebook_dir / f"{name}.ipynb"
+        declared = pm.inspect_notebook(str(src))
+        params = {k: v for k, v in {**PROFILES[profile], **(parameters or {})}.items() if k in declared}
+        if progress:
+            shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "notebook defaults"
+            log(f"[{i}/{len(names)}] {name} ({shown}) ...", flush=True)
+        t0 = time.perf_counter()
+        err = ""
+        try:
+            pm.execute_notebook(str(src), str(out_dir / f"{name}.ipynb"), parameters=params, progress_bar=False,
+                                cwd=str(REPO), kernel_name="python3", execution_timeout=timeout)
+        except Exception as e:  # papermill keeps the failed notebook with its error output
+            err = _first_error_line(e)
+        dt = time.perf_counter() - t0
+        runs.append(NotebookRun(name, not err, dt, err))
+        if progress:
+            log(f"[{i}/{len(names)}] {name}: {'ok' if not err else 'FAILED: ' + err} in {dt:.1f} s "
+                f"(total {time.perf_counter() - t_all:.0f} s)", flush=True)
+    return runs
+
+
+def _first_error_line(e: BaseException) -> str:
+    ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
+    if ename:
+        return f"{ename}: {evalue}"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[-1] if text else ''}"
+
+
+# ================================================================================================
+# widget JavaScript from the npm registry
+# ================================================================================================
+def _sha512(path: Path) -> str:
+    return "sha512-" + base64.b64encode(hashlib.sha512(path.read_bytes()).digest()).decode()
+
+
+def fetch_widget_js(dest: Path | None = None, log=print) -> Path:
+    """Fetch require.js and @jupyter-widgets/html-manager's ``embed-amd.js`` (plus its fonts) from the npm
+    registry with ``npm pack`` into ``dest`` (default ``book/_widgets_js``), checking each tarball's sha512.
+    Does nothing when the files are already there."""
+    import fnmatch
+
+    dest = Path(dest or BOOK_DIR / WIDGET_JS)
+    stamp = dest / ".fetched.json"
+
+    def fresh(d: Path) -> bool:
+        st = d / ".fetched.json"
+        return st.is_file() and json.loads(st.read_text()) == sorted(_NPM) and (d / "embed-amd.js").is_file()
+
+    if fresh(dest):
+        return dest
+    cache = BOOK_DIR / WIDGET_JS
+    if cache.resolve() != dest.resolve() and fresh(cache):  # an earlier fetch for the repository's book
+        shutil.copytree(cache, dest, dirs_exist_ok=True)
+        return dest
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("npm is not installed: the book fetches the ipywidgets JavaScript from the npm registry "
+                           "at build time (apt-get install nodejs npm), or build with --no-widget-js")
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        log(f"fetching widget JavaScript from the npm registry: {', '.join(_NPM)}", flush=True)
+        proc = subprocess.run([npm, "pack", "--silent", *_NPM], cwd=tmp, capture_output=True, text=True,
+                              timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"npm pack failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+        tgz = {p.name: p for p in Path(tmp).glob("*.tgz")}
+        for spec, (integrity, files) in _NPM.items():
+            name, version = spec.rsplit("@", 1)
+            fname = f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
+            if fname not in tgz:
+                raise RuntimeError(f"npm pack did not produce {fname} (got {sorted(tgz)})")
+            if _sha512(tgz[fname]) != integrity:
+                raise RuntimeError(f"{fname}: sha512 does not match the pinned integrity {integrity}")
+            with tarfile.open(tgz[fname]) as tf:
+                for member in tf.getmembers():
+                    for pattern, target in files.items():
+                        if member.isfile() and fnmatch.fnmatch(member.name, pattern):
+                            out = dest / (target or Path(member.name).name)
+                            out.write_bytes(tf.extractfile(member).read())
+    stamp.write_text(json.dumps(sorted(_NPM)))
+    return dest
+
+
+# ================================================================================================
+# building the book
+# ================================================================================================
+@dataclass
+class BuildReport:
+    html: Path
+    runs: list
+    seconds: float
+    build_seconds: float
+    ok: bool
+    log: str = ""
+
+    @property
+    def failed(self) -> list:
+        return [r for r in self.runs if not r.ok]
+
+
+_BOOK_SOURCES = ("_config.yml", "_toc.yml", "intro.md", "method.md", "reproduction.md", "references.md")
+
+
+def _copy_sources(dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in BOOK_DIR.iterdir():
+        if f.is_file() and f.suffix in (".md", ".yml", ".bib"):
+            shutil.copy2(f, dst / f.name)
+
+
+def build_book(profile: str = "default", only: Sequence[str] | None = None, *, book_dir: Path | None = None,
+               execute: bool = True, widget_js: bool = True, parameters: Mapping | None = None,
+               timeout: int | None = None, progress: bool = True, log=print) -> BuildReport:
+    """Set up and build the whole book: fetch the widget JS, execute the notebooks (``only`` a subset; the
+    others keep their last executed copy or get a 'not yet run here' page), then ``jupyter-book build``.
+
+    ``book_dir``: where to build (default the repository's ``book/``; a different folder gets a copy of the
+    book's sources — used by the tests). Returns a :class:`BuildReport`; the HTML is ``<book>/_build/html``.
+    """
+    t0 = time.perf_counter()
+    book = Path(book_dir) if book_dir else BOOK_DIR
+    if book.resolve() != BOOK_DIR.resolve():
+        _copy_sources(book)
+    executed = book / EXECUTED
+    if widget_js:
+        try:
+            fetch_widget_js(book / WIDGET_JS, log=log)
+        except Exception as e:
+            log(f"WARNING: widget JavaScript not fetched ({e}); live widgets will render blank in the static book "
+                "(the kernel-free α slider does not need it)", flush=True)
+    runs = []
+    if execute:
+        runs = run_notebooks(only, profile=profile, out_dir=executed, parameters=parameters, timeout=timeout,
+                             progress=progress, log=log)
+    for name, title in NOTEBOOKS:
+        if not (executed / f"{name}.ipynb").is_file():
+            _placeholder(executed / f"{name}.ipynb", name, title, "this build did not execute this notebook.")
+    if not (book / WIDGET_JS).is_dir():
+        (book / WIDGET_JS).mkdir(parents=True)
+    if progress:
+        log("building the book (jupyter-book build) ...", flush=True)
+    t1 = time.perf_counter()
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe) if exe.is_file() else "jupyter-book", "build", str(book), "--all"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    build_s = time.perf_counter() - t1
+    html = book / "_build" / "html"
+    ok = proc.returncode == 0 and (html / "index.html").is_file()
+    if not ok:
+        log(proc.stdout[-3000:] + proc.stderr[-3000:], flush=True)
+    report = BuildReport(html, runs, time.perf_counter() - t0, build_s, ok and not any(not r.ok for r in runs),
+                         proc.stdout[-5000:] + proc.stderr[-5000:])
+    if progress:
+        log(f"book: {html / 'index.html'} — {len(runs)} notebooks executed, {len(report.failed)} failed, "
+            f"jupyter-book {build_s:.0f} s, total {report.seconds:.0f} s", flush=True)
+        for r in report.failed:
+            log(f"  FAILED {r.name}: {r.error}", flush=True)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m msparse book`` / ``python -m msparse.book``."""
+    ap = argparse.ArgumentParser(prog="msparse book", description=(
+        "Execute every notebook with papermill (stored result records are reused; missing ones are computed) "
+        "and build the static book into book/_build/html."))
+    ap.add_argument("--quick", action="store_true", help="small parameters for every notebook (CI)")
+    ap.add_argument("--profile", choices=sorted(PROFILES), default=None, help="parameter profile (default: default)")
+    ap.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="execute only these notebooks")
+    ap.add_argument("--no-execute", action="store_true", help="rebuild the HTML from the last executed notebooks")
+    ap.add_argument("--no-widget-js", action="store_true", help="do not fetch the ipywidgets JavaScript from npm")
+    ap.add_argument("--device", default=None, help="cpu, cuda or auto (passed to every notebook)")
+    ap.add_argument("--results-dir", default=None, help="results store (default: $MSPARSE_RESULTS or results/)")
+    ap.add_argument("--model", default=None, help="model for every notebook that takes one (default: each notebook's)")
+    ap.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    ap.add_argument("--book-dir", default=None, help="build somewhere else (a copy of the book's sources)")
+    ap.add_argument("--list", action="store_true", help="list the notebooks and exit")
+    a = ap.parse_args(argv)
+    if a.list:
+        for n, t in NOTEBOOKS:
+            print(f"{n:22s} {t}")
+        return 0
+    profile = a.profile or ("quick" if a.quick else "default")
+    params = {k: v for k, v in {"device": a.device, "results_dir": a.results_dir, "model": a.model}.items()
+              if v is not None}
+    report = build_book(profile, a.only, book_dir=Path(a.book_dir) if a.book_dir else None,
+                        execute=not a.no_execute, widget_js=not a.no_widget_js, parameters=params,
+                        timeout=a.timeout)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

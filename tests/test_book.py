@@ -1,0 +1,174 @@
+"""The book: parameter validation, the notebooks' contract, the offline JS wiring, and the built pages as a
+reader sees them (headless Chromium screenshots)."""
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from msparse import book as mb
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+RANDOM = "random:resnet18-gelu-w16"  # the pages' rendering does not depend on the weights
+
+
+# ------------------------------------------------------------------------------------------------
+# parameters
+@pytest.mark.parametrize("params, message", [
+    ({"model": "no-such-model"}, "unknown model"),
+    ({"n_examples": 0}, "n_examples must be a positive integer"),
+    ({"n_train": -5}, "n_train must be a positive integer"),
+    ({"alphas": [0.0, -0.1]}, "alphas"),
+    ({"alpha": -1}, "alpha"),
+    ({"attack": "pgd-999"}, "unknown attack"),
+    ({"eps": 8}, "eps must be in"),
+    ({"dataset": "imagenet"}, "cifar10"),
+    ({"data_source": "web"}, "data_source"),
+    ({"use_stored": "yes"}, "use_stored"),
+])
+def test_check_params_rejects_broken_parameters(params, message):
+    with pytest.raises(ValueError, match=message):
+        mb.check_params(**params)
+
+
+def test_check_params_accepts_good_parameters():
+    p = mb.check_params(model="msparse/default", n_examples=10, alphas=[0, 0.25], attack="bpda", eps=8 / 255,
+                        device="cpu", seed=0, use_stored=True)
+    assert p["alphas"] == [0.0, 0.25]
+    mb.check_params(model=RANDOM)
+
+
+# ------------------------------------------------------------------------------------------------
+# the notebooks' contract
+def _notebooks():
+    return sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def test_every_notebook_has_parameters_and_validates_them_first():
+    import nbformat
+    import papermill as pm
+
+    assert _notebooks(), "no notebooks"
+    for path in _notebooks():
+        nb = nbformat.read(str(path), as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert "parameters" in code[0].metadata.get("tags", []), path.name
+        assert "mb.check_params(" in code[1].source, f"{path.name}: the first cell must validate the parameters"
+        declared = pm.inspect_notebook(str(path))
+        assert {"model", "device", "seed", "use_stored"} <= set(declared), path.name
+        assert all(not c.get("outputs") for c in code), f"{path.name} is committed with outputs"
+
+
+def test_book_toc_lists_every_notebook_in_order():
+    toc = (REPO / "book" / "_toc.yml").read_text()
+    listed = re.findall(r"file: _executed/(\w+)", toc)
+    assert listed == [n for n, _ in mb.NOTEBOOKS]
+    assert {p.stem for p in _notebooks()} <= set(listed)
+
+
+def test_widget_js_comes_from_npm_at_build_time_not_from_the_repository():
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "book" / "_config.yml").read_text())
+    assert cfg["execute"]["execute_notebooks"] == "off"
+    sph = cfg["sphinx"]["config"]
+    assert list(sph["nb_ipywidgets_js"]) == ["require.js", "embed-amd.js"]
+    assert sph["html_static_path"] == [mb.WIDGET_JS]
+    assert not (REPO / "book" / "_static").exists(), "JB1 would add every _static/*.js to every page"
+    tracked = subprocess.run(["git", "ls-files", "book", "notebooks"], cwd=REPO, capture_output=True, text=True).stdout
+    assert not [f for f in tracked.split() if f.endswith(".js")], "third-party JS must not be committed"
+    ignored = (REPO / "book" / ".gitignore").read_text()
+    for d in ("_build/", "_executed/", "_widgets_js/"):
+        assert d in ignored
+
+
+def test_broken_parameters_fail_the_notebook_with_a_clear_message(tmp_path):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError, match="n_train must be a positive integer"):
+        pm.execute_notebook(str(REPO / "notebooks" / "fig1_operator.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters={"n_train": 0}, progress_bar=False, cwd=str(REPO), kernel_name="python3")
+
+
+def test_static_slider_html_switches_frames_without_a_script_tag():
+    from msparse import plots, widgets
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = []
+    for a in (0.0, 0.5):
+        fig = plots.operator_curve(0.0, 1.0, a)
+        frames.append((f"α = {a:g}", plots.to_png(fig)))
+    html = widgets.static_slider(frames, title="alpha")
+    assert '<input type="range" min="0" max="1"' in html
+    assert html.count('class="ms-frame"') == 2 and "<script" not in html
+    assert "oninput=" in html
+
+
+# ------------------------------------------------------------------------------------------------
+# the built book, as a reader sees it
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    if shutil.which("npm") is None and not (REPO / "book" / mb.WIDGET_JS / "embed-amd.js").is_file():
+        pytest.skip("npm not installed and no fetched widget JS")
+    root = tmp_path_factory.mktemp("book")
+    report = mb.build_book("quick", ["fig1_operator", "alpha_explorer"], book_dir=root / "book",
+                           parameters={"model": RANDOM, "results_dir": str(root / "results")}, progress=False)
+    assert report.ok, report.log + "\n".join(f"{r.name}: {r.error}" for r in report.failed)
+    return report.html
+
+
+def _screenshot(page: Path, out: Path) -> bytes:
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--disable-component-update", "--no-first-run", "--disable-sync",
+                        f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--window-size=1280,3000",
+                        f"--screenshot={out}", page.as_uri()], capture_output=True, timeout=180)
+    assert out.is_file(), f"chromium wrote no screenshot of {page}"
+    return out.read_bytes()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+@pytest.mark.parametrize("page", ["index.html", "_executed/fig1_operator.html", "_executed/alpha_explorer.html"])
+def test_built_pages_render_non_blank_in_chromium(built_book, page, tmp_path):
+    from msparse.plots import is_blank_png
+
+    path = built_book / page
+    assert path.is_file()
+    png = _screenshot(path, tmp_path / "shot.png")
+    assert not is_blank_png(png, tol=5.0), f"{page} renders blank"
+
+
+def test_figure_pages_contain_figures_and_the_slider(built_book):
+    from msparse.plots import is_blank_png
+    import base64
+
+    fig1 = (built_book / "_executed" / "fig1_operator.html").read_text()
+    imgs = re.findall(r'<img[^>]+src="([^"]+\.png)"', fig1)
+    assert len(imgs) >= 2, "Fig. 1 and Fig. 2 should be images"
+    for src in imgs:
+        assert not is_blank_png((built_book / "_executed" / src).read_bytes())
+    assert "Verdict:" in fig1
+
+    explorer = (built_book / "_executed" / "alpha_explorer.html").read_text()
+    assert re.search(r'<input type="range"[^>]*oninput=', explorer), "kernel-free α slider missing"
+    frames = re.findall(r'class="ms-frame"[^>]*src="data:image/png;base64,([^"]+)"', explorer)
+    assert len(frames) >= 2
+    assert not any(is_blank_png(base64.b64decode(f)) for f in frames)
+
+
+def test_widget_js_is_served_from_the_book_itself(built_book):
+    page = (built_book / "_executed" / "alpha_explorer.html").read_text()
+    if "application/vnd.jupyter.widget-state+json" not in page:
+        pytest.skip("no widget state in this page")
+    assert re.search(r'<script src="\.\./_static/require\.js', page)
+    assert re.search(r'<script src="\.\./_static/embed-amd\.js', page)
+    assert "cdn.jsdelivr.net" not in page and "cdnjs.cloudflare.com" not in page
+    assert (built_book / "_static" / "embed-amd.js").is_file()

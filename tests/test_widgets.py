@@ -1,0 +1,97 @@
+"""The α explorer: site inputs, cached re-thresholding, the live widget, and the kernel-free slider."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+import torch
+from torch import nn
+
+import msparse as ms
+from msparse import widgets
+
+
+def _tiny():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.GELU(), nn.Conv2d(4, 4, 3, padding=1),
+                          nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+    ms.sparsify(model, "activations")
+    x = torch.rand(40, 3, 32, 32)
+    ms.calibrate(model, x)
+    return model, x, torch.randint(0, 10, (40,))
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_site_inputs_are_what_the_operator_receives():
+    model, x, _ = _tiny()
+    feats = widgets.site_inputs(model, 0, x, batch_size=16)
+    assert feats.shape == (40, 4, 32, 32)
+    op = ms.placement.operators(model)[0]
+    assert torch.allclose(feats.double().mean((0, 2, 3)).float(), op.mean, atol=1e-4)
+    with pytest.raises(IndexError, match="2 sites"):
+        widgets.site_inputs(model, 5, x)
+
+
+def test_sparsify_values_matches_the_operator():
+    model, x, _ = _tiny()
+    op = ms.placement.operators(model)[0]
+    feats = widgets.site_inputs(model, 0, x[:2])
+    op.set_alpha(0.5)
+    ours = torch.stack([widgets.sparsify_values(feats[:, c], float(op.mean[c]), float(op.var[c].sqrt()), 0.5)
+                        for c in range(4)], 1)
+    assert torch.allclose(ours, op(feats))
+    c = widgets.pick_channel(op, seed=1)
+    assert 0 <= c < 4
+
+
+def test_explorer_blocked_fraction_grows_with_alpha_and_accuracy_is_cached():
+    model, x, y = _tiny()
+    ex = widgets.AlphaExplorer(model, x, y, n_batch=16, n_robust=8, pgd_steps=2)
+    assert ex.blocked(0.0) == {0: 0.0, 1: 0.0}
+    b1, b2 = ex.blocked(0.2), ex.blocked(1.0)
+    assert all(b2[i] > b1[i] > 0 for i in b1)
+    a = ex.accuracy(0.3)
+    assert 0 <= a["robust"] <= 1 and 0 <= a["clean"] <= 1
+    assert ex.accuracy(0.3) is a  # cached: moving back to a seen α costs nothing
+    assert all(float(op.alpha) == 0 for op in ms.placement.operators(model))  # α restored
+    fig = ex.figure(0.3, site=1, channel=2)
+    assert len(fig.axes) == 4
+
+
+def test_live_widget_builds_and_redraws_on_alpha_change():
+    ipw = pytest.importorskip("ipywidgets")
+    model, x, y = _tiny()
+    box = widgets.explorer(model, x, y, alpha=0.2, n_batch=8, n_robust=0)
+    assert isinstance(box, ipw.VBox)
+    slider = box.children[0].children[0]
+    status = box.children[2]
+    before = status.value
+    slider.value = 0.6
+    assert "redrawn" in status.value and status.value is not before
+
+
+def test_static_slider_frames_and_errors():
+    model, x, y = _tiny()
+    ex = widgets.AlphaExplorer(model, x, y, n_batch=8, n_robust=0)
+    frames = widgets.explorer_frames(ex, [0.0, 0.5], site=0, records={0.0: (50.0, 20.0, "apgd-ce"),
+                                                                     0.5: (48.0, 25.0, "apgd-ce")})
+    assert [f[0] for f in frames] == ["α = 0", "α = 0.5"]
+    html = widgets.static_slider(frames, start=1)
+    assert 'value="1"' in html and "α = 0.5</span>" in html
+    with pytest.raises(ValueError):
+        widgets.static_slider([])
+
+
+def test_pgd_indicator_never_exceeds_clean_accuracy_on_correct_points():
+    model, x, y = _tiny()
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every point clean-correct
+    assert widgets.pgd_accuracy(model, x[:8], y[:8], eps=8 / 255, steps=2) <= 1.0
