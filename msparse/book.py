@@ -66,6 +66,13 @@ PROFILES: dict[str, dict] = {
               "results_dir": str(BOOK_DIR / "_cache" / "results-quick")},
 }
 
+#: per-notebook overrides on top of a profile (e.g. keep Table 7's single α in the quick profile)
+NOTEBOOK_PROFILES: dict[str, dict[str, dict]] = {
+    "quick": {"table6_attack_power": {"alphas": [0.0, 0.35]}, "table7_sites": {"alphas": [0.35]},
+              "adaptive": {"alphas": [0.0, 0.35]}, "standard_training": {"alphas": [0.0, 0.5]},
+              "statistics": {"n_train": 512, "n_sizes": [128, 512]}, "fig3_headline": {"n_queries": 50}},
+}
+
 _NPM = {  # package@version -> (sha512 integrity, {file in the tarball: file name in _widgets_js})
     "requirejs@2.3.8": ("sha512-7/cTSLOdYkNBNJcDMWf+luFvMriVm7eYxp4BcFCsAX0wF421Vyce5SXP17c+Jd5otXKGNehIonFlyQXSowL6Mw==",
                         {"package/require.js": "require.js"}),
@@ -95,7 +102,7 @@ def check_model_name(name: str) -> str:
     if not isinstance(name, str) or not name:
         raise ValueError(f"notebook parameter model must be a model name, got {name!r}")
     bare = name[len(RANDOM_PREFIX):] if name.startswith(RANDOM_PREFIX) else name
-    if bare in (DEFAULT_MODEL, STANDARD_MODEL):
+    if bare in (DEFAULT_MODEL, STANDARD_MODEL) or bare.endswith(".pt"):  # .pt: a family checkpoint with its card
         return name
     try:
         if parse_family_name(bare) is not None:
@@ -226,6 +233,10 @@ def load(model: str, device: str = "cpu"):
     """``msparse.models.load_model`` plus ``random:<family>`` (random weights)."""
     from .models import load_model
 
+    if model is None:
+        raise ValueError("no model given (None): this model is not available here")
+    if model.endswith(".pt"):
+        return load_model(checkpoint=model, device=device)
     if model.startswith(RANDOM_PREFIX):
         import torch
 
@@ -276,7 +287,8 @@ def result_row(r, **extra) -> dict:
 def evaluate_alphas(s: Setup, alphas: Sequence[float], *, attack: str = "apgd-ce", eps: float = 8 / 255,
                     norm: str = "Linf", n_iter: int = 100, seed: int = 0, split: str = "test",
                     sites: Sequence | None = None, centre: str | None = None, backward: str | None = None,
-                    label: str | None = None, progress: bool = True, **extra) -> list[dict]:
+                    label: str | None = None, progress: bool = True, n_queries: int = 5000,
+                    n_restarts: int = 1, **extra) -> list[dict]:
     """Evaluate ``attack`` at each α (applied to ``sites``, default all) and return rows (see
     :func:`result_row`) with a paired McNemar comparison against α = 0 on the same images
     (``d_robust``, ``p_robust`` in pp / p-value). Stored records are reused; missing ones computed."""
@@ -287,7 +299,8 @@ def evaluate_alphas(s: Setup, alphas: Sequence[float], *, attack: str = "apgd-ce
     data = f"cifar10/{split} {s.data_info['indices'] if split == 'test' else s.train_info['indices']}"
     rows, base = [], None
     common = dict(eps=eps, norm=norm, n_iter=n_iter, seed=seed, store=s.store, name=s.model_name, data=data,
-                  stats=s.stats["mode"], batch_size=max(len(x), 1))
+                  n_queries=n_queries, n_restarts=n_restarts,
+                  stats=str(extra.get("statistics", s.stats["mode"])), batch_size=max(len(x), 1))
     try:
         if centre:
             set_centre(s.model, centre)
@@ -317,6 +330,43 @@ def evaluate_alphas(s: Setup, alphas: Sequence[float], *, attack: str = "apgd-ce
     return rows
 
 
+def try_setup(model: str, **kw) -> tuple[Setup | None, str]:
+    """:func:`setup`, or ``(None, reason)`` when the model is not available here (e.g. not trained yet)."""
+    try:
+        return setup(model, **kw), ""
+    except Exception as e:  # ModelLoadError, FileNotFoundError, ...
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def stats_snapshot(model) -> dict:
+    """A copy of every site's statistics ``{site name: (mean, var)}``."""
+    from .placement import operators
+
+    return {op.site.name: (op.mean.detach().clone(), op.var.detach().clone(), int(op.n_samples))
+            for op in operators(model)}
+
+
+def restore_stats(model, snap: Mapping) -> None:
+    """Put back statistics saved by :func:`stats_snapshot`."""
+    from .placement import operators
+
+    for op in operators(model):
+        m, v, n = snap[op.site.name]
+        op.load_statistics(m, v, max(n, 1))
+
+
+def sigma_ratios(snap: Mapping, ref: Mapping) -> dict:
+    """Per site: the median over channels of σ / σ_ref (channels with σ_ref > 0)."""
+    import torch
+
+    out = {}
+    for name, (_, v, _) in snap.items():
+        vr = ref[name][1]
+        ok = vr > 0
+        out[name] = float(torch.median((v[ok] / vr[ok]).sqrt())) if ok.any() else float("nan")
+    return out
+
+
 def provenance_table(rows: Sequence[Mapping], store=None):
     """Provenance of the records behind ``rows`` (key, attack, ε, n, device, commit, created, wall time)."""
     import pandas as pd
@@ -332,6 +382,75 @@ def provenance_table(rows: Sequence[Mapping], store=None):
                     "α": r.get("alpha"), "n": r.get("n"), "device": prov.get("device", "not stored"),
                     "commit": (prov.get("commit") or "")[:8], "created": prov.get("created"),
                     "wall s": prov.get("wall_s"), "reused": r.get("cached")})
+    return pd.DataFrame(out)
+
+
+_BPDA_OF = {"RaWRN-70-16": "Amini2024MeanSparse_Ra_WRN_70_16", "WRN-94-16": "Amini2024MeanSparse_S-WRN-94-16",
+            "WRN-70-16 (L2)": ("Amini2024MeanSparse_S-WRN-70-16", "cifar10", "L2"),
+            "WRN-70-16 (CIFAR-100)": ("Amini2024MeanSparse_S-WRN-70-16", "cifar100", "Linf"),
+            "Swin-L": "Amini2024MeanSparse_Swin-L", "ConvNeXt-L": "Amini2024MeanSparse_ConvNeXt-L"}
+
+
+def robustbench_bpda(model: str) -> float | None:
+    """RobustBench's BPDA ('external') accuracy of the MeanSparse version of a paper model label, or None."""
+    from . import paper
+
+    key = _BPDA_OF.get(model)
+    if key is None:
+        return None
+    e = paper.robustbench(*key) if isinstance(key, tuple) else paper.robustbench(key)
+    return e.external
+
+
+def headline_table():
+    """The v2 README headline table with RobustBench's BPDA number beside each MeanSparse AA (reference values)."""
+    import pandas as pd
+
+    from . import paper
+
+    df = paper.table("readme_v2").frame().rename(columns={
+        "clean_base": "clean base (README)", "aa_base": "AA base (README)", "clean_ms": "clean MeanSparse (README)",
+        "aa_ms": "AA MeanSparse (README)"})
+    df["BPDA MeanSparse (RobustBench)"] = [robustbench_bpda(m) for m in df.index]
+    df["BPDA − AA base"] = [None if b is None else round(b - a, 2)
+                            for b, a in zip(df["BPDA MeanSparse (RobustBench)"], df["AA base (README)"])]
+    return df.astype(object).where(pd.notna(df), "—")
+
+
+def bpda_table():
+    """RobustBench's MeanSparse entries: base AA, the authors' AA, RobustBench's BPDA (reference values)."""
+    import pandas as pd
+
+    from . import paper
+
+    rows = []
+    for b, m in paper.bpda_pairs():
+        rows.append({"MeanSparse entry": m.name, "dataset / threat": f"{m.dataset} {m.threat_model} {m.eps}",
+                     "base": b.name, "base AA": b.aa, "MeanSparse AA (authors)": m.aa,
+                     "MeanSparse BPDA (RobustBench)": m.external, "BPDA − base AA": round(m.external - b.aa, 2),
+                     "note": m.external_note})
+    return pd.DataFrame(rows)
+
+
+def diagnostics_table(rows: Sequence[Mapping], store=None):
+    """Gradient-masking diagnostics stored with each record: mean blocked fraction over active sites, fraction of
+    exactly-zero input gradients (official backward, and with the identity backward), AutoAttack's warnings."""
+    import pandas as pd
+
+    from .results import Store
+
+    if store is False:
+        return pd.DataFrame([{"note": "use_stored=False: diagnostics are kept in the records only"}])
+    st = store if isinstance(store, Store) else Store(store if store not in (None, True) else None)
+    out = []
+    for r in rows:
+        rec = st.get(r["key"]) or {}
+        d = rec.get("result", {}).get("diagnostics", {})
+        out.append({"attack": r.get("attack"), "α": r.get("alpha"), "blocked (mean over sites)": d.get("blocked_mean"),
+                    "zero input gradient (official)": d.get("zero_grad"),
+                    "zero input gradient (identity backward)": d.get("zero_grad_identity"),
+                    "AutoAttack warnings": "; ".join(f"{k} ×{v}" for k, v in (d.get("messages") or {}).items()) or "—",
+                    "record": r["key"][:12]})
     return pd.DataFrame(out)
 
 
@@ -407,6 +526,20 @@ def alpha_verdict(s: Setup, rows: Sequence[Mapping], paper_model: str, alpha: fl
                    f"offline. The qualitative claim{(' (' + what + ')') if what else ''} {claim}: {text}.")
 
 
+def budget_note(s: Setup, attack: str, n_iter: int, paper_iter: int = 100) -> str:
+    """Says the attack budget of this page and how it differs from the paper's."""
+    n = len(s.x)
+    low = n_iter < paper_iter or n < 10000
+    return (f"Budget: **{attack}**, {n_iter} iterations per attack (paper: {paper_iter}), on the first {n} CIFAR-10 "
+            f"test images (paper: all 10 000)." + (" Reduced so that the whole book builds in about 20 minutes on "
+            "2 CPU cores; re-run with `-p n_iter 100 -p n_examples 10000` for the paper's budget." if low else ""))
+
+
+def activation_of(model) -> str:
+    """The activation name of a model of the ResNet-18 family (``""`` otherwise)."""
+    return str(getattr(model, "activation", ""))
+
+
 def no_paper_model_note(s: Setup, paper_model: str) -> str:
     """The standard note: which model produced the numbers and that the paper's model is not here."""
     return (f"The paper's numbers come from **{paper_model}**, whose weights are not available offline; the "
@@ -457,7 +590,8 @@ def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default
     for i, name in enumerate(names, 1):
         src = notebook_dir / f"{name}.ipynb"
         declared = pm.inspect_notebook(str(src))
-        params = {k: v for k, v in {**PROFILES[profile], **(parameters or {})}.items() if k in declared}
+        merged = {**PROFILES[profile], **NOTEBOOK_PROFILES.get(profile, {}).get(name, {}), **(parameters or {})}
+        params = {k: v for k, v in merged.items() if k in declared}
         if progress:
             shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "notebook defaults"
             log(f"[{i}/{len(names)}] {name} ({shown}) ...", flush=True)
