@@ -244,6 +244,10 @@ def make_autoattack(model: nn.Module, attack: Attack, cfg: AttackConfig, device,
     kw = dict(device=str(device), eps=float(cfg.eps), norm=cfg.norm, seed=int(cfg.seed))
     if attack.preset == "aa":
         aa = AutoAttack(model, version="standard", **kw)
+        # standard: 1 restart and 9 target classes; other values are recorded in the key
+        aa.apgd.n_restarts = int(cfg.n_restarts)
+        aa.apgd_targeted.n_target_classes = int(cfg.n_target_classes)
+        aa.fab.n_target_classes = int(cfg.n_target_classes)
     else:
         aa = AutoAttack(model, attacks=list(attack.attacks) or ["apgd-ce"], version="custom", **kw)
         aa.apgd.n_restarts = int(cfg.n_restarts)

@@ -355,7 +355,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
     st = _resolve_store(store)
     device = _model_device(model)
     was_training = model.training
+    src_training = source.training if source is not None else False
     model.eval()
+    if source is not None:
+        source.eval()
     try:
         desc = describe_model(model)
         spec = {
@@ -385,8 +388,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
         if int(y.max()) >= n_classes:
             raise ValueError(f"labels must be in [0, {n_classes}) for a model with {n_classes} "
                              f"outputs, got a label {int(y.max())}")
-        if source is not None:
-            source.eval()
 
         n = len(x)
         n_shards = math.ceil(n / batch_size)
@@ -426,14 +427,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
             diag.update(_diagnostics(model, x[:k], y[:k], device))
         wall = sum(s["wall_s"] for s in shards) + (time.perf_counter() - t0)
         record = {"key": key, "spec": spec, "result": result, "meta": meta,
-                  "provenance": provenance(device, wall_s=wall, n=n, batches=n_shards,
-                                           batches_resumed=resumed)}
+                  "provenance": provenance(device, wall_s=wall, n=n, data_source=data,
+                                           batches=n_shards, batches_resumed=resumed)}
         if st is not None:
             st.put(record)
             st.drop_shards(key)
         return Result.from_record(record, cached=False)
     finally:
         model.train(was_training)
+        if source is not None:
+            source.train(src_training)
 
 
 def _merge_meta(st: Store, rec: dict, meta: dict) -> dict:

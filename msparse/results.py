@@ -170,11 +170,15 @@ def tensor_hash(*tensors, length: int = 32) -> str:
     import torch
     h = hashlib.sha256()
     for t in tensors:
-        t = t.detach().cpu().contiguous()
+        t = t.detach()
         h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.dtype == torch.bfloat16:
-            t = t.float()
-        h.update(t.numpy().tobytes())
+        flat = t.reshape(-1)
+        step = max(1, (64 << 20) // max(1, t.element_size()))   # 64 MB at a time
+        for i in range(0, flat.numel(), step):
+            part = flat[i:i + step].cpu().contiguous()
+            if part.dtype == torch.bfloat16:
+                part = part.float()
+            h.update(part.numpy().tobytes())
     return h.hexdigest()[:length]
 
 

@@ -139,6 +139,17 @@ def test_worst_case_is_the_per_example_and_of_components(data):
     assert "zero_grad_identity" in r.diagnostics
 
 
+def test_transfer_from_an_explicit_source_equals_the_base_model(data):
+    x, y = data
+    model = sparse_model(0.3)
+    src = tiny_model().train()
+    a = evaluate(model, x, y, "transfer:apgd-ce", store=False, **FAST)
+    b = evaluate(model, x, y, "transfer:apgd-ce", source=src, store=False, **FAST)
+    assert a.key != b.key and b.spec["source"]["model"] == a.spec["model"]
+    assert np.array_equal(a.robust_flags, b.robust_flags)
+    assert src.training
+
+
 def test_aa_runs_end_to_end_with_all_four_attacks(data):
     x, y = data
     r = evaluate(tiny_model(), x[:16], y[:16], "aa", store=False, eps=8 / 255, n_iter=5,
@@ -201,8 +212,9 @@ def test_sweep_end_to_end_with_paired_tests(tmp_path, data):
     sw = sweep(model, x, y, alphas=[0.0, 0.2, 0.5], attack="apgd-ce", store=tmp_path,
                progress=False, **FAST)
     assert [p["alpha"] for p in sw.points] == [0.0, 0.2, 0.5]
-    df = sw.table()
-    assert {"alpha", "clean", "robust", "d_robust", "gained", "lost", "p_value"} <= set(df.columns)
+    rows = sw.rows()
+    assert {"alpha", "clean", "robust", "d_robust", "gained", "lost", "p_value"} <= set(rows[0])
+    assert len(sw.table()) == 3
     first = sw.paired[0]
     assert first.gained == first.lost == 0 and first.p_value == 1.0       # alpha 0 is the base
     for r, p in zip(sw.results, sw.paired):
@@ -216,7 +228,8 @@ def test_sweep_end_to_end_with_paired_tests(tmp_path, data):
     assert [r.result for r in again.results] == [r.result for r in sw.results]
     # figures and tables come back from records alone
     tab = to_table(load_records(tmp_path, attack="apgd-ce"))
-    assert sorted(tab["alpha"]) == [0.0, 0.2, 0.5]
+    tab = tab.to_dict("records") if hasattr(tab, "to_dict") else tab
+    assert sorted(r["alpha"] for r in tab) == [0.0, 0.2, 0.5]
 
 
 def test_sweep_over_sites_and_statistics_modes(tmp_path, data):
