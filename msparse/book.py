@@ -61,15 +61,14 @@ NOTEBOOKS: tuple[tuple[str, str], ...] = (
 #: parameter overrides per build profile ("default" = each notebook's own parameters cell)
 PROFILES: dict[str, dict] = {
     "default": {},
-    "quick": {"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.2, 0.4], "n_frames": 3,
+    "quick": {"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.35], "train_alphas": [0.0, 0.35],
               "eps_grid": [2, 8], "n_sizes": [64, 256], "site_indices": [0, 1, 16],
               "results_dir": str(BOOK_DIR / "_cache" / "results-quick")},
 }
 
 #: per-notebook overrides on top of a profile (e.g. keep Table 7's single α in the quick profile)
 NOTEBOOK_PROFILES: dict[str, dict[str, dict]] = {
-    "quick": {"table6_attack_power": {"alphas": [0.0, 0.35]}, "table7_sites": {"alphas": [0.35]},
-              "adaptive": {"alphas": [0.0, 0.35]}, "standard_training": {"alphas": [0.0, 0.5]},
+    "quick": {"table7_sites": {"alphas": [0.35]}, "standard_training": {"alphas": [0.0, 0.5]},
               "statistics": {"n_train": 512, "n_sizes": [128, 512]}, "fig3_headline": {"n_queries": 50}},
 }
 
@@ -139,16 +138,16 @@ def check_params(**p) -> dict:
                          "(ImageNet/CIFAR-100 models need data and checkpoints that are not available offline)")
     if "data_source" in p and p["data_source"] not in _DATA_SOURCES:
         raise ValueError(f"notebook parameter data_source must be one of {_DATA_SOURCES}, got {p['data_source']!r}")
-    for k in ("n_examples", "n_train", "n_iter", "n_frames"):
+    for k in ("n_examples", "n_train", "n_iter"):
         if k in p:
             _positive_int(k, p[k])
-    for k in ("alphas", "alpha"):
+    for k in ("alphas", "train_alphas", "alpha"):
         if k in p:
             vals = p[k] if isinstance(p[k], (list, tuple)) else [p[k]]
             if not vals:
                 raise ValueError(f"notebook parameter {k} must not be empty")
             try:
-                out[k] = [check_alpha(a) for a in vals] if k == "alphas" else check_alpha(p[k])
+                out[k] = check_alpha(p[k]) if k == "alpha" else [check_alpha(a) for a in vals]
             except ValueError as e:
                 raise ValueError(f"notebook parameter {k}: {e}") from None
     for k in ("attack", "adaptive_attack"):

@@ -1,7 +1,9 @@
 """The book: parameter validation, the notebooks' contract, the offline JS wiring, and the built pages as a
 reader sees them (headless Chromium screenshots)."""
 
+import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -172,3 +174,27 @@ def test_widget_js_is_served_from_the_book_itself(built_book):
     assert re.search(r'<script src="\.\./_static/embed-amd\.js', page)
     assert "cdn.jsdelivr.net" not in page and "cdnjs.cloudflare.com" not in page
     assert (built_book / "_static" / "embed-amd.js").is_file()
+
+
+# ------------------------------------------------------------------------------------------------
+# a full build (CI: `python -m msparse book --quick`, then MSPARSE_BOOK_HTML=book/_build/html pytest ...)
+_FULL = os.environ.get("MSPARSE_BOOK_HTML")
+
+
+@pytest.mark.skipif(not _FULL, reason="set MSPARSE_BOOK_HTML to a built book (python -m msparse book --quick)")
+@pytest.mark.parametrize("name", [n for n, _ in mb.NOTEBOOKS])
+def test_every_page_of_a_full_build_has_figures_a_verdict_and_no_traceback(name, tmp_path):
+    from msparse.plots import is_blank_png
+
+    page = Path(_FULL).resolve() / "_executed" / f"{name}.html"
+    text = page.read_text()
+    assert "Not yet run here** — this build did not execute" not in text, f"{name} was not executed"
+    assert "Verdict:" in text, f"{name} has no verdict line"
+    assert 'class="output traceback' not in text and "Traceback (most recent call last)" not in text, f"{name} failed"
+    files = re.findall(r'<img[^>]+src="(?!data:)([^"]+\.png)"', text)
+    inline = re.findall(r'<img[^>]+src="data:image/png;base64,([^"]+)"', text)
+    assert files or inline, f"{name} has no figure"
+    for data in [(page.parent / src).read_bytes() for src in files] + [base64.b64decode(b) for b in inline]:
+        assert not is_blank_png(data), f"{name}: blank figure"
+    if CHROMIUM:
+        assert not is_blank_png(_screenshot(page, tmp_path / "shot.png"), tol=5.0)
