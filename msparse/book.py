@@ -31,7 +31,7 @@ from pathlib import Path
 
 __all__ = ["NOTEBOOKS", "PROFILES", "check_params", "setup", "Setup", "evaluate_alphas", "result_row",
            "provenance_table", "verdict", "compare_table", "run_notebooks", "fetch_widget_js", "build_book",
-           "BuildReport", "main", "RANDOM_PREFIX"]
+           "BuildReport", "main", "run", "add_arguments", "RANDOM_PREFIX"]
 
 REPO = Path(__file__).resolve().parent.parent
 BOOK_DIR = REPO / "book"
@@ -749,11 +749,8 @@ def build_book(profile: str = "default", only: Sequence[str] | None = None, *, b
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m msparse book`` / ``python -m msparse.book``."""
-    ap = argparse.ArgumentParser(prog="msparse book", description=(
-        "Execute every notebook with papermill (stored result records are reused; missing ones are computed) "
-        "and build the static book into book/_build/html."))
+def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The ``book`` command's options (for ``python -m msparse book``; see :func:`run`)."""
     ap.add_argument("--quick", action="store_true", help="small parameters for every notebook (CI)")
     ap.add_argument("--profile", choices=sorted(PROFILES), default=None, help="parameter profile (default: default)")
     ap.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="execute only these notebooks")
@@ -765,7 +762,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     ap.add_argument("--book-dir", default=None, help="build somewhere else (a copy of the book's sources)")
     ap.add_argument("--list", action="store_true", help="list the notebooks and exit")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def run(a: argparse.Namespace) -> int:
+    """Run the ``book`` command from parsed arguments; returns the exit code (1 if a notebook or the build failed)."""
     if a.list:
         for n, t in NOTEBOOKS:
             print(f"{n:22s} {t}")
@@ -777,6 +778,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         execute=not a.no_execute, widget_js=not a.no_widget_js, parameters=params,
                         timeout=a.timeout)
     return 0 if report.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m msparse.book [options]`` (the same options as ``python -m msparse book``)."""
+    ap = argparse.ArgumentParser(prog="msparse book", description=(
+        "Execute every notebook with papermill (stored result records are reused; missing ones are computed) "
+        "and build the static book into book/_build/html."))
+    return run(add_arguments(ap).parse_args(argv))
 
 
 if __name__ == "__main__":

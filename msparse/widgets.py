@@ -1,9 +1,9 @@
 """Live α exploration (ipywidgets on a running kernel) and the kernel-free α slider for the static book.
 
 * :func:`site_inputs` / :func:`pick_channel` / :func:`sparsify_values`: what one site sees, for Fig. 1.
-* :class:`AlphaExplorer` (``explorer(setup)``): drag α → the operator curve, the chosen site's histograms,
-  the fraction of blocked activations per site, and clean / robust accuracy on a small batch are redrawn.
-  Statistics and the site's input features are computed once and cached; a slider move only re-thresholds.
+* :class:`AlphaExplorer` (``explorer(model, x, y)``): drag α → the operator curve, the chosen site's
+  histograms, the fraction of blocked activations per site, and clean / robust accuracy on a small batch are
+  redrawn. Statistics are computed once; a slider move costs one forward pass (+ a short PGD), cached per α.
 * :func:`static_slider`: precomputed PNG frames behind an ``<input type=range>`` with an inline handler
   (no kernel, no third-party JavaScript), for the built book.
 """
@@ -102,9 +102,10 @@ def pgd_accuracy(model, x, y, eps: float = 8 / 255, steps: int = 5, step_size: f
 class AlphaExplorer:
     """State of the live α explorer for one model (see :func:`explorer`).
 
-    Caches the inputs of every site on a small batch (``n_batch`` images) once, so moving α only
-    re-thresholds: blocked fractions and histograms are computed from the cache; clean accuracy needs one
-    forward pass, robust accuracy a ``pgd_steps``-step PGD on ``n_robust`` images (0 disables it).
+    Statistics are fixed (calibrated once); per α value the explorer runs one forward pass on a small batch
+    (``n_batch`` images) that yields every site's blocked fraction and the chosen site's input, plus clean
+    accuracy and, if ``n_robust`` > 0, a ``pgd_steps``-step PGD on ``n_robust`` images. Everything is cached
+    per α, so revisiting a value is instant.
     """
 
     def __init__(self, model, x, y, *, n_batch: int = 64, n_robust: int = 32, pgd_steps: int = 5,
@@ -119,26 +120,41 @@ class AlphaExplorer:
         self._acc_cache: dict = {}
 
     def inputs(self, site: int) -> torch.Tensor:
-        """Cached un-sparsified inputs of ``site`` on the batch."""
-        if site not in self._inputs:
+        """Cached un-sparsified inputs of ``site`` on the batch (every α = 0)."""
+        return self._pass(0.0, site)[1]
+
+    @torch.no_grad()
+    def _pass(self, alpha: float, site: int | None = None):
+        """One eval forward on the batch with every α = ``alpha``: (blocked fraction per site, input of ``site``).
+        Cached per (α, site), so returning to a seen α costs nothing."""
+        key = (round(float(alpha), 6), site)
+        if key not in self._inputs:
             from .placement import set_alpha
 
-            set_alpha(self.model, 0.0)
-            self._inputs[site] = site_inputs(self.model, site, self.x)
-        return self._inputs[site]
+            fractions, got, handles = {}, {}, []
+            for i, op in enumerate(self.ops):
+                def hook(m, args, _i=i):
+                    fractions[_i] = m.blocked_fraction(args[0])
+                    if _i == site:
+                        got["x"] = args[0].detach().cpu()
+                handles.append(op.register_forward_pre_hook(hook))
+            was = self.model.training
+            try:
+                set_alpha(self.model, alpha)
+                self.model.eval()
+                self.model(self.x)
+            finally:
+                for h in handles:
+                    h.remove()
+                set_alpha(self.model, 0.0)
+                self.model.train(was)
+            self._inputs[key] = (fractions, got.get("x"))
+        return self._inputs[key]
 
-    def blocked(self, alpha: float, sites: Sequence[int] | None = None) -> dict[int, float]:
-        """Fraction of each site's entries inside its band at ``alpha`` (on un-sparsified upstream features,
-        as the statistics were collected)."""
-        out = {}
-        for i in sites if sites is not None else range(len(self.ops)):
-            op = self.ops[i]
-            shape = [1] * self.inputs(i).ndim
-            shape[_channel_dim(op)] = op.channels
-            mu = op.mean.cpu().view(shape)
-            thr = (alpha * op.var.cpu().sqrt()).view(shape)
-            out[i] = float(((self.inputs(i) - mu).abs() < thr).float().mean())
-        return out
+    def blocked(self, alpha: float) -> dict[int, float]:
+        """Fraction of each site's entries inside its band when every site has α = ``alpha`` (one forward pass
+        on the batch; upstream sites active, as in the sparsified model)."""
+        return dict(self._pass(alpha)[0])
 
     def accuracy(self, alpha: float) -> dict:
         """Clean accuracy on the batch and short-PGD accuracy on its first ``n_robust`` images at ``alpha``."""
@@ -173,14 +189,14 @@ class AlphaExplorer:
         op = self.ops[site]
         c = pick_channel(op) if channel is None else channel
         mu, sigma = float(op.mean[c]), float(op.var[c].sqrt())
-        vals = channel_values(op, self.inputs(site), c)
+        frac, feats = self._pass(alpha, site)
+        vals = channel_values(op, feats, c)
         fig, axes = plt.subplots(2, 2, figsize=(11, 7), layout="constrained")
         axes = axes.ravel()
         plots.operator_curve(mu, sigma, alpha, ax=axes[0], title=f"site {site}, channel {c}")
         plots.histograms_before_after(vals, sparsify_values(vals, mu, sigma, alpha), mu, ax=axes[1],
                                       title=f"channel {c}: before / after (α={alpha:g})")
-        plots.blocked_fractions({i: v for i, v in self.blocked(alpha).items()}, ax=axes[2],
-                                title=f"blocked activations (mean {100 * np.mean(list(self.blocked(alpha).values())):.1f}%)")
+        plots.blocked_fractions(frac, ax=axes[2], title=f"blocked activations (mean {100 * np.mean(list(frac.values())):.1f}%)")
         ax = axes[3]
         if accuracy:
             acc = self.accuracy(alpha)
