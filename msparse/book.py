@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["NOTEBOOKS", "PROFILES", "check_params", "setup", "Setup", "evaluate_alphas", "result_row",
-           "provenance_table", "verdict", "compare_table", "run_notebooks", "fetch_widget_js", "build_book",
+           "provenance_table", "setup_provenance", "verdict", "compare_table", "run_notebooks", "fetch_widget_js", "build_book",
            "BuildReport", "main", "run", "add_arguments", "RANDOM_PREFIX"]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -295,7 +295,8 @@ def evaluate_alphas(s: Setup, alphas: Sequence[float], *, attack: str = "apgd-ce
     from .evaluate import evaluate
 
     x, y = (s.x, s.y) if split == "test" else (s.x_train[: len(s.x)], s.y_train[: len(s.y)])
-    data = f"cifar10/{split} {s.data_info['indices'] if split == 'test' else s.train_info['indices']}"
+    data = f"cifar10/{split} " + (s.data_info["indices"] if split == "test" else f"0..{len(x) - 1}") + \
+        f" ({(s.data_info if split == 'test' else s.train_info).get('kind')})"
     rows, base = [], None
     common = dict(eps=eps, norm=norm, n_iter=n_iter, seed=seed, store=s.store, name=s.model_name, data=data,
                   n_queries=n_queries, n_restarts=n_restarts,
@@ -451,6 +452,22 @@ def diagnostics_table(rows: Sequence[Mapping], store=None):
                     "AutoAttack warnings": "; ".join(f"{k} ×{v}" for k, v in (d.get("messages") or {}).items()) or "—",
                     "record": r["key"][:12]})
     return pd.DataFrame(out)
+
+
+def setup_provenance(s: Setup):
+    """Provenance of numbers computed directly from the model and data (not from records): the weights'
+    checksum, the data source and indices, the statistics pass, the code commit."""
+    import pandas as pd
+
+    from .results import git_commit
+
+    rows = {"model": s.model_name, "weights source": s.card.get("source"), "weights sha256": s.card.get("sha256"),
+            "test data": f"{s.data_info.get('source')} (indices {s.data_info.get('indices')})",
+            "training data (statistics)": f"{s.train_info.get('source')} (indices {s.train_info.get('indices')})",
+            "statistics": f"{s.stats['mode']}, {s.stats['n_samples']} images, {s.stats['n_batches']} batches",
+            "placement": f"{s.placement} ({len(s.sites)} sites)", "device": s.device,
+            "msparse commit": git_commit()}
+    return pd.DataFrame({"value": rows})
 
 
 def compare_table(rows: Sequence[Mapping], reference: Mapping[str, Mapping] | None = None, index: str = "alpha",
