@@ -147,7 +147,7 @@ def canonical_name(components: Sequence[Attack]) -> str:
 
 def meansparse_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of every MeanSparse in ``model``, in site (forward) order."""
-    from msparse.operator import MeanSparse
+    from .operator import MeanSparse
     mods = [(n, m) for n, m in model.named_modules() if isinstance(m, MeanSparse)]
     return sorted(mods, key=lambda nm: nm[1].site.index if nm[1].site is not None else math.inf)
 

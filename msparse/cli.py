@@ -320,8 +320,8 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
         if c == "p_value" and isinstance(v, float):
             return f"{v:.3g}"
         if c == "eps" and isinstance(v, float):
-            f = Fraction(v).limit_denominator(1000)
-            return f"{f.numerator}/{f.denominator}" if abs(float(f) - v) < 1e-9 else f"{v:.4g}"
+            k = round(v * 255)
+            return f"{k}/255" if k and abs(k / 255 - v) < 1e-9 and v < 1 else f"{v:.4g}"
         if isinstance(v, float):
             return f"{v:g}"
         return str(v)
