@@ -8,12 +8,24 @@
     ms.set_backward(model, "identity")            # BPDA, for an adaptive evaluation
 """
 
+from .data import load_data
+from .evaluate import Result, Sweep, evaluate, site_subsets, sweep
+from .models import list_models, load_model
 from .operator import MeanSparse
 from .placement import Rule, Site, blocked_fractions, set_alpha, set_backward, set_centre, sites, sparsify, unsparsify
 from .presets import PRESETS, Preset
+from .results import Store, load_records, mcnemar, to_table, wilson
 from .stats import calibrate
 
 __version__ = "0.1.0"
 
-__all__ = ["MeanSparse", "sparsify", "calibrate", "set_alpha", "set_backward", "PRESETS",
-           "Preset", "Rule", "Site", "sites", "unsparsify", "set_centre", "blocked_fractions"]
+__all__ = [
+    # the core
+    "MeanSparse", "sparsify", "calibrate", "set_alpha", "set_backward", "PRESETS",
+    "Preset", "Rule", "Site", "sites", "unsparsify", "set_centre", "blocked_fractions",
+    # data and models
+    "load_data", "load_model", "list_models",
+    # evaluation and results
+    "evaluate", "sweep", "Result", "Sweep", "site_subsets", "Store", "load_records", "to_table", "wilson",
+    "mcnemar",
+]

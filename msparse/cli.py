@@ -654,6 +654,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="filter, e.g. --where attack=apgd-ce --where model=Peng2023Robust")
     s.set_defaults(func=cmd_results)
 
+    from . import book as _book
+    from . import demo as _demo
+
+    s = sub.add_parser("demo", help="MeanSparse on the shipped offline default, paper vs BPDA evaluation",
+                       formatter_class=fmt, description=_demo.__doc__)
+    _demo.add_arguments(s)
+    _debug_flag(s)
+    s.set_defaults(func=_demo.main)
+
+    s = sub.add_parser("book", help="execute the notebooks (papermill) and build the book (offline)",
+                       formatter_class=fmt, description=_book.__doc__)
+    _book.add_arguments(s)
+    _debug_flag(s)
+    s.set_defaults(func=_book.run)
+
     s = sub.add_parser("train", help="adversarial training (PGD-AT, TRADES, ANCRA) of a ResNet-18",
                        formatter_class=fmt)
     try:

@@ -63,17 +63,20 @@ def run(n: int = 100, alpha: float = 0.35, n_stats: int = 3000, store=None, prog
     return rows
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m msparse demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--n", type=int, default=100, help="test images to attack (default 100)")
     parser.add_argument("--alpha", type=float, default=0.35, help="α for the sparsified model (default 0.35)")
     parser.add_argument("--n-stats", type=int, default=3000, help="training images for the statistics")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
     run(n=args.n, alpha=args.alpha, n_stats=args.n_stats, progress=not args.no_progress)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    parser = argparse.ArgumentParser(prog="python -m msparse.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    raise SystemExit(main(add_arguments(parser).parse_args()))
