@@ -615,7 +615,8 @@ def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default
         err = ""
         try:
             pm.execute_notebook(str(src), str(out_dir / f"{name}.ipynb"), parameters=params, progress_bar=False,
-                                cwd=str(REPO), kernel_name="python3", execution_timeout=timeout)
+                                cwd=str(REPO), kernel_name="python3", execution_timeout=timeout,
+                                stdout_file=_Indented(sys.stdout) if progress else None)
         except Exception as e:  # papermill keeps the failed notebook with its error output
             err = _first_error_line(e)
         dt = time.perf_counter() - t0
@@ -624,6 +625,21 @@ def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default
             log(f"[{i}/{len(names)}] {name}: {'ok' if not err else 'FAILED: ' + err} in {dt:.1f} s "
                 f"(total {time.perf_counter() - t_all:.0f} s)", flush=True)
     return runs
+
+
+class _Indented:
+    """Forwards a notebook's stdout (e.g. the per-α progress lines) to the terminal, indented."""
+
+    def __init__(self, stream):
+        self.stream, self._bol = stream, True
+
+    def write(self, text: str) -> None:
+        for ch in text.splitlines(keepends=True):
+            self.stream.write(("    " if self._bol else "") + ch)
+            self._bol = ch.endswith("\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def _first_error_line(e: BaseException) -> str:
