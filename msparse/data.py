@@ -289,7 +289,7 @@ def load_uint8(dataset: str = "cifar10", split: str = "test", n: Optional[int] =
         if n is not None and start + n > len(x):
             raise DataError(f"the JPEG copy has {len(x)} {sp} images; asked for rows {start}..{start + n - 1}")
         x, y, idx = take(x, y)
-        return x, y, DataInfo("cifar10", sp, "jpeg", f"JPEG copy at {p} (lossy, quality ~75)", len(x),
+        return x, y, DataInfo("cifar10", sp, "jpeg", f"JPEG copy at {p.resolve()} (lossy, quality ~75)", len(x),
                               _ranges(idx), False, str(p))
 
     if source in ("auto", "official"):

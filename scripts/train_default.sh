@@ -24,16 +24,5 @@ cd "$here"
   --epochs 12 --batch-size 128 --schedule onecycle --lr 0.2 --nesterov --weight-decay 5e-4 \
   --data-source jpeg --data-dir "$jpeg" --val-n 500 --val-steps 10 \
   --eval-n 1000 --half-weights --seed 0 --out "$out" "${resume[@]}"
-# ship: fp16 weights + card
-"$py" - "$out" "$here/msparse/assets" <<'PY'
-import json, shutil, sys
-from pathlib import Path
-out, assets = Path(sys.argv[1]), Path(sys.argv[2])
-card = json.loads((out / "model.json").read_text())
-name = "resnet18_gelu_w16_fgsmrs"
-shutil.copyfile(out / "model.pt", assets / f"{name}.pt")
-card["name"] = name
-card["weights"]["file"] = f"{name}.pt"
-(assets / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
-print("shipped", assets / f"{name}.pt")
-PY
+# ship: fp16 weights + JSON card + a short markdown card
+"$py" scripts/ship_default.py "$out"
