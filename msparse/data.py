@@ -251,7 +251,8 @@ def load_jpeg_cifar10(path, split: str = "train", progress: bool = False) -> tup
         it = range(n)
         if progress:
             from tqdm.auto import tqdm
-            it = tqdm(it, desc=f"decode JPEG {split}", leave=False)
+            import sys
+            it = tqdm(it, desc=f"decode JPEG {split}", leave=False, mininterval=0.5 if sys.stderr.isatty() else 30)
         for i in it:
             x[i] = np.asarray(Image.open(io.BytesIO(buf[off[i]:off[i + 1]].tobytes())).convert("RGB"))
         _JPEG_CACHE[key] = (x, lab.astype(np.int64))

@@ -527,7 +527,8 @@ def _finish(cfg, model, out, device, prov, history, best, wall, amp, log) -> dic
         state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     atomic_save(state, out / "model.pt")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    model.eval()
+    # evaluate the stored weights exactly as load_model() returns them (fp32 copy, default memory format)
+    model = model.to(memory_format=torch.contiguous_format).eval()
     card = {
         "name": out.name,
         "architecture": {"family": "msparse CIFAR ResNet-18", "activation": cfg.activation, "width": cfg.width,
