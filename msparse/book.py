@@ -309,7 +309,8 @@ def evaluate_alphas(s: Setup, alphas: Sequence[float], *, attack: str = "apgd-ce
         for i, a in enumerate(alphas):
             t0 = time.perf_counter()
             set_alpha(s.model, a if sites is None else {k: a for k in sites})
-            r = evaluate(s.model, x, y, attack, tags={"book": label or "sweep", "split": split}, **common)
+            run_as = _direct_at_zero(attack) if float(a) == 0.0 else attack
+            r = evaluate(s.model, x, y, run_as, tags={"book": label or "sweep", "split": split}, **common)
             if float(a) == 0.0 and base is None:
                 base = r
             row = result_row(r, alpha=float(a), split=split, **extra)
@@ -328,6 +329,22 @@ def evaluate_alphas(s: Setup, alphas: Sequence[float], *, attack: str = "apgd-ce
         if backward:
             set_backward(s.model, "exact")
     return rows
+
+
+def _direct_at_zero(attack: str) -> str:
+    """At α = 0 (no site active) BPDA and transfer-from-the-base are the direct attack: same computation, so the
+    direct attack's record is used (``bpda:apgd-ce+t`` → ``apgd-ce+t``, ``transfer:apgd`` → ``apgd``)."""
+    from .attacks import canonical_name, parse_attack, Attack
+
+    comps = parse_attack(attack)
+    if any(c.mode != "direct" for c in comps):
+        direct = []
+        for c in comps:
+            d = Attack(c.preset, "direct")
+            if d not in direct:
+                direct.append(d)
+        return canonical_name(direct)
+    return attack
 
 
 def try_setup(model: str, **kw) -> tuple[Setup | None, str]:

@@ -198,3 +198,9 @@ def test_every_page_of_a_full_build_has_figures_a_verdict_and_no_traceback(name,
         assert not is_blank_png(data), f"{name}: blank figure"
     if CHROMIUM:
         assert not is_blank_png(_screenshot(page, tmp_path / "shot.png"), tol=5.0)
+
+
+def test_adaptive_attacks_at_alpha_zero_reuse_the_direct_record():
+    assert mb._direct_at_zero("bpda") == "apgd-ce+t"
+    assert mb._direct_at_zero("transfer:apgd") == "apgd"
+    assert mb._direct_at_zero("apgd-ce") == "apgd-ce"
