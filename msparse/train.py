@@ -336,13 +336,23 @@ def sha256_file(path) -> str:
 
 
 def atomic_save(obj, path) -> None:
-    """torch.save to a temp file in the same directory, then os.replace (never a half-written file)."""
+    """torch.save to a temp file in the same directory, then os.replace (never a half-written file).
+
+    The object is serialised in memory first, so identical objects give byte-identical files (torch names
+    the archive after the file it writes to; a random temp name would change the sha256).
+    """
+    import io
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions

@@ -168,15 +168,16 @@ def test_atomic_save_never_leaves_a_half_written_file(tmp_path, monkeypatch):
     path = tmp_path / "ck.pt"
     T.atomic_save({"a": torch.ones(3)}, path)
 
-    def broken_save(obj, f, *a, **k):
-        with open(f, "wb") as fh:
-            fh.write(b"partial")
+    def broken_replace(src, dst):
         raise OSError("disk full")
-    monkeypatch.setattr(torch, "save", broken_save)
+    monkeypatch.setattr(T.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         T.atomic_save({"a": torch.zeros(3)}, path)
+    monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+    T.atomic_save({"a": torch.ones(3)}, tmp_path / "again.pt")   # same object, same bytes
+    assert T.sha256_file(tmp_path / "again.pt") == T.sha256_file(path)
 
 
 def test_cli_functions_and_module_entry(tmp_path):
