@@ -8,7 +8,7 @@
     ms.set_backward(model, "identity")            # BPDA, for an adaptive evaluation
 """
 
-from .data import load_data
+from .data import DataInfo, load_data
 from .evaluate import Result, Sweep, evaluate, site_subsets, sweep
 from .models import list_models, load_model
 from .operator import MeanSparse
@@ -16,6 +16,7 @@ from .placement import Rule, Site, blocked_fractions, set_alpha, set_backward, s
 from .presets import PRESETS, Preset
 from .results import Store, load_records, mcnemar, to_table, wilson
 from .stats import calibrate
+from .train import TrainConfig  # the function is msparse.train.train (the name is the module's)
 
 __version__ = "0.1.0"
 
@@ -24,7 +25,7 @@ __all__ = [
     "MeanSparse", "sparsify", "calibrate", "set_alpha", "set_backward", "PRESETS",
     "Preset", "Rule", "Site", "sites", "unsparsify", "set_centre", "blocked_fractions",
     # data and models
-    "load_data", "load_model", "list_models",
+    "load_data", "DataInfo", "load_model", "list_models", "TrainConfig",
     # evaluation and results
     "evaluate", "sweep", "Result", "Sweep", "site_subsets", "Store", "load_records", "to_table", "wilson",
     "mcnemar",
