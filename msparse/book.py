@@ -540,10 +540,10 @@ def claim_check(rows: Sequence[Mapping], alpha: float, max_clean_drop: float = 2
         return None, f"no α={alpha:g} and α=0 pair was evaluated"
     text = f"{trend(rows, alpha, 'robust')}; {trend(rows, alpha, 'clean')}"
     d_rob, d_clean, p = r["robust"] - b["robust"], r["clean"] - b["clean"], r.get("p_robust", 1.0)
-    if d_clean < -max_clean_drop:
-        return False, text + f" — clean drops by more than {max_clean_drop:g} pp"
     if p >= 0.05:
         return None, text + " — inconclusive at this sample size"
+    if d_clean < -max_clean_drop:
+        return False, text + f" — clean drops by more than {max_clean_drop:g} pp"
     return d_rob > 0, text
 
 
