@@ -92,7 +92,7 @@ def _ranges(idx: Sequence[int]) -> str:
     return ",".join(parts)
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .operator import LAYOUTS, MeanSparse, _check_choice, check_alpha
+from .stats import _model_device
 
 #: activation classes (matched by class name, including base classes) for ``placement="activations"``
 ACTIVATIONS = ("ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "CELU", "SELU", "GELU", "SiLU", "Mish",
@@ -183,12 +184,6 @@ def _walk(module: nn.Module, path: str = "", ancestors: tuple = ()):
         child_path = f"{path}.{name}" if path else name
         yield child_path, child, ancestors + (module,)
         yield from _walk(child, child_path, ancestors + (module,))
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def _resolve(placement, types_, layout, input_size):

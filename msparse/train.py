@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -41,6 +40,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .data import sha256_file
 
 __all__ = [
     "TrainConfig", "train", "add_arguments", "main", "pgd_attack", "trades_attack", "fgsm_rs_attack",
@@ -327,12 +328,6 @@ def _apgd_ce_pyautoattack(model, x, y, eps, norm, seed, batch_size, device) -> f
 
 # ---------------------------------------------------------------------------- I/O
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def atomic_save(obj, path) -> None:

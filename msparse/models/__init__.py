@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import json
 import os
 import re
 from pathlib import Path
 from typing import Optional
 
+
 import torch
 import torch.nn as nn
 
+from ..data import sha256_file
 from .resnet import ACTIVATIONS, ResNet18, activation_positions, resnet18
 
 __all__ = [
@@ -55,12 +56,6 @@ class ChecksumError(ModelLoadError):
     """A weights file does not match the sha256 recorded in its model card."""
 
 
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_dataset_threat(dataset: str, threat_model: str) -> None:
@@ -91,7 +86,7 @@ def load_checkpoint(path, *, sha256: Optional[str] = None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if sha256 is not None:
-        got = _sha256(path)
+        got = sha256_file(path)
         if got != sha256:
             raise ChecksumError(f"checksum mismatch for {path}: sha256 {got} != {sha256} recorded in its model "
                                 f"card; the file is corrupted or was replaced")
@@ -161,7 +156,7 @@ def _load_family(name: Optional[str], path: Path, device, verify: bool, card: Op
     _load_into(model, load_checkpoint(path, sha256=sha), f"resnet18 activation={act} width={width}", path)
     return _finish(model, device, {"name": name or (card or {}).get("name") or f"resnet18-{act}-w{width}",
                                    "source": "msparse ResNet-18 family checkpoint", "path": str(path),
-                                   "sha256": _sha256(path), "verified": sha is not None, "card": card})
+                                   "sha256": sha256_file(path), "verified": sha is not None, "card": card})
 
 
 def _load_default(device, verify: bool) -> nn.Module:
@@ -182,7 +177,7 @@ def _load_standard(device) -> nn.Module:
     if not path.is_file():
         raise ModelLoadError(f"pyautoattack does not ship examples/model_test.pt here ({path}); "
                              f"reinstall pyautoattack==0.2.0")
-    got = _sha256(path)
+    got = sha256_file(path)
     if got != _STANDARD_SHA256:
         raise ChecksumError(f"{path} has sha256 {got}, not the pyautoattack 0.2.0 file ({_STANDARD_SHA256}); "
                             f"install pyautoattack==0.2.0")
@@ -237,7 +232,7 @@ def _load_robustbench(name: str, dataset: str, threat_model: str, model_dir, dev
                              f"file was kept") from e
     return _finish(model, device, {"name": name, "source": f"RobustBench model zoo ({dataset}/{threat_model})",
                                    "path": ", ".join(map(str, files)),
-                                   "sha256": ", ".join(_sha256(f) for f in files if f.is_file()),
+                                   "sha256": ", ".join(sha256_file(f) for f in files if f.is_file()),
                                    "verified": False, "card": None})
 
 
