@@ -809,7 +809,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--device", default=None, help="cpu, cuda or auto (passed to every notebook)")
     ap.add_argument("--results-dir", default=None, help="results store (default: $MSPARSE_RESULTS or results/)")
     ap.add_argument("--model", default=None, help="model for every notebook that takes one (default: each notebook's)")
-    ap.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    ap.add_argument("--timeout", type=int, default=7200,
+                    help="per-cell timeout in seconds (default 7200; a stuck kernel fails instead of hanging)")
     ap.add_argument("--book-dir", default=None, help="build somewhere else (a copy of the book's sources)")
     ap.add_argument("--list", action="store_true", help="list the notebooks and exit")
     return ap
