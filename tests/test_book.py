@@ -122,7 +122,7 @@ def built_book(tmp_path_factory):
         pytest.skip("npm not installed and no fetched widget JS")
     full = os.environ.get("MSPARSE_BOOK_HTML")
     if full and all((Path(full) / "_executed" / f"{n}.html").is_file() for n in ("fig1_operator", "alpha_explorer")):
-        return Path(full)  # CI: the book README command 1 built, read as a reader would
+        return Path(full).resolve()  # CI: the book README command 1 built, read as a reader would
     root = tmp_path_factory.mktemp("book")
     report = mb.build_book("quick", ["fig1_operator", "alpha_explorer"], book_dir=root / "book",
                            parameters={"model": RANDOM, "results_dir": str(root / "results")}, progress=False,
