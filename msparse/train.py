@@ -1,4 +1,4 @@
-"""Adversarial training of the CIFAR ResNet-18 family: PGD-AT, TRADES, ANCRA (ANC-only); resumable.
+"""Adversarial training of the CIFAR ResNet-18 family: PGD-AT, TRADES, ANCRA (ANC + reverse attention); resumable.
 
 Python::
 
@@ -58,7 +58,7 @@ SCHEDULES = ("step", "onecycle", "cosine", "constant")
 class TrainConfig:
     """Everything that defines a training run (stored in the checkpoint and the model card)."""
 
-    method: str = "pgd-at"            # pgd-at | trades | ancra (ANC-only on the plain ResNet)
+    method: str = "pgd-at"            # pgd-at | trades | ancra
     activation: str = "gelu"
     width: int = 64
     num_classes: int = 10
@@ -70,6 +70,8 @@ class TrainConfig:
     beta: float = 6.0                 # TRADES / ANCRA robust-loss weight (paper prints 0.6)
     zeta: float = 3.0                 # ANCRA: weight of the asymmetric negative contrast
     asym: float = 1.0                 # ANCRA: asymmetry a (1 = only the negative is pushed)
+    cr_beta: float = 2.0              # ANCRA: weight of the reverse-attention auxiliary terms
+    reverse_attention: Optional[bool] = None  # ANCRA's RA blocks in layer4 (default: on for ancra only)
     # optimisation
     epochs: int = 200
     batch_size: int = 256
@@ -117,6 +119,10 @@ class TrainConfig:
             raise ValueError("--attack fgsm-rs is for pgd-at; for trades/ancra use --steps 1..k")
         if c.attack == "fgsm-rs":
             c.steps = 1
+        if c.reverse_attention is None:
+            c.reverse_attention = c.method == "ancra"
+        if c.reverse_attention and c.method != "ancra":
+            raise ValueError("reverse attention belongs to ANCRA: use method='ancra' (or drop --ra)")
         if c.step_size is None:
             c.step_size = 1.25 * c.eps if c.attack == "fgsm-rs" else 0.0078
         if c.pssilu_clip is None:
@@ -142,14 +148,16 @@ def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
                step_size: float, *, random_start: str = "uniform", targeted: bool = False,
-               loss_fn: Optional[Callable] = None, amp: bool = False) -> torch.Tensor:
+               loss_fn: Optional[Callable] = None, forward: Optional[Callable] = None,
+               amp: bool = False) -> torch.Tensor:
     """L-inf PGD; returns x_adv (same shape as x), detached, in [0, 1] and within eps of x.
 
-    Maximises CE(model(x_adv), y) (minimises it when ``targeted``); ``random_start`` is "uniform"
-    (in the eps-ball), "normal" (0.001 N(0, I), TRADES/ANCRA style) or "none".  The model's mode is not
-    changed (callers put it in eval mode).
+    Maximises ``loss_fn(forward(x_adv), y)`` (default CE of ``model(x_adv)``; minimises it when
+    ``targeted``); ``random_start`` is "uniform" (in the eps-ball), "normal" (0.001 N(0, I), TRADES/ANCRA
+    style) or "none".  The model's mode is not changed (callers put it in eval mode).
     """
     loss_fn = loss_fn or (lambda logits, t: F.cross_entropy(logits, t))
+    forward = forward or model
     x = x.detach()
     if random_start == "uniform":
         x_adv = x + torch.empty_like(x).uniform_(-eps, eps)
@@ -163,7 +171,7 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, s
     for _ in range(steps):
         x_adv.requires_grad_(True)
         with torch.enable_grad(), _autocast(x.device, amp):
-            loss = loss_fn(model(x_adv), y)
+            loss = loss_fn(forward(x_adv), y)
             grad, = torch.autograd.grad(loss.float(), x_adv)
         sign = -1.0 if targeted else 1.0
         x_adv = _project(x_adv.detach() + sign * step_size * grad.sign(), x, eps)
@@ -195,6 +203,17 @@ def anc_loss(p_anchor: torch.Tensor, q_neg: torch.Tensor) -> torch.Tensor:
     return (same * torch.sqrt(pmax * qmax + 1e-12)).mean()
 
 
+def _kl(lo_adv: torch.Tensor, lo_nat: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(lo_nat) || softmax(lo_adv)) summed over classes, averaged over the batch (TRADES)."""
+    return F.kl_div(F.log_softmax(lo_adv.float(), 1), F.softmax(lo_nat.float(), 1), reduction="batchmean")
+
+
+def _asym_anc(lo_anchor: torch.Tensor, lo_neg: torch.Tensor, asym: float) -> torch.Tensor:
+    """a * ANC(P.detach(), Q) + (1 - a) * ANC(Q.detach(), P) from anchor / negative logits."""
+    p, q = F.softmax(lo_anchor.float(), 1), F.softmax(lo_neg.float(), 1)
+    return asym * anc_loss(p.detach(), q) + (1 - asym) * anc_loss(q.detach(), p)
+
+
 def _random_negatives(y: torch.Tensor, gen: Optional[torch.Generator] = None) -> torch.Tensor:
     """For each i an index j with y[j] != y[i] (random among them); i itself if no other class exists."""
     B = len(y)
@@ -202,6 +221,24 @@ def _random_negatives(y: torch.Tensor, gen: Optional[torch.Generator] = None) ->
     r = r.masked_fill(y[None, :] == y[:, None], -1.0)
     j = r.argmax(1)
     return torch.where(r.gather(1, j[:, None]).squeeze(1) < 0, torch.arange(B, device=y.device), j)
+
+
+def _with_aux(model: nn.Module) -> Callable:
+    """x (, y) -> (logits, [aux logits]) for ANCRA (aux is empty for a model without reverse attention)."""
+    if getattr(model, "reverse_attention", False):
+        return lambda x, y=None: model(x, y, return_aux=True)
+    return lambda x, y=None: (model(x), [])
+
+
+def _mean(terms: list, like: torch.Tensor) -> torch.Tensor:
+    return torch.stack(terms).mean() if terms else like.new_zeros(())
+
+
+def _ancra_ce(out, y: torch.Tensor, cr_beta: float) -> torch.Tensor:
+    """CE(p', y) + cr_beta * mean_j CE(aux_j, y): ANCRA's natural loss and its attack objective."""
+    logits, aux = out
+    ce = F.cross_entropy(logits.float(), y)
+    return ce + cr_beta * _mean([F.cross_entropy(a.float(), y) for a in aux], ce)
 
 
 def training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
@@ -219,11 +256,14 @@ def training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Train
             x_adv = pgd_attack(model, x, y, cfg.eps, cfg.steps, cfg.step_size, amp=amp)
     elif cfg.method == "trades":
         x_adv = trades_attack(model, x, cfg.eps, cfg.steps, cfg.step_size, amp=amp)
-    else:  # ancra: untargeted PGD-CE examples + targeted negatives
-        x_adv = pgd_attack(model, x, y, cfg.eps, cfg.steps, cfg.step_size, random_start="normal", amp=amp)
+    else:  # ancra: untargeted PGD-CE examples + negatives pushed (targeted) towards the anchor's label
+        fwd = _with_aux(model)
+        objective = lambda out, t: _ancra_ce(out, t, cfg.cr_beta)  # noqa: E731
+        x_adv = pgd_attack(model, x, y, cfg.eps, cfg.steps, cfg.step_size, random_start="normal",
+                           loss_fn=objective, forward=fwd, amp=amp)
         neg = _random_negatives(y)
         x_neg = pgd_attack(model, x[neg], y, cfg.eps, cfg.steps, cfg.step_size, random_start="normal",
-                           targeted=True, amp=amp)
+                           targeted=True, loss_fn=objective, forward=fwd, amp=amp)
     model.train(was_training)
 
     with _autocast(x.device, amp):
@@ -231,19 +271,28 @@ def training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Train
             logits = model(x_adv).float()
             loss = F.cross_entropy(logits, y)
             log = {"loss": loss.item(), "train_adv_acc": (logits.argmax(1) == y).float().mean().item()}
-        else:
+        elif cfg.method == "trades":
             # separate forwards (as in TRADES/ANCRA code): each gets its own BatchNorm batch statistics
             lo_nat, lo_adv = model(x).float(), model(x_adv).float()
             nat = F.cross_entropy(lo_nat, y)
-            rob = F.kl_div(F.log_softmax(lo_adv, 1), F.softmax(lo_nat, 1), reduction="batchmean")
+            rob = _kl(lo_adv, lo_nat)
             loss = nat + cfg.beta * rob
             log = {"loss_nat": nat.item(), "loss_rob": rob.item(),
                    "train_adv_acc": (lo_adv.argmax(1) == y).float().mean().item()}
-            if cfg.method == "ancra":
-                p, q = F.softmax(lo_nat, 1), F.softmax(model(x_neg).float(), 1)
-                anc = cfg.asym * anc_loss(p.detach(), q) + (1 - cfg.asym) * anc_loss(q.detach(), p)
-                loss = loss + cfg.zeta * anc
-                log["loss_anc"] = anc.item()
+        else:
+            # ANCRA (spec §6.1): every term on the final logits p' plus cr_beta x the mean over the RA
+            # blocks' auxiliary logits; RA gates by the true label (the negative's own label for x_neg)
+            fwd, cr = _with_aux(model), cfg.cr_beta
+            nat_out, adv_out, neg_out = fwd(x, y), fwd(x_adv, y), fwd(x_neg, y[neg])
+            nat = _ancra_ce(nat_out, y, cr)
+            rob = _kl(adv_out[0], nat_out[0])
+            rob = rob + cr * _mean([_kl(a, b) for a, b in zip(adv_out[1], nat_out[1])], rob)
+            anc = _asym_anc(nat_out[0], neg_out[0], cfg.asym)
+            anc = anc + cr * _mean([_asym_anc(a, b, cfg.asym) for a, b in zip(nat_out[1], neg_out[1])], anc)
+            loss = nat + cfg.beta * rob + cfg.zeta * anc
+            log = {"loss_nat": nat.item(), "loss_rob": rob.item(), "loss_anc": anc.item(),
+                   "train_adv_acc": (adv_out[0].argmax(1) == y).float().mean().item()}
+        if cfg.method != "pgd-at":
             log["loss"] = loss.item()
     paf = getattr(model, "paf", None)
     if paf is not None and hasattr(paf, "b") and cfg.pssilu_penalty:
@@ -431,7 +480,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after_epoch: Optional[
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
     torch.manual_seed(cfg.seed)
-    model = resnet18(cfg.activation, cfg.width, cfg.num_classes).to(device, memory_format=fmt)
+    model = resnet18(cfg.activation, cfg.width, cfg.num_classes, cfg.reverse_attention).to(
+        device, memory_format=fmt)
     x_tr, y_tr, x_val, y_val, prov = _training_data(cfg)
     batches = ImageBatches(x_tr, y_tr, cfg.batch_size, shuffle=True, augment=cfg.augment, drop_last=True,
                            seed=cfg.seed, device=device, channels_last=cfg.channels_last)
@@ -450,6 +500,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after_epoch: Optional[
     if resume and last_path.exists():
         st = torch.load(last_path, map_location=device, weights_only=True)
         saved = st["config"]
+        saved = {**_BEFORE_RA, **saved}   # runs saved before reverse attention existed had none
         mismatch = {k: (saved.get(k), v) for k, v in dataclasses.asdict(cfg).items()
                     if k in _RECIPE_KEYS and saved.get(k) != v}
         if mismatch:
@@ -514,8 +565,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after_epoch: Optional[
     return _finish(cfg, model, out, device, prov, history, best, wall, amp, log)
 
 
+_BEFORE_RA = {"cr_beta": 2.0, "reverse_attention": False}
 _RECIPE_KEYS = ("method", "activation", "width", "num_classes", "attack", "eps", "steps", "step_size", "beta",
-                "zeta", "asym", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov",
+                "zeta", "asym", "cr_beta", "reverse_attention", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov",
                 "schedule", "warmup_frac", "data_source", "n_train", "val_n", "augment", "seed")
 
 
@@ -537,7 +589,8 @@ def _finish(cfg, model, out, device, prov, history, best, wall, amp, log) -> dic
     card = {
         "name": out.name,
         "architecture": {"family": "msparse CIFAR ResNet-18", "activation": cfg.activation, "width": cfg.width,
-                         "num_classes": cfg.num_classes, "input": "(N, 3, 32, 32) in [0, 1], no normalisation"},
+                         "num_classes": cfg.num_classes, "reverse_attention": cfg.reverse_attention,
+                         "input": "(N, 3, 32, 32) in [0, 1], no normalisation"},
         "dataset": "cifar10", "threat_model": "Linf",
         "recipe": {k: v for k, v in dataclasses.asdict(cfg).items() if k in _RECIPE_KEYS},
         "data": prov, "epochs": cfg.epochs, "best_epoch": best["epoch"],
@@ -570,7 +623,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``train`` options to ``parser`` (used by ``python -m msparse train``)."""
     d = TrainConfig()
     a = parser.add_argument
-    a("--method", choices=METHODS, default=d.method, help="training objective (ancra = TRADES + ANC, no RA)")
+    a("--method", choices=METHODS, default=d.method,
+      help="training objective (ancra = TRADES-style loss + ANC + reverse attention; --no-ra for ANC only)")
     a("--activation", default=d.activation, help="relu, elu, gelu, silu, psilu or pssilu")
     a("--width", type=int, default=d.width, help="first-stage width (64 = standard ResNet-18)")
     a("--attack", choices=ATTACKS, default=d.attack, help="training attack for pgd-at")
@@ -579,6 +633,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a("--step-size", type=float, default=None, help="attack step (default 0.0078; 1.25*eps for fgsm-rs)")
     a("--beta", type=float, default=d.beta, help="TRADES/ANCRA robust-loss weight (paper prints 0.6)")
     a("--zeta", type=float, default=d.zeta, help="ANCRA negative-contrast weight")
+    a("--cr-beta", type=float, default=d.cr_beta, help="ANCRA weight of the reverse-attention auxiliary terms")
+    a("--ra", dest="reverse_attention", action=argparse.BooleanOptionalAction, default=None,
+      help="ANCRA's reverse-attention blocks in layer4 (default: on for --method ancra)")
     a("--epochs", type=int, default=d.epochs)
     a("--batch-size", type=int, default=d.batch_size)
     a("--lr", type=float, default=d.lr, help="(peak) learning rate")

@@ -6,8 +6,11 @@ Names that ``load_model`` understands:
   inside the package -- works offline, weights sha256-verified against its model card.
 * ``"pyautoattack/resnet18-standard"``: the standard-trained (not robust) ResNet-18 that the
   ``pyautoattack`` package ships, loaded into this family with ReLU (a control).
-* ``"resnet18-<activation>[-w<width>]"`` (e.g. ``"resnet18-gelu"``, ``"resnet18-psilu-w16"``): the project's
-  CIFAR ResNet-18 family, loaded from ``checkpoint=`` or ``model_dir/cifar10/Linf/<name>.pt``.
+* ``"msparse/resnet18-<activation>-w8-<method>"``: the appendix family (Tables 2-8) trained on CPU and
+  shipped inside the package (``msparse/assets/family/``; ``list_models()`` names them), sha256-verified.
+* ``"resnet18-<activation>[-w<width>][-ra]"`` (e.g. ``"resnet18-gelu"``, ``"resnet18-psilu-w16"``; ``-ra`` =
+  ANCRA's reverse-attention variant): the project's CIFAR ResNet-18 family, loaded from ``checkpoint=`` or
+  ``model_dir/cifar10/Linf/<name>.pt``.
   ``load_model(checkpoint="runs/x/model.pt")`` reads the architecture from the model card beside it.
 * any RobustBench model-zoo name (``"Peng2023Robust"``, ...): loaded with ``robustbench.utils.load_model``
   from ``model_dir/<dataset>/<threat_model>/<name>.pt``; nothing is downloaded unless ``download=True``.
@@ -35,7 +38,7 @@ from .resnet import ACTIVATIONS, ResNet18, activation_positions, resnet18
 __all__ = [
     "load_model", "list_models", "resnet18", "ResNet18", "ACTIVATIONS", "activation_positions",
     "ModelLoadError", "ChecksumError", "DEFAULT_MODEL", "STANDARD_MODEL", "parse_family_name",
-    "load_checkpoint",
+    "load_checkpoint", "shipped_family",
 ]
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -45,7 +48,8 @@ _DEFAULT_FILE = "resnet18_gelu_w16_fgsmrs"   # msparse/assets/<this>.pt + .json
 _STANDARD_SHA256 = "399f52da9f914c323fa5a6096d60f460a3449a59b64a6405200c1e629f8425a7"  # pyautoattack 0.2.0
 _DATASETS = ("cifar10", "cifar100", "imagenet")
 _THREATS = ("Linf", "L2", "corruptions")
-_FAMILY_RE = re.compile(r"^resnet-?18-(?P<act>[a-z]+)(?:-w(?P<width>\d+))?$", re.IGNORECASE)
+_FAMILY_RE = re.compile(r"^resnet-?18-(?P<act>[a-z]+)(?:-w(?P<width>\d+))?(?P<ra>-ra)?$", re.IGNORECASE)
+FAMILY_DIR = ASSET_DIR / "family"
 
 
 class ModelLoadError(RuntimeError):
@@ -74,6 +78,11 @@ def parse_family_name(name: str) -> Optional[tuple[str, int]]:
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {m.group('act')!r} in {name!r}; choose one of {', '.join(ACTIVATIONS)}")
     return act, int(m.group("width") or 64)
+
+
+def _is_ra_name(name: Optional[str]) -> bool:
+    m = _FAMILY_RE.match(name or "")
+    return bool(m and m.group("ra"))
 
 
 def load_checkpoint(path, *, sha256: Optional[str] = None) -> dict:
@@ -143,18 +152,24 @@ def _load_family(name: Optional[str], path: Path, device, verify: bool, card: Op
     arch = (card or {}).get("architecture", {})
     if name is not None:
         act, width = parse_family_name(name)
-        if arch and (arch.get("activation"), arch.get("width")) != (act, width):
-            raise ModelLoadError(f"{name!r} asks for activation={act}, width={width} but the model card of "
-                                 f"{path} says activation={arch.get('activation')}, width={arch.get('width')}")
+        ra = _is_ra_name(name)
+        want = (act, width, ra)
+        got = (arch.get("activation"), arch.get("width"), bool(arch.get("reverse_attention", False)))
+        if arch and got != want:
+            raise ModelLoadError(f"{name!r} asks for activation={act}, width={width}, reverse_attention={ra} but "
+                                 f"the model card of {path} says activation={got[0]}, width={got[1]}, "
+                                 f"reverse_attention={got[2]}")
     elif arch:
-        act, width = arch["activation"], int(arch["width"])
+        act, width, ra = arch["activation"], int(arch["width"]), bool(arch.get("reverse_attention", False))
     else:
         raise ModelLoadError(f"no model card beside {path}; pass a family name such as "
                              f"load_model('resnet18-gelu-w16', checkpoint=...) to say which architecture it is")
     sha = (card or {}).get("weights", {}).get("sha256") if verify else None
-    model = resnet18(act, width, int(arch.get("num_classes", 10)))
-    _load_into(model, load_checkpoint(path, sha256=sha), f"resnet18 activation={act} width={width}", path)
-    return _finish(model, device, {"name": name or (card or {}).get("name") or f"resnet18-{act}-w{width}",
+    model = resnet18(act, width, int(arch.get("num_classes", 10)), reverse_attention=ra)
+    what = f"resnet18 activation={act} width={width}" + (" reverse_attention=True" if ra else "")
+    _load_into(model, load_checkpoint(path, sha256=sha), what, path)
+    default_name = f"resnet18-{act}-w{width}" + ("-ra" if ra else "")
+    return _finish(model, device, {"name": name or (card or {}).get("name") or default_name,
                                    "source": "msparse ResNet-18 family checkpoint", "path": str(path),
                                    "sha256": sha256_file(path), "verified": sha is not None, "card": card})
 
@@ -167,6 +182,21 @@ def _load_default(device, verify: bool) -> nn.Module:
     card = json.loads(card_path.read_text())
     model = _load_family(None, path, device, verify=True if verify else False, card=card)
     model.msparse_card.update(name=DEFAULT_MODEL, source="msparse shipped default (offline)")
+    return model
+
+
+def shipped_family() -> dict[str, Path]:
+    """``{"msparse/<name>": weights path}`` of the appendix family models shipped in the package."""
+    if not FAMILY_DIR.is_dir():
+        return {}
+    return {f"msparse/{p.stem}": p for p in sorted(FAMILY_DIR.glob("*.pt")) if p.with_suffix(".json").is_file()}
+
+
+def _load_shipped(name: str, device, verify: bool) -> nn.Module:
+    path = shipped_family()[name]
+    card = json.loads(path.with_suffix(".json").read_text())
+    model = _load_family(None, path, device, verify, card=card)
+    model.msparse_card.update(name=name, source="msparse shipped appendix family (offline)")
     return model
 
 
@@ -244,7 +274,7 @@ def _rb_values(dataset: str, threat_model: str) -> tuple[str, str]:
 
 
 def _own_names() -> list[str]:
-    return [DEFAULT_MODEL, STANDARD_MODEL]
+    return [DEFAULT_MODEL, STANDARD_MODEL, *shipped_family()]
 
 
 def _unknown_model_message(name, dataset, threat_model, detail="") -> str:
@@ -269,7 +299,7 @@ def load_model(name: Optional[str] = None, dataset: str = "cifar10", threat_mode
     """
     _check_dataset_threat(dataset, threat_model)
     own_ctx = name in (None, DEFAULT_MODEL, STANDARD_MODEL) or checkpoint is not None or (
-        name is not None and _FAMILY_RE.match(name))
+        name is not None and (_FAMILY_RE.match(name) or name.startswith("msparse/")))
     if own_ctx and (dataset, threat_model) != ("cifar10", "Linf"):
         raise ModelLoadError(f"{name or DEFAULT_MODEL!r} is a CIFAR-10 L-inf model; got dataset={dataset!r}, "
                              f"threat_model={threat_model!r}")
@@ -283,6 +313,10 @@ def load_model(name: Optional[str] = None, dataset: str = "cifar10", threat_mode
         return _load_default(device, verify)
     if name == STANDARD_MODEL:
         return _load_standard(device)
+    if name in shipped_family():
+        return _load_shipped(name, device, verify)
+    if name.startswith("msparse/"):
+        raise ModelLoadError(_unknown_model_message(name, dataset, threat_model))
     if parse_family_name(name) is not None:
         path = Path(model_dir) / dataset / threat_model / f"{name}.pt"
         if not path.is_file():
@@ -300,9 +334,12 @@ def _random_architecture(name, dataset, threat_model, device) -> nn.Module:
         name = "resnet18-gelu-w16"
     elif name == STANDARD_MODEL:
         name = "resnet18-relu"
+    elif name in shipped_family():
+        arch = json.loads(shipped_family()[name].with_suffix(".json").read_text())["architecture"]
+        name = f"resnet18-{arch['activation']}-w{arch['width']}" + ("-ra" if arch.get("reverse_attention") else "")
     fam = parse_family_name(name)
     if fam is not None:
-        model = resnet18(fam[0], fam[1], 10)
+        model = resnet18(fam[0], fam[1], 10, reverse_attention=_is_ra_name(name))
         src = "msparse ResNet-18 family, random weights"
     else:
         from msparse._compat import robustbench_architecture

@@ -12,6 +12,12 @@ statistics).  Position index convention: 0 = stem, 2k+1 = main path of block k, 
 residual addition of block k (k = 0..7 in forward order).  The parametric activations (PSiLU, PSSiLU;
 Dai et al. 2022) share their scalar parameters network-wide: the parameters live once, in the
 top-level module ``paf``, and every position module reads them.
+
+``reverse_attention=True`` builds ANCRA's variant (Zhou et al. 2023, spec §6.1): the two ``layer4``
+blocks are ``RABlock``s that re-weight their output channels by a row of the shared classifier's weight
+matrix (the true label's row in training, the row of the block's own predicted class otherwise).  The
+17 activation positions, their module names and the plain forward ``model(x) -> logits`` are unchanged,
+so MeanSparse placement, statistics and AutoAttack treat both variants alike.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
-    "ACTIVATIONS", "PSiLU", "PSSiLU", "SharedPAF", "BasicBlock", "ResNet18", "resnet18",
+    "ACTIVATIONS", "PSiLU", "PSSiLU", "SharedPAF", "BasicBlock", "RABlock", "ResNet18", "resnet18",
     "activation_positions",
 ]
 
@@ -107,6 +113,23 @@ class BasicBlock(nn.Module):
         return self.act2(out + self.shortcut(x))
 
 
+class RABlock(BasicBlock):
+    """BasicBlock with ANCRA's reverse attention (spec §6.1).
+
+    ``forward(x, fc, label=None) -> (z', aux)``: z = the block output (after ``act2``), (N, C, H, W);
+    aux = ``fc(avgpool(z))``, (N, K), the block's auxiliary logits through the shared classifier ``fc``;
+    z' = z * fc.weight[c] broadcast over H, W, with c = ``label`` when given, else ``aux.argmax(1)``.
+    """
+
+    def forward(self, x: torch.Tensor, fc: nn.Linear = None, label: torch.Tensor = None):
+        if fc is None:
+            raise TypeError("RABlock needs the shared classifier: call block(x, fc, label=None)")
+        z = super().forward(x)
+        aux = fc(F.adaptive_avg_pool2d(z, 1).flatten(1))
+        cls = aux.argmax(1) if label is None else label
+        return z * fc.weight[cls].to(z.dtype)[:, :, None, None], aux
+
+
 class ResNet18(nn.Module):
     """CIFAR ResNet-18: (N, 3, 32, 32) in [0, 1] -> logits (N, num_classes).
 
@@ -114,15 +137,18 @@ class ResNet18(nn.Module):
         activation: one of ``ACTIVATIONS``.
         width: channels of the first stage (64 = the standard network; stages use w, 2w, 4w, 8w).
         num_classes: output classes.
+        reverse_attention: ANCRA's variant; ``layer4`` holds two ``RABlock``s (see ``forward``).
     """
 
-    def __init__(self, activation: str = "relu", width: int = 64, num_classes: int = 10):
+    def __init__(self, activation: str = "relu", width: int = 64, num_classes: int = 10,
+                 reverse_attention: bool = False):
         super().__init__()
         self.activation = _check_activation(activation)
         if int(width) < 1:
             raise ValueError(f"width must be a positive integer, got {width!r}")
         self.width = int(width)
         self.num_classes = int(num_classes)
+        self.reverse_attention = bool(reverse_attention)
         if self.activation in ("psilu", "pssilu"):
             self.paf = SharedPAF(with_b=self.activation == "pssilu")
             cls = PSiLU if self.activation == "psilu" else PSSiLU
@@ -135,11 +161,12 @@ class ResNet18(nn.Module):
         self.act = make_act()
         in_planes = w
         for i, (planes, stride) in enumerate([(w, 1), (2 * w, 2), (4 * w, 2), (8 * w, 2)]):
+            block = RABlock if (self.reverse_attention and i == 3) else BasicBlock
             blocks = []
             for s in (stride, 1):
-                blocks.append(BasicBlock(in_planes, planes, s, make_act))
+                blocks.append(block(in_planes, planes, s, make_act))
                 in_planes = planes
-            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+            setattr(self, f"layer{i + 1}", nn.ModuleList(blocks) if block is RABlock else nn.Sequential(*blocks))
         self.linear = nn.Linear(8 * w, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -148,19 +175,36 @@ class ResNet18(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor = None, return_aux: bool = False):
+        """x (N, 3, 32, 32) -> logits (N, K); with ``return_aux`` -> (logits, [aux (N, K) per RA block]).
+
+        Reverse attention gates by the labels ``y`` (N,) only in training mode when they are given (ANCRA's
+        training forward); in eval mode, or without ``y``, each RA block gates by its own predicted class.
+        The plain model ignores ``y`` and has no auxiliary outputs.
+        """
         out = self.act(self.bn1(self.conv1(x)))
-        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.linear(out)
+        out = self.layer3(self.layer2(self.layer1(out)))
+        aux = []
+        if self.reverse_attention:
+            label = y if self.training else None
+            for block in self.layer4:
+                out, a = block(out, self.linear, label)
+                aux.append(a)
+        else:
+            out = self.layer4(out)
+        logits = self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+        return (logits, aux) if return_aux else logits
 
     def extra_repr(self) -> str:
-        return f"activation={self.activation!r}, width={self.width}"
+        ra = ", reverse_attention=True" if self.reverse_attention else ""
+        return f"activation={self.activation!r}, width={self.width}{ra}"
 
 
-def resnet18(activation: str = "relu", width: int = 64, num_classes: int = 10) -> ResNet18:
-    """Build a CIFAR ResNet-18 of this family (random init)."""
-    return ResNet18(activation=activation, width=width, num_classes=num_classes)
+def resnet18(activation: str = "relu", width: int = 64, num_classes: int = 10,
+             reverse_attention: bool = False) -> ResNet18:
+    """Build a CIFAR ResNet-18 of this family (random init); ``reverse_attention`` = ANCRA's RA variant."""
+    return ResNet18(activation=activation, width=width, num_classes=num_classes,
+                    reverse_attention=reverse_attention)
 
 
 def activation_positions(model: ResNet18) -> list[tuple[int, str, str]]:
