@@ -290,8 +290,11 @@ def training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Train
             anc = _asym_anc(nat_out[0], neg_out[0], cfg.asym)
             anc = anc + cr * _mean([_asym_anc(a, b, cfg.asym) for a, b in zip(nat_out[1], neg_out[1])], anc)
             loss = nat + cfg.beta * rob + cfg.zeta * anc
+            # label-gated logits predict y almost by construction; report the last RA block's own
+            # prediction (what gates it at test time) when there is one
+            seen = adv_out[1][-1] if adv_out[1] else adv_out[0]
             log = {"loss_nat": nat.item(), "loss_rob": rob.item(), "loss_anc": anc.item(),
-                   "train_adv_acc": (adv_out[0].argmax(1) == y).float().mean().item()}
+                   "train_adv_acc": (seen.argmax(1) == y).float().mean().item()}
         if cfg.method != "pgd-at":
             log["loss"] = loss.item()
     paf = getattr(model, "paf", None)
