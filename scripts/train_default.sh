@@ -25,4 +25,4 @@ cd "$here"
   --data-source jpeg --data-dir "$jpeg" --val-n 500 --val-steps 10 \
   --eval-n 1000 --half-weights --seed 0 --out "$out" "${resume[@]}"
 # ship: fp16 weights + JSON card + a short markdown card
-"$py" scripts/ship_default.py "$out"
+"$py" scripts/ship_model.py "$out"
