@@ -287,10 +287,11 @@ def evaluate_alphas(s: Setup, alphas: Sequence[float], *, attack: str = "apgd-ce
                     norm: str = "Linf", n_iter: int = 100, seed: int = 0, split: str = "test",
                     sites: Sequence | None = None, centre: str | None = None, backward: str | None = None,
                     label: str | None = None, progress: bool = True, n_queries: int = 5000,
-                    n_restarts: int = 1, **extra) -> list[dict]:
+                    n_restarts: int = 1, source=None, **extra) -> list[dict]:
     """Evaluate ``attack`` at each α (applied to ``sites``, default all) and return rows (see
     :func:`result_row`) with a paired McNemar comparison against α = 0 on the same images
-    (``d_robust``, ``p_robust`` in pp / p-value). Stored records are reused; missing ones computed."""
+    (``d_robust``, ``p_robust`` in pp / p-value). Stored records are reused; missing ones computed.
+    ``source``: the model ``transfer:`` attacks are crafted on (default: the model at α = 0)."""
     from . import set_alpha, set_centre, set_backward
     from .evaluate import evaluate
 
@@ -309,8 +310,9 @@ def evaluate_alphas(s: Setup, alphas: Sequence[float], *, attack: str = "apgd-ce
         for i, a in enumerate(alphas):
             t0 = time.perf_counter()
             set_alpha(s.model, a if sites is None else {k: a for k in sites})
-            run_as = _direct_at_zero(attack) if float(a) == 0.0 else attack
-            r = evaluate(s.model, x, y, run_as, tags={"book": label or "sweep", "split": split}, **common)
+            run_as = _direct_at_zero(attack) if float(a) == 0.0 and source is None else attack
+            r = evaluate(s.model, x, y, run_as, tags={"book": label or "sweep", "split": split}, source=source,
+                         **common)
             if float(a) == 0.0 and base is None:
                 base = r
             row = result_row(r, alpha=float(a), split=split, **extra)

@@ -204,13 +204,20 @@ def alpha_explorer():
         """, hide=True),
     ]
 
-APP = dict(n_examples=("100", "test images"), n_train=("1000", "training images for mu, sigma"),
-           alphas=("[0.0, 0.2, 0.35]", "the paper sweeps 0 to 0.4 in steps of 0.05; 0.2 and 0.35 are its key values"),
+FAMILY = {k: f"msparse/resnet18-{k}-w8-pgdat" for k in ("relu", "elu", "gelu", "silu", "psilu", "pssilu")}
+FAMILY.update(trades="msparse/resnet18-gelu-w8-trades", ancra="msparse/resnet18-gelu-w8-ancra")
+APP = dict(n_examples=("500", "test images (paper: 10 000)"), n_train=("1000", "training images for mu, sigma"),
+           alphas=("[0.0, 0.1, 0.2, 0.3, 0.35, 0.4]", "the paper sweeps 0 to 0.4 in steps of 0.05"),
            attack=('"apgd"', "APGD-CE then APGD-DLR, as in the appendix"), eps="8 / 255",
-           n_iter=("20", "APGD iterations (paper: 100)"))
+           n_iter=("50", "APGD iterations (paper: 100)"))
+ROUTE = ("Our models: the project's **CPU-route appendix family** — ResNet-18s of width 8 (the paper: 64), "
+         "trained for 5 epochs with one-step attacks (the paper: 200 epochs of PGD-10) on the JPEG training copy, "
+         "shipped in `msparse/assets/family/` with a model card each (`scripts/train_family.sh`). They are much "
+         "weaker than the paper's models: compare trends, not levels.")
 
 def app_params(**extra):
     d = {k: STD[k] for k in ("model", "dataset", "data_source")}
+    d["model"] = (f'"{FAMILY["gelu"]}"', "the GELU PGD-AT member of the appendix family")
     d.update(APP)
     d.update(extra)
     d.update({k: STD[k] for k in ("device", "seed", "use_stored", "results_dir")})
@@ -239,10 +246,9 @@ def table2_activations():
 
         Paper Table 2: ResNet-18s with ReLU, ELU, GELU, SiLU, PSiLU and PSSiLU (PGD-AT), clean and APGD (CE + DLR)
         accuracy for α from 0 to 0.4. The paper's claim: MeanSparse helps every activation, most for smooth ones.
-        Here: the offline default (GELU) model; the other activations run when their checkpoints exist.
-        """),
-        app_params(other_models=('["resnet18-relu-w16", "resnet18-elu-w16", "resnet18-silu-w16", "resnet18-psilu-w16", "resnet18-pssilu-w16"]',
-                                 "run when their checkpoints exist")),
+        """ + ROUTE),
+        app_params(other_models=("[" + ", ".join(f'"{FAMILY[k]}"' for k in ("relu", "elu", "silu", "psilu", "pssilu")) + "]",
+                                 "the other activations (each runs when its checkpoint exists)")),
         setup_cell(APP_CHECK), BUDGET,
         code("""
         kw = dict(attack=attack, eps=eps, n_iter=n_iter, seed=seed, label="appendix")
@@ -285,7 +291,7 @@ def table3_threat_models():
 
         Paper Table 3: the GELU ResNet-18 (trained against L∞ 8/255) evaluated with APGD under L∞ 8/255 and L2
         128/255; the claim is that MeanSparse's gain carries over to an L2 attacker.
-        """),
+        """ + ROUTE),
         app_params(eps_l2=("128 / 255", "the paper's L2 radius")),
         setup_cell(APP_CHECK), BUDGET,
         code("""
@@ -317,16 +323,15 @@ def table4_training():
 
         Paper Table 4: MeanSparse on GELU ResNet-18s trained with PGD-AT and with TRADES. ANCRA (asymmetric
         negative contrast + reverse attention) is this project's extension: no paper values exist for it. Our
-        offline default model is trained with FGSM-RS adversarial training (a fast PGD-AT); the TRADES and ANCRA
-        models run when their checkpoints exist.
-        """),
-        app_params(trades_model=("None", "TRADES model: a load_model name or a checkpoint .pt (trained in a later issue)"),
-                   ancra_model=("None", "ANCRA model: a load_model name or a checkpoint .pt (trained in a later issue)")),
+        PGD-AT member is trained with FGSM-RS (one-step PGD-AT); TRADES and ANCRA use a one-step inner attack.
+        """ + ROUTE),
+        app_params(trades_model=(f'"{FAMILY["trades"]}"', "TRADES model: a load_model name or a checkpoint .pt"),
+                   ancra_model=(f'"{FAMILY["ancra"]}"', "ANCRA model (reverse attention): a load_model name or a checkpoint .pt")),
         setup_cell(APP_CHECK), BUDGET,
         code("""
         kw = dict(attack=attack, eps=eps, n_iter=n_iter, seed=seed, label="appendix")
         rows = {f"{model} (FGSM-RS AT)": mb.evaluate_alphas(s, alphas, **kw)}
-        missing = {}
+        missing, setups = {}, {}
         for method, name in (("TRADES", trades_model), ("ANCRA", ancra_model)):
             s2, why = (None, "no checkpoint given; it is trained in a later issue (pass -p trades_model / -p ancra_model)") if name is None else \
                 mb.try_setup(name, n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
@@ -334,7 +339,15 @@ def table4_training():
             if s2 is None:
                 missing[method] = f"`{name}`: {why}"
             else:
+                setups[method] = s2
                 rows[f"{name} ({method})"] = mb.evaluate_alphas(s2, alphas, **kw)
+        # ANCRA's test-time gate is an argmax over auxiliary logits, which gradients do not see (spec §6.2):
+        # also attack that path directly (APGD crafted on the last RA block's aux logits, scored on the model)
+        aux_path = None
+        if "ANCRA" in setups and getattr(setups["ANCRA"].model, "reverse_attention", False):
+            from msparse.models import RAAuxPath
+            aux_path = mb.evaluate_alphas(setups["ANCRA"], alphas, source=RAAuxPath(setups["ANCRA"].model),
+                                          **{**kw, "attack": f"transfer:{attack}"})
         """, quiet=True, hide=True),
         code("""
         ref = paper.table("table4")
@@ -350,8 +363,21 @@ def table4_training():
             display(Markdown(mb.verdict("not yet run here", f"{method}: {why}")))
         """, hide=True),
         ref_cell("table4"),
-        code("""display(Markdown(mb.alpha_verdict(s, rows[f"{model} (FGSM-RS AT)"], "ResNet-18 GELU trained with PGD-AT and TRADES", 0.35, "APGD rises with alpha")))""", hide=True),
-        prov_cell("[r for rs in rows.values() for r in rs]"),
+        code("""
+        for name, r in rows.items():
+            display(Markdown(f"{name}: " + mb.alpha_verdict(s, r, "ResNet-18 GELU trained with PGD-AT and TRADES", 0.35, "APGD rises with alpha")))
+        if aux_path is not None:
+            direct = rows[f"{ancra_model} (ANCRA)"]
+            display(Markdown("**ANCRA under an adaptive attack.** APGD crafted on the last reverse-attention block's "
+                             "auxiliary logits (the argmax that gates the block at test time) and scored on the model, "
+                             "beside the direct attack; a model's robust accuracy is at most the lower of the two."))
+            import pandas as pd
+            display(pd.DataFrame({"α": [r["alpha"] for r in direct],
+                                  f"{attack} direct (%)": [round(r["robust"], 1) for r in direct],
+                                  f"{attack} on the aux path (%)": [round(r["robust"], 1) for r in aux_path],
+                                  "clean (%)": [round(r["clean"], 1) for r in direct]}).set_index("α"))
+        """, hide=True),
+        prov_cell("[r for rs in rows.values() for r in rs] + (aux_path or [])"),
     ]
 
 @notebook
@@ -363,7 +389,7 @@ def table5_centre():
         Paper Table 5: the band is always ±α·σ_ch, centred at zero (hard thresholding; blocked values become 0), at
         one global mean μ over all channels, or at the channel mean μ_ch (MeanSparse). The paper's claim is that
         μ_ch keeps clean accuracy best; zero-centring gives higher APGD numbers at a large clean cost.
-        """),
+        """ + ROUTE),
         app_params(centres=('["zero", "global", "mean"]', "msparse centre names (paper: zero, mu, mu_ch)")),
         setup_cell(APP_CHECK), BUDGET,
         code("""
@@ -396,9 +422,9 @@ def table6_attack_power():
         Paper Table 6: APGD accuracy of the GELU ResNet-18 for ε = 1/255 … 16/255 at α = 0, 0.2 and 0.35. The
         paper's claim: MeanSparse's gain grows with ε. A defence that only masks gradients typically shows the
         opposite of a genuine robustness gain at large ε (accuracy should reach 0 as ε grows).
-        """),
+        """ + ROUTE),
         app_params(alphas=("[0.0, 0.2, 0.35]", "the paper's three alpha values"),
-                   eps_grid=("[2, 8, 16]", "epsilon in units of 1/255 (paper: 1 to 16)")),
+                   eps_grid=("[1, 2, 4, 8, 12, 16]", "epsilon in units of 1/255 (paper: 1 to 16)")),
         setup_cell(APP_CHECK + ", eps_grid=eps_grid"), BUDGET,
         code("""
         kw = dict(attack=attack, n_iter=n_iter, seed=seed, label="appendix")
@@ -438,9 +464,9 @@ def table7_sites():
         Paper Table 7: MeanSparse at one activation position only ("single"), or at every position up to it
         ("cumulative"), for α = 0.2 and 0.35. Index 0 = stem activation; 2k+1 = main path of block k; 2k+2 = after
         the residual addition. The paper's reading: no single site matters much; the gain accumulates.
-        """),
+        """ + ROUTE),
         app_params(alphas=("[0.35]", "alpha at the chosen sites (paper: 0.2 and 0.35)"),
-                   site_indices=("[0, 1, 2, 16]", "sites to evaluate (paper: all 17)")),
+                   site_indices=(str(list(range(17))), "sites to evaluate (all 17, as the paper)")),
         setup_cell(APP_CHECK), BUDGET,
         code("""
         kw = dict(attack=attack, eps=eps, n_iter=n_iter, seed=seed, label="appendix")
@@ -487,7 +513,7 @@ def table8_main_vs_add():
         Paper Table 8: MeanSparse only at the main-path activations (odd indices 1…15) or only at the activations
         after the residual addition (even indices 2…16). Index 0 (stem) is in neither set; we also report
         after-addition ∪ {0}.
-        """),
+        """ + ROUTE),
         app_params(with_stem=("False", "also evaluate after_add plus the stem site 0")),
         setup_cell(APP_CHECK), BUDGET,
         code("""

@@ -121,3 +121,17 @@ def test_an_ancra_run_writes_an_ra_card_and_loads_back_as_the_same_network(tmp_p
     assert load_model("resnet18-gelu-w4-ra", checkpoint=tmp_path / "run" / "model.pt").reverse_attention
     assert load_model("resnet18-gelu-w4-ra", pretrained=False).reverse_attention
     assert json.loads((tmp_path / "run" / "model.json").read_text())["recipe"]["reverse_attention"] is True
+
+
+def test_aux_path_surrogate_returns_the_gating_logits_and_is_keyed_apart(batch):
+    from msparse.evaluate import describe_model
+    from msparse.models import RAAuxPath
+
+    x, _ = batch
+    model = resnet18("gelu", 4, reverse_attention=True).eval()
+    path = RAAuxPath(model).eval()
+    torch.testing.assert_close(path(x), model(x, return_aux=True)[1][-1])
+    torch.testing.assert_close(RAAuxPath(model, 0)(x), model(x, return_aux=True)[1][0])
+    assert describe_model(path) != describe_model(model) != describe_model(RAAuxPath(model, 0))
+    with pytest.raises(ValueError, match="reverse_attention=True"):
+        RAAuxPath(resnet18("gelu", 4))

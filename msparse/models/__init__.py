@@ -33,10 +33,10 @@ import torch
 import torch.nn as nn
 
 from ..data import sha256_file
-from .resnet import ACTIVATIONS, ResNet18, activation_positions, resnet18
+from .resnet import ACTIVATIONS, RAAuxPath, ResNet18, activation_positions, resnet18
 
 __all__ = [
-    "load_model", "list_models", "resnet18", "ResNet18", "ACTIVATIONS", "activation_positions",
+    "load_model", "list_models", "resnet18", "ResNet18", "RAAuxPath", "ACTIVATIONS", "activation_positions",
     "ModelLoadError", "ChecksumError", "DEFAULT_MODEL", "STANDARD_MODEL", "parse_family_name",
     "load_checkpoint", "shipped_family",
 ]

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
-    "ACTIVATIONS", "PSiLU", "PSSiLU", "SharedPAF", "BasicBlock", "RABlock", "ResNet18", "resnet18",
+    "ACTIVATIONS", "PSiLU", "PSSiLU", "SharedPAF", "BasicBlock", "RABlock", "RAAuxPath", "ResNet18", "resnet18",
     "activation_positions",
 ]
 
@@ -198,6 +198,28 @@ class ResNet18(nn.Module):
     def extra_repr(self) -> str:
         ra = ", reverse_attention=True" if self.reverse_attention else ""
         return f"activation={self.activation!r}, width={self.width}{ra}"
+
+
+class RAAuxPath(nn.Module):
+    """An RA network's auxiliary logits of one RA block as a model: x (N, 3, H, W) -> (N, K).
+
+    An adaptive-attack surrogate for ANCRA (spec §6.2): at test time each RA block gates by the argmax of
+    these logits, a piecewise-constant choice that gradients do not see; an attack crafted on this path
+    (``evaluate(ra_model, ..., attack="transfer:apgd", source=RAAuxPath(ra_model))``) flips the gate
+    directly.  Shares the network's parameters (and its MeanSparse sites).
+    """
+
+    def __init__(self, model: "ResNet18", block: int = -1):
+        super().__init__()
+        if not getattr(model, "reverse_attention", False):
+            raise ValueError("RAAuxPath needs a network built with reverse_attention=True")
+        self.model = model
+        self.block = int(block)
+        # part of the state dict, so the results store keys this surrogate apart from the network itself
+        self.register_buffer("aux_block", torch.tensor(self.block % len(model.layer4)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x, return_aux=True)[1][self.block]
 
 
 def resnet18(activation: str = "relu", width: int = 64, num_classes: int = 10,
