@@ -253,3 +253,11 @@ def test_list_models():
     assert names[:2] == [M.DEFAULT_MODEL, M.STANDARD_MODEL]
     assert "Peng2023Robust" in names and RB_SMALL in names
     assert M.DEFAULT_MODEL not in list_models("imagenet", "Linf")
+
+
+def test_pssilu_b_starts_where_its_gradient_is_not_zero():
+    # |b| has zero gradient at b = 0: starting there, PSSiLU would silently train as PSiLU
+    model = resnet18("pssilu", width=4)
+    assert model.paf.b.item() == pytest.approx(1e-8)
+    model(torch.rand(4, 3, 32, 32)).square().mean().backward()
+    assert model.paf.b.grad is not None and model.paf.b.grad.abs().item() > 0

@@ -32,13 +32,17 @@ __all__ = [
 
 
 class SharedPAF(nn.Module):
-    """Network-wide learnable scalars of a parametric activation: ``a`` (init 1), ``b`` (init 0)."""
+    """Network-wide learnable scalars of a parametric activation: ``a`` (init 1), ``b`` (init 1e-8).
+
+    ``b`` enters as ``|b|``, whose gradient is exactly 0 at b = 0: initialised at 0 (Dai et al.'s value) it
+    would never move and PSSiLU would train as PSiLU.  RobustBench's copy of PSSiLU starts at 1e-8; so do we.
+    """
 
     def __init__(self, with_b: bool):
         super().__init__()
         self.a = nn.Parameter(torch.ones(()))
         if with_b:
-            self.b = nn.Parameter(torch.zeros(()))
+            self.b = nn.Parameter(torch.full((), 1e-8))
 
     def extra_repr(self) -> str:
         return "shared by every activation position"
