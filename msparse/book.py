@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["NOTEBOOKS", "PROFILES", "check_params", "setup", "Setup", "evaluate_alphas", "result_row",
-           "provenance_table", "setup_provenance", "verdict", "compare_table", "run_notebooks", "fetch_widget_js", "build_book",
+           "provenance_table", "setup_provenance", "verdict", "compare_table", "worst_case", "run_notebooks", "fetch_widget_js", "build_book",
            "BuildReport", "main", "run", "add_arguments", "RANDOM_PREFIX"]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -279,8 +279,33 @@ def result_row(r, **extra) -> dict:
     row = dict(extra)
     row.update(n=r.n, clean=100 * r.clean_acc, clean_lo=100 * r.clean_ci[0], clean_hi=100 * r.clean_ci[1],
                robust=100 * r.robust_acc, robust_lo=100 * r.robust_ci[0], robust_hi=100 * r.robust_ci[1],
-               attack=r.attack, eps=r.eps, key=r.key, cached=r.cached)
+               attack=r.attack, eps=r.eps, key=r.key, cached=r.cached, robust_flags=r.result["robust_flags"])
     return row
+
+
+def worst_case(*row_lists: Sequence[Mapping]) -> list[dict]:
+    """Per-image worst case over attacks run on the same images at the same α (rows of :func:`evaluate_alphas`,
+    same α order): an image counts as robust only if it survives every attack."""
+    from .results import mcnemar, wilson
+
+    out, base = [], None
+    for rows in zip(*row_lists):
+        if len({r["alpha"] for r in rows}) != 1 or len({r["n"] for r in rows}) != 1:
+            raise ValueError("worst_case needs rows of the same alpha and the same images, in the same order")
+        flags = [all(c == "1" for c in chars) for chars in zip(*(r["robust_flags"] for r in rows))]
+        k, n = sum(flags), len(flags)
+        lo, hi = wilson(k, n)
+        row = {k: v for k, v in rows[0].items() if k not in ("d_robust", "p_robust")}
+        row.update(robust=100 * k / n, robust_lo=100 * lo, robust_hi=100 * hi, key=None,
+                   attack="worst of " + ", ".join(r["attack"] for r in rows),
+                   robust_flags="".join("1" if f else "0" for f in flags))
+        if row["alpha"] == 0.0 and base is None:
+            base = flags
+        elif base is not None:
+            pr = mcnemar(base, flags)
+            row.update(d_robust=100 * pr.delta, p_robust=pr.p_value)
+        out.append(row)
+    return out
 
 
 def evaluate_alphas(s: Setup, alphas: Sequence[float], *, attack: str = "apgd-ce", eps: float = 8 / 255,

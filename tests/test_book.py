@@ -208,3 +208,16 @@ def test_adaptive_attacks_at_alpha_zero_reuse_the_direct_record():
     assert mb._direct_at_zero("bpda") == "apgd-ce+t"
     assert mb._direct_at_zero("transfer:apgd") == "apgd"
     assert mb._direct_at_zero("apgd-ce") == "apgd-ce"
+
+
+def test_worst_case_counts_an_image_robust_only_if_it_survives_every_attack():
+    a = [dict(alpha=0.0, n=4, clean=100.0, robust=75.0, attack="apgd", robust_flags="1110"),
+         dict(alpha=0.3, n=4, clean=100.0, robust=75.0, attack="apgd", robust_flags="1101", d_robust=0.0, p_robust=1.0)]
+    b = [dict(alpha=0.0, n=4, clean=100.0, robust=50.0, attack="transfer:apgd", robust_flags="0110"),
+         dict(alpha=0.3, n=4, clean=100.0, robust=25.0, attack="transfer:apgd", robust_flags="0001")]
+    w = mb.worst_case(a, b)
+    assert [r["robust_flags"] for r in w] == ["0110", "0001"] and [r["robust"] for r in w] == [50.0, 25.0]
+    assert w[0]["attack"] == "worst of apgd, transfer:apgd" and "p_robust" not in w[0]
+    assert w[1]["d_robust"] == pytest.approx(-25.0)          # recomputed against the worst case at alpha 0
+    with pytest.raises(ValueError, match="same alpha"):
+        mb.worst_case(a, b[::-1])

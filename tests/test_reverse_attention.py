@@ -130,8 +130,8 @@ def test_aux_path_surrogate_returns_the_gating_logits_and_is_keyed_apart(batch):
     x, _ = batch
     model = resnet18("gelu", 4, reverse_attention=True).eval()
     path = RAAuxPath(model).eval()
-    torch.testing.assert_close(path(x), model(x, return_aux=True)[1][-1])
-    torch.testing.assert_close(RAAuxPath(model, 0)(x), model(x, return_aux=True)[1][0])
-    assert describe_model(path) != describe_model(model) != describe_model(RAAuxPath(model, 0))
+    torch.testing.assert_close(path(x), model(x, return_aux=True)[1][0])
+    torch.testing.assert_close(RAAuxPath(model, -1)(x), model(x, return_aux=True)[1][1])
+    assert describe_model(path) != describe_model(model) != describe_model(RAAuxPath(model, 1))
     with pytest.raises(ValueError, match="reverse_attention=True"):
         RAAuxPath(resnet18("gelu", 4))

@@ -209,11 +209,12 @@ class RAAuxPath(nn.Module):
 
     An adaptive-attack surrogate for ANCRA (spec §6.2): at test time each RA block gates by the argmax of
     these logits, a piecewise-constant choice that gradients do not see; an attack crafted on this path
-    (``evaluate(ra_model, ..., attack="transfer:apgd", source=RAAuxPath(ra_model))``) flips the gate
-    directly.  Shares the network's parameters (and its MeanSparse sites).
+    (``evaluate(ra_model, ..., attack="transfer:apgd", source=RAAuxPath(ra_model, 0))``) flips the gate
+    directly.  Block 0 (the first RA block) by default: on our ANCRA model its gate decides the final
+    prediction for every test image.  Shares the network's parameters (and its MeanSparse sites).
     """
 
-    def __init__(self, model: "ResNet18", block: int = -1):
+    def __init__(self, model: "ResNet18", block: int = 0):
         super().__init__()
         if not getattr(model, "reverse_attention", False):
             raise ValueError("RAAuxPath needs a network built with reverse_attention=True")
