@@ -45,7 +45,7 @@ from .data import sha256_file
 
 __all__ = [
     "TrainConfig", "train", "add_arguments", "main", "pgd_attack", "trades_attack", "fgsm_rs_attack",
-    "anc_loss", "training_loss", "accuracy", "pgd_accuracy", "apgd_ce_accuracy", "atomic_save",
+    "anc_loss", "training_loss", "accuracy", "pgd_accuracy", "apgd_ce_accuracy", "gate_apgd_ce_accuracy", "atomic_save",
     "sha256_file", "METHODS", "ATTACKS", "SCHEDULES",
 ]
 
@@ -357,6 +357,31 @@ def apgd_ce_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: fl
     return _apgd_ce_pyautoattack(model, x, y, eps, norm, seed, batch_size, device)
 
 
+def gate_apgd_ce_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 8 / 255,
+                          seed: int = 0, batch_size: int = 500) -> dict:
+    """Adaptive check of a reverse-attention (ANCRA) network: APGD-CE crafted on each RA block's gate.
+
+    Each RA block gates by the argmax of its auxiliary logits at test time, which gradients do not see;
+    APGD-CE (100 iterations) crafted on those logits (``RAAuxPath``) and scored on the model attacks the
+    gate itself.  Returns accuracies in [0, 1]: ``direct`` (plain APGD-CE), ``gate_1``, ``gate_2``, ... and
+    ``worst`` (an image counts only if it survives every one of them).
+    """
+    import numpy as np
+
+    from msparse.evaluate import evaluate
+    from msparse.models import RAAuxPath
+
+    kw = dict(eps=eps, norm="Linf", seed=seed, batch_size=batch_size, n_iter=100, n_restarts=1, store=False,
+              diagnostics=False)
+    model.eval()
+    res = {"direct": evaluate(model, x, y, "apgd-ce", **kw)}
+    for b in range(len(model.layer4)):
+        res[f"gate_{b + 1}"] = evaluate(model, x, y, "transfer:apgd-ce", source=RAAuxPath(model, b), **kw)
+    out = {k: float(r.robust_acc) for k, r in res.items()}
+    out["worst"] = float(np.logical_and.reduce([r.robust_flags for r in res.values()]).mean())
+    return out
+
+
 def _apgd_implementation() -> str:
     try:
         import msparse.evaluate  # noqa: F401
@@ -607,7 +632,10 @@ def _finish(cfg, model, out, device, prov, history, best, wall, amp, log) -> dic
         ev = {"data": info.to_dict(), "n": len(x), "eps": cfg.eps, "norm": "Linf"}
         t0 = time.time()
         ev["clean_accuracy"] = accuracy(model, x, y, cfg.eval_batch_size, device)
-        if cfg.eval_apgd:
+        if cfg.eval_apgd and getattr(model, "reverse_attention", False):
+            ev["apgd_ce_gates"] = gate_apgd_ce_accuracy(model, x, y, cfg.eps, 0, cfg.eval_batch_size)
+            ev["apgd_ce_accuracy"] = ev["apgd_ce_gates"]["direct"]
+        elif cfg.eval_apgd:
             ev["apgd_ce_accuracy"] = apgd_ce_accuracy(model, x, y, cfg.eps, "Linf", 0, cfg.eval_batch_size, device)
             ev["apgd_ce"] = {"iterations": 100, "restarts": 1, "seed": 0, "loss": "ce",
                              "implementation": _apgd_implementation()}

@@ -96,6 +96,12 @@ def markdown(card: dict, public: str, intro: list) -> str:
             f"| APGD-CE accuracy | {ev['apgd_ce_accuracy']:.1%} (L-inf, eps 8/255, 100 iterations, 1 restart, "
             f"seed 0; {ev['apgd_ce']['implementation']}) |",
         ]
+        if "apgd_ce_gates" in ev:
+            g = ev["apgd_ce_gates"]
+            gates = ", ".join(f"gate {k.split('_')[1]} {v:.1%}" for k, v in g.items() if k.startswith("gate_"))
+            lines.append(f"| APGD-CE on the reverse-attention gates (adaptive) | {gates}; **worst case {g['worst']:.1%}** "
+                         f"(an image counts only if it survives the direct attack and every gate attack; the "
+                         f"direct number above is inflated by gradient masking in the argmax gates) |")
     lines += ["", "Full recipe, per-epoch history and provenance: the JSON card beside this file.", ""]
     return "\n".join(lines)
 

@@ -135,3 +135,16 @@ def test_aux_path_surrogate_returns_the_gating_logits_and_is_keyed_apart(batch):
     assert describe_model(path) != describe_model(model) != describe_model(RAAuxPath(model, 1))
     with pytest.raises(ValueError, match="reverse_attention=True"):
         RAAuxPath(resnet18("gelu", 4))
+
+
+def test_gate_attack_accuracies_and_their_worst_case():
+    from msparse.train import gate_apgd_ce_accuracy
+
+    torch.manual_seed(0)
+    model = resnet18("gelu", 4, reverse_attention=True).eval()
+    x, y = ms.load_data("cifar10", "test", n=16)
+    with torch.no_grad():
+        y = model(x).argmax(1)            # make every image "clean-correct" so the attacks have work to do
+    g = gate_apgd_ce_accuracy(model, x, y, eps=1 / 255, batch_size=16)
+    assert set(g) == {"direct", "gate_1", "gate_2", "worst"}
+    assert g["worst"] <= min(g["direct"], g["gate_1"], g["gate_2"])
