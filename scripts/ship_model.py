@@ -102,7 +102,8 @@ def markdown(card: dict, public: str, intro: list) -> str:
             lines.append(f"| APGD-CE on the reverse-attention gates (adaptive) | {gates}; **worst case {g['worst']:.1%}** "
                          f"(an image counts only if it survives the direct attack and every gate attack; the "
                          f"direct number above is inflated by gradient masking in the argmax gates) |")
-    lines += ["", "Full recipe, per-epoch history and provenance: the JSON card beside this file.", ""]
+    lines += [""] + [f"Note: {n}" for n in card.get("notes", [])] + (["" ] if card.get("notes") else [])
+    lines += ["Full recipe, per-epoch history and provenance: the JSON card beside this file.", ""]
     return "\n".join(lines)
 
 
