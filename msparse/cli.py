@@ -469,6 +469,11 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_results(args) -> int:
+    action = getattr(args, "action", None) or "list"
+    if action == "verify":
+        return cmd_results_verify(args)
+    if action == "migrate":
+        return cmd_results_migrate(args)
     from .results import Store, load_records, to_table
     where = {}
     for w in args.where or []:
@@ -491,10 +496,34 @@ def cmd_results(args) -> int:
                              -1.0 if r["alpha"] == "mixed" else r["alpha"]))
     for r in rows:
         r["key"] = r["key"][:12]
-    cols = ["model", "attack", "eps", "alpha", "n_sites", "n", "clean", "robust", "device", "key"]
+    cols = ["model", "attack", "eps", "alpha", "n_sites", "n", "clean", "robust", "torch", "device", "key"]
     print(format_table(rows, cols))
     print(f"{len(rows)} records in {st.root}")
     return 0
+
+
+def cmd_results_verify(args) -> int:
+    from .results import Store
+    from .verify import verify
+    st = Store(args.store) if args.store else Store()
+    if args.sample is not None and args.keys:
+        raise UsageError("give either --sample K or record keys, not both")
+    checks = verify(st, args.keys or None, sample=args.sample, seed=args.seed, max_cost=args.max_cost,
+                    device=str(_device(args.device)))
+    bad = [c for c in checks if c.status == "disagree"]
+    unbuilt = [c for c in checks if c.status == "cannot rebuild"]
+    print(f"{len(checks) - len(bad) - len(unbuilt)} agree, {len(bad)} disagree, {len(unbuilt)} could not be "
+          f"rebuilt (of {len(checks)} records)")
+    return 1 if bad or unbuilt else 0
+
+
+def cmd_results_migrate(args) -> int:
+    from .results import Store
+    st = Store(args.store) if args.store else Store()
+    done = st.migrate()
+    print(f"{st.root}: {done['migrated']} schema-1 records rewritten under their schema-2 key, "
+          f"{done['already_present']} already present, {done['unreadable']} unreadable")
+    return 1 if done["unreadable"] else 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -647,12 +676,44 @@ def build_parser() -> argparse.ArgumentParser:
     _common_attack(s)
     s.set_defaults(func=cmd_sweep)
 
-    s = sub.add_parser("results", help="list stored records", formatter_class=fmt)
+    s = sub.add_parser("results", help="list, verify or migrate stored records", formatter_class=fmt,
+                       description="List the records of the results store (default), recompute them under "
+                                   "the running library versions and compare per example (verify), or "
+                                   "rewrite records of the old key format once (migrate).")
     _debug_flag(s)
     s.add_argument("--store", help="results folder (default $MSPARSE_RESULTS or <repo>/results)")
     s.add_argument("--where", action="append", metavar="FIELD=VALUE",
                    help="filter, e.g. --where attack=apgd-ce --where model=Peng2023Robust")
-    s.set_defaults(func=cmd_results)
+    s.set_defaults(func=cmd_results, action="list")
+    rsub = s.add_subparsers(dest="action", metavar="{list,verify,migrate}")
+    r = rsub.add_parser("list", help="list stored records (the default)", formatter_class=fmt)
+    r.add_argument("--store", default=argparse.SUPPRESS, help="results folder")
+    r.add_argument("--where", action="append", metavar="FIELD=VALUE", default=argparse.SUPPRESS,
+                   help="filter, e.g. --where attack=apgd-ce")
+    _debug_flag(r)
+    r = rsub.add_parser("verify", formatter_class=fmt,
+                        help="recompute records under the running install; compare every example's flags",
+                        description="Rebuild each record's experiment from the record alone (model, images, "
+                                    "statistics, sites, attack, seed, batch size), recompute it without "
+                                    "touching the store, and report per record how many examples' clean "
+                                    "and robust flags agree. Exit status 1 on any disagreement or record "
+                                    "that could not be rebuilt.")
+    r.add_argument("keys", nargs="*", metavar="KEY", help="record keys or unique prefixes (default: all)")
+    r.add_argument("--sample", type=_positive_int, help="check K records drawn at random (--seed)")
+    r.add_argument("--seed", type=_nonneg_int, default=0, help="seed of --sample (default 0)")
+    r.add_argument("--max-cost", type=parse_number,
+                   help="only records costing at most this many image-iterations (e.g. 2000)")
+    r.add_argument("--store", default=argparse.SUPPRESS, help="results folder")
+    r.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    _debug_flag(r)
+    r = rsub.add_parser("migrate", formatter_class=fmt,
+                        help="rewrite records of the old key format (library versions in the key) once",
+                        description="Rewrite every schema-1 record (torch/pyautoattack versions in its "
+                                    "key) as a schema-2 record: same results, meta and provenance, the old "
+                                    "key kept in provenance.key_history. Reading needs no migration; this "
+                                    "only tidies the folder.")
+    r.add_argument("--store", default=argparse.SUPPRESS, help="results folder")
+    _debug_flag(r)
 
     from . import book as _book
     from . import demo as _demo

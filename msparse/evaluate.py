@@ -2,7 +2,7 @@
 
 Every point is one record in a :class:`~msparse.results.Store`, keyed by a content hash of what
 determines it (host-model weights, active sites with their α/centre/backward/statistics, attack and
-budget, data, seed, batch size, torch/AutoAttack versions). Evaluation runs batch by batch; each
+budget, data, seed, batch size; library versions are provenance, not key). Evaluation runs batch by batch; each
 finished batch is written as a shard, so a run killed at any moment resumes where it stopped, and a
 finished record is reused by every later call (the CLI, notebooks, the book).
 
@@ -156,17 +156,6 @@ def describe_model(model: nn.Module) -> dict:
         sites[name] = {"alpha": _alpha7(a), "centre": m.centre, "layout": m.layout,
                        "backward": m.backward, "stats": tensor_hash(m.mean, m.var, length=16)}
     return {"model": model_checksum(model, exclude=exclude), "sites": sites}
-
-
-def _versions_key() -> dict:
-    import importlib.metadata as md
-    tv = torch.__version__.split("+")[0].split(".")
-    try:
-        aav = md.version("pyautoattack")
-    except md.PackageNotFoundError:   # pragma: no cover
-        aav = None
-    # CPU and CUDA builds of one torch minor share records (the device is in the provenance)
-    return {"torch": ".".join(tv[:2]), "pyautoattack": aav}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -371,7 +360,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
             "data": {"hash": data_hash(x, y), "n": len(x), "shape": list(x.shape[1:])},
             "seed": int(seed),
             "batch_size": int(batch_size),
-            "versions": _versions_key(),
         }
         key = content_hash(spec)
         meta = {k: v for k, v in {"model": name, "data": data, "stats": stats,

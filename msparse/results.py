@@ -3,13 +3,16 @@
 A *record* is one evaluated point (one model configuration, one attack, one data subset). It is a JSON
 object::
 
-    {"schema": 1, "key": "<32 hex>", "spec": {...}, "result": {...}, "meta": {...},
+    {"schema": 2, "key": "<32 hex>", "spec": {...}, "result": {...}, "meta": {...},
      "provenance": {...}, "checksum": "<sha256>"}
 
-* ``spec`` holds everything that determines the numbers; ``key = content_hash(spec)``.
+* ``spec`` holds everything that determines the numbers (model weights, active sites with their
+  α/centre/layout/backward/statistics, transfer source, attack and budget, data, seed, batch size);
+  ``key = content_hash(spec)``. Library versions are *not* in the spec: they are provenance, and
+  ``python -m msparse results verify`` checks that a record still reproduces under the running ones.
 * ``result`` holds the numbers (counts, accuracies, Wilson intervals, per-example flags).
 * ``meta`` holds human labels (model name, data source, statistics mode, tags); not part of the key.
-* ``provenance`` says how the record was made (git commit, versions, device, wall time).
+* ``provenance`` says how the record was made (git commit, library versions, device, wall time).
 * ``checksum`` covers all of the above; a record whose checksum or key does not match is treated as
   corrupted and recomputed.
 
@@ -20,6 +23,11 @@ Files live under a store root (default: ``<repo>/results`` when running from the
     <root>/partial/<key>/<i:05d>.json    per-batch shards of an unfinished evaluation (resume state)
 
 Every write is atomic (temporary file in the same folder, fsync, ``os.replace``).
+
+Schema 1 records (written before library versions left the key: their ``spec`` carries
+``"versions": {"torch": "<minor>", "pyautoattack": ...}``) are still read: :class:`Store` serves them
+under their schema-2 key (:func:`upgrade_record`, results untouched), and :meth:`Store.migrate`
+rewrites them once on disk (``python -m msparse results migrate``).
 """
 from __future__ import annotations
 
@@ -36,14 +44,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-SCHEMA = 1
+SCHEMA = 2
+#: spec fields that schema 1 had in the key and schema 2 keeps in the provenance
+LEGACY_SPEC_FIELDS = ("versions",)
 ENV_VAR = "MSPARSE_RESULTS"
 _Z95 = 1.959963984540054
 
 __all__ = [
     "Store", "Paired", "wilson", "mcnemar", "load_records", "to_table", "content_hash",
     "tensor_hash", "data_hash", "model_checksum", "provenance", "versions", "default_store_dir",
-    "flags_to_str", "str_to_flags", "CorruptRecord",
+    "flags_to_str", "str_to_flags", "CorruptRecord", "upgrade_record", "record_versions",
+    "versions_differ", "SCHEMA",
 ]
 
 
@@ -284,6 +295,56 @@ def provenance(device=None, wall_s: float | None = None, **extra) -> dict[str, A
     return out
 
 
+def _minor(v: str | None) -> str | None:
+    """'2.15.0+cu132' -> '2.15' (None stays None)."""
+    if not v:
+        return None
+    return ".".join(str(v).split("+")[0].split(".")[:2])
+
+
+def record_versions(rec: Mapping) -> dict[str, str | None]:
+    """The library versions a record was computed with: ``{"torch": "2.15.0+cu132", "pyautoattack": ...}``
+    (from its provenance; a schema-1 record's key versions as the fallback)."""
+    prov = (rec.get("provenance") or {}).get("versions") or {}
+    legacy = {}
+    for h in (rec.get("provenance") or {}).get("key_history") or []:
+        legacy.update(h.get("versions") or {})
+    legacy.update((rec.get("spec") or {}).get("versions") or {})
+    return {d: prov.get(d) or legacy.get(d) for d in ("torch", "pyautoattack")}
+
+
+def versions_differ(rec: Mapping, running: Mapping[str, str | None] | None = None) -> dict[str, tuple]:
+    """``{library: (record's version, running version)}`` for torch (compared by minor version) and
+    pyautoattack where the record was made under another version than the running one; empty if none."""
+    running = running if running is not None else versions()
+    out = {}
+    for lib, have in record_versions(rec).items():
+        now = running.get(lib)
+        a, b = (_minor(have), _minor(now)) if lib == "torch" else (have, now)
+        if have is not None and now is not None and a != b:
+            out[lib] = (have, now)
+    return out
+
+
+def upgrade_record(doc: dict) -> dict:
+    """A verified schema-1 record as a sealed schema-2 record: the library versions leave ``spec``
+    (they stay in the provenance, and in ``provenance.key_history`` with the old key); ``key`` becomes
+    the hash of the remaining spec; ``result`` and ``meta`` are unchanged. A schema-2 record is
+    returned as it is."""
+    spec = doc.get("spec") or {}
+    if doc.get("schema", 1) >= 2 and not any(f in spec for f in LEGACY_SPEC_FIELDS):
+        return doc
+    new_spec = {k: v for k, v in spec.items() if k not in LEGACY_SPEC_FIELDS}
+    prov = dict(doc.get("provenance") or {})
+    hist = list(prov.get("key_history") or [])
+    hist.append({"schema": doc.get("schema", 1), "key": doc["key"],
+                 **{f: spec[f] for f in LEGACY_SPEC_FIELDS if f in spec}})
+    prov["key_history"] = hist
+    body = {k: v for k, v in doc.items() if k not in ("checksum", "schema", "key", "spec", "provenance")}
+    return _seal({"schema": SCHEMA, "key": content_hash(new_spec), "spec": new_spec, **body,
+                  "provenance": prov})
+
+
 # --------------------------------------------------------------------------------------------------
 # store
 # --------------------------------------------------------------------------------------------------
@@ -347,15 +408,29 @@ def _verify(doc: Any, key: str | None = None) -> dict:
     return doc
 
 
+#: set to 1 to treat records made under other library versions (torch minor, pyautoattack) as missing,
+#: so they are recomputed under the running ones (``python -m msparse book --recompute-other-versions``)
+RECOMPUTE_ENV = "MSPARSE_RECOMPUTE_OTHER_VERSIONS"
+
+_LEGACY_CACHE: dict[str, tuple[int, dict[str, Path]]] = {}
+
+
 class Store:
     """A folder of records; see the module docstring for the layout.
 
     >>> store = Store("results")          # or Store() for the default folder
     >>> rec = store.get(key)              # None if absent or corrupted (corrupted files are moved aside)
+
+    ``reuse_other_versions=False`` (default: True unless ``$MSPARSE_RECOMPUTE_OTHER_VERSIONS=1``) makes
+    :meth:`get` ignore records computed under another torch minor or pyautoattack version, so callers
+    recompute them under the running versions (and overwrite them).
     """
 
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, *, reuse_other_versions: bool | None = None):
         self.root = Path(root).expanduser() if root is not None else default_store_dir()
+        if reuse_other_versions is None:
+            reuse_other_versions = os.environ.get(RECOMPUTE_ENV, "") not in ("1", "true", "yes")
+        self.reuse_other_versions = reuse_other_versions
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -366,15 +441,55 @@ class Store:
 
     def get(self, key: str) -> dict | None:
         """The verified record for ``key``; None if missing. A corrupted file is renamed
-        ``*.corrupt`` (kept for inspection), a warning is issued, and None is returned."""
+        ``*.corrupt`` (kept for inspection), a warning is issued, and None is returned. A schema-1
+        record is served under its schema-2 key (see :func:`upgrade_record`)."""
         p = self.path(key)
-        if not p.exists():
+        if p.exists():
+            try:
+                rec = _verify(json.loads(p.read_text(encoding="utf-8")), key)
+            except (ValueError, OSError) as e:    # JSONDecodeError and CorruptRecord are ValueErrors
+                self._quarantine(p, e)
+                return None
+        else:
+            legacy = self._legacy().get(key)
+            if legacy is None:
+                return None
+            rec = self._read_legacy(legacy)
+            if rec is None or rec["key"] != key:
+                return None
+        if not self.reuse_other_versions and versions_differ(rec):
             return None
+        return rec
+
+    def _read_legacy(self, p: Path) -> dict | None:
         try:
-            return _verify(json.loads(p.read_text(encoding="utf-8")), key)
-        except (ValueError, OSError) as e:    # JSONDecodeError and CorruptRecord are ValueErrors
+            return upgrade_record(_verify(json.loads(p.read_text(encoding="utf-8")), p.stem))
+        except (ValueError, OSError, KeyError) as e:
             self._quarantine(p, e)
             return None
+
+    def _legacy(self) -> dict[str, Path]:
+        """``{schema-2 key: path}`` of the schema-1 files in ``records/`` (cached until the folder changes)."""
+        d = self.root / "records"
+        try:
+            stamp = d.stat().st_mtime_ns
+        except OSError:
+            return {}
+        hit = _LEGACY_CACHE.get(str(d))
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        index: dict[str, Path] = {}
+        for p in sorted(d.glob("*.json")):
+            try:
+                doc = json.loads(p.read_text(encoding="utf-8"))
+            except (ValueError, OSError):
+                continue
+            spec = doc.get("spec") if isinstance(doc, dict) else None
+            if isinstance(spec, dict) and any(f in spec for f in LEGACY_SPEC_FIELDS):
+                index.setdefault(content_hash({k: v for k, v in spec.items()
+                                               if k not in LEGACY_SPEC_FIELDS}), p)
+        _LEGACY_CACHE[str(d)] = (stamp, index)
+        return index
 
     def put(self, record: dict) -> Path:
         """Seal (checksum) and atomically write a record; returns its path."""
@@ -382,7 +497,7 @@ class Store:
             raise ValueError("a record needs 'key' and 'spec'")
         if content_hash(record["spec"]) != record["key"]:
             raise ValueError("record key is not the hash of its spec")
-        doc = _seal({"schema": SCHEMA, **{k: v for k, v in record.items() if k != "checksum"}})
+        doc = _seal({**{k: v for k, v in record.items() if k != "checksum"}, "schema": SCHEMA})
         p = self.path(record["key"])
         _atomic_write_text(p, json.dumps(doc, indent=1, sort_keys=True, default=_canon_default))
         return p
@@ -391,8 +506,13 @@ class Store:
         return self.get(key) is not None
 
     def keys(self) -> list[str]:
+        """Keys of the stored records (schema-1 files under their schema-2 key)."""
         d = self.root / "records"
-        return sorted(p.stem for p in d.glob("*.json")) if d.exists() else []
+        if not d.exists():
+            return []
+        legacy = self._legacy()
+        old = {p.stem for p in legacy.values()}
+        return sorted({p.stem for p in d.glob("*.json") if p.stem not in old} | set(legacy))
 
     def __iter__(self) -> Iterator[dict]:
         for k in self.keys():
@@ -402,6 +522,28 @@ class Store:
 
     def __len__(self) -> int:
         return len(self.keys())
+
+    def migrate(self) -> dict[str, int]:
+        """Rewrite every schema-1 file as its schema-2 record (results, meta and provenance kept; the old
+        key goes to ``provenance.key_history``); returns counts. Where a schema-2 record already exists
+        under the new key, it is kept and the old file removed."""
+        done = {"migrated": 0, "already_present": 0, "unreadable": 0}
+        for new_key, p in sorted(self._legacy().items()):
+            rec = self._read_legacy(p)
+            if rec is None:
+                done["unreadable"] += 1
+                continue
+            if self.path(new_key).exists():
+                done["already_present"] += 1
+            else:
+                self.put(rec)
+                done["migrated"] += 1
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+        _LEGACY_CACHE.pop(str(self.root / "records"), None)
+        return done
 
     # shards (per-batch resume state) ---------------------------------------------------------------
     def shard_dir(self, key: str) -> Path:
@@ -491,6 +633,7 @@ def _row(rec: dict) -> dict[str, Any]:
         "robust_lo": (res.get("robust_ci") or [None, None])[0],
         "robust_hi": (res.get("robust_ci") or [None, None])[1],
         "seed": spec.get("seed"),
+        "torch": record_versions(rec).get("torch"),
         "device": prov.get("device"),
         "wall_s": prov.get("wall_s"),
         "commit": prov.get("commit"),
@@ -535,7 +678,8 @@ def to_table(records: Iterable[dict], columns: Sequence[str] | None = None):
     """One row per record (a pandas DataFrame if pandas is installed, else a list of dicts).
 
     Columns: key, model, data, stats, attack, norm, eps, alpha ("mixed" when sites differ), n_sites,
-    n, clean, clean_lo, clean_hi, robust, robust_lo, robust_hi, seed, device, wall_s, commit, plus tags.
+    n, clean, clean_lo, clean_hi, robust, robust_lo, robust_hi, seed, torch (the version the record was
+    computed with), device, wall_s, commit, plus tags.
     Accuracies are fractions in [0, 1].
     """
     rows = [_row(r) for r in records]

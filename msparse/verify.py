@@ -1,0 +1,311 @@
+"""Drift verification: recompute stored records under the running install and compare them per example.
+
+A record's key holds what determines the experiment (weights, sites with α/centre/backward/statistics,
+attack and budget, data, seed, batch size); the library versions it was computed with are provenance.
+So a record made with torch 2.15 is reused under torch 2.14 — and :func:`verify` is how that reuse is
+checked rather than assumed: it rebuilds the exact configuration from the record alone, recomputes it
+without touching the store, and compares the clean and robust flags of every example.
+
+Rebuilding a record needs no recipe stored with it:
+
+* the model from ``meta.model`` (any name :func:`msparse.models.load_model` knows, or ``random:<family>``),
+  its default placement (the paper's ResNet-18 preset for the family, every activation otherwise), and
+  the host-weights checksum must equal ``spec.model``;
+* the images from ``meta.data`` (``cifar10/<split> a..b``) or the first ``spec.data.n`` test/train
+  images, accepted only if their hash equals ``spec.data.hash``;
+* the statistics by trying the recipes the book and CLI use (exact statistics of the first 1000, 3000,
+  256, 100, 300 or 512 training images; the official procedure on 3000 in stored and class-sorted
+  order) until every active site's statistics hash equals the record's;
+* the transfer source (``spec.source``) among the base model and each reverse-attention gate
+  (:class:`msparse.models.RAAuxPath`), matched by description.
+
+The recomputed key must equal the record's key, so the comparison is of the same experiment. A record
+that cannot be rebuilt is reported as such with the reason, never counted as agreeing.
+
+    python -m msparse results verify --sample 5        # five random records
+    python -m msparse results verify 1a2b3c4d5e6f ...  # by key (prefixes work)
+"""
+from __future__ import annotations
+
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+from .results import Store, record_versions, versions
+
+__all__ = ["Check", "verify", "verify_record", "resolve_keys", "cost", "STATS_RECIPES", "MODEL_ALIASES"]
+
+#: statistics recipes tried in order: (label, mode, number of training images, class-sorted order)
+STATS_RECIPES: tuple[tuple[str, str, int, bool], ...] = (
+    ("exact, train 0..999", "exact", 1000, False),
+    ("exact, train 0..2999", "exact", 3000, False),
+    ("exact, train 0..255", "exact", 256, False),
+    ("exact, train 0..99", "exact", 100, False),
+    ("exact, train 0..299", "exact", 300, False),
+    ("exact, train 0..511", "exact", 512, False),
+    ("official (batch 512), train 0..2999", "official", 3000, False),
+    ("official (batch 512), train 0..2999 class-sorted", "official", 3000, True),
+)
+
+#: labels that earlier versions wrote in ``meta.model`` for models the registry now names otherwise
+MODEL_ALIASES = {"offline-default": "msparse/default"}
+
+_DATA_RE = re.compile(r"cifar10/(test|train) (\d+)\.\.(\d+)")
+
+
+@dataclass
+class Check:
+    """The outcome of recomputing one record.
+
+    ``status``: ``"agree"`` (every example's clean and robust flag equal), ``"disagree"`` or
+    ``"cannot rebuild"`` (``detail`` says why). ``clean_agree``/``robust_agree``: examples whose flag
+    agrees, of ``n``.
+    """
+    key: str
+    model: str | None
+    attack: str
+    n: int
+    status: str
+    clean_agree: int = 0
+    robust_agree: int = 0
+    detail: str = ""
+    made_with: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "agree"
+
+    def row(self) -> dict:
+        return {"key": self.key[:12], "model": self.model, "attack": self.attack, "n": self.n,
+                "made with torch": self.made_with.get("torch"), "clean agree": f"{self.clean_agree}/{self.n}",
+                "robust agree": f"{self.robust_agree}/{self.n}", "status": self.status,
+                "wall s": round(self.wall_s, 1), "detail": self.detail}
+
+
+class _CannotRebuild(Exception):
+    pass
+
+
+def cost(rec: dict) -> float:
+    """A rough cost of recomputing a record: images × attack iterations (× attacks in the name)."""
+    spec = rec["spec"]
+    atk = spec["attack"]
+    name = atk["name"]
+    if name == "none":
+        return float(spec["data"]["n"])
+    k = 1 + name.count(",") + name.count("+") + (name.endswith("apgd") or name.endswith(":apgd"))
+    if "aa" in re.split(r"[:,+]", name):
+        k += 3
+    return float(spec["data"]["n"]) * atk.get("n_iter", 100) * k
+
+
+def resolve_keys(store: Store, keys: Iterable[str]) -> list[str]:
+    """Full keys for ``keys`` (unique prefixes allowed); ValueError naming any unknown or ambiguous one."""
+    have = store.keys()
+    out = []
+    for k in keys:
+        hits = [h for h in have if h.startswith(k)]
+        if len(hits) != 1:
+            why = "no record" if not hits else f"{len(hits)} records"
+            raise ValueError(f"key {k!r} matches {why} in {store.root}; give a longer prefix "
+                             "(`python -m msparse results` lists the keys)")
+        out.append(hits[0])
+    return out
+
+
+class _Rebuilder:
+    """Caches loaded models, data and statistics snapshots across the records of one run."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self.models: dict[str, tuple] = {}
+        self.data: dict[tuple, tuple] = {}
+        self.stats: dict[str, list] = {}
+
+    def model(self, name: str):
+        if name not in self.models:
+            from . import book
+            from .placement import sparsify
+            try:
+                m = book.load(name, self.device)
+            except Exception as e:  # any load failure is a reason, reported per record
+                raise _CannotRebuild(f"model {name!r} cannot be loaded here ({type(e).__name__}: "
+                                     f"{str(e).splitlines()[0] if str(e) else ''})") from None
+            sparsify(m, book._default_placement(m))
+            m.eval()
+            self.models[name] = (m, None)
+        return self.models[name][0]
+
+    def images(self, rec: dict):
+        from .data import load_data
+        from .results import data_hash
+        spec, meta = rec["spec"], rec.get("meta", {})
+        n = spec["data"]["n"]
+        cands = []
+        m = _DATA_RE.search(str(meta.get("data") or ""))
+        if m:
+            cands.append((m.group(1), int(m.group(2)), int(m.group(3)) - int(m.group(2)) + 1))
+        cands += [("test", 0, n), ("train", 0, n)]
+        for split, start, count in cands:
+            if count != n:
+                continue
+            k = (split, start, count)
+            if k not in self.data:
+                x, y = load_data("cifar10", split, n=count, start=start)
+                self.data[k] = (x.to(self.device), y.to(self.device), data_hash(x, y))
+            x, y, h = self.data[k]
+            if h == spec["data"]["hash"]:
+                return x, y
+        raise _CannotRebuild(f"no CIFAR-10 subset found here with the record's data hash "
+                             f"(meta.data = {meta.get('data')!r}, n = {n})")
+
+    def calibrate_to(self, name: str, model, wanted: dict[str, str]) -> str:
+        """Load the statistics whose per-site hashes equal ``wanted`` ({site: stats hash}); returns the label."""
+        import torch
+
+        from . import book
+        from .data import load_data
+        from .results import tensor_hash
+        from .stats import calibrate
+        from .attacks import meansparse_modules
+        mods = dict(meansparse_modules(model))
+        snaps = self.stats.setdefault(name, [])
+
+        def hashes():
+            return {s: tensor_hash(mods[s].mean, mods[s].var, length=16) for s in wanted if s in mods}
+
+        for label, snap in snaps:
+            book.restore_stats(model, snap)
+            if hashes() == wanted:
+                return label
+        for label, mode, n, sort in STATS_RECIPES:
+            if any(lab == label for lab, _ in snaps):
+                continue
+            x, y = load_data("cifar10", "train", n=n)
+            if sort:
+                x = x[torch.argsort(y, stable=True)]
+            kw = {"batch_size": 512} if mode == "official" else {}
+            calibrate(model, x.to(self.device), mode=mode, **kw)
+            snaps.append((label, book.stats_snapshot(model)))
+            if hashes() == wanted:
+                return label
+        raise _CannotRebuild("none of the statistics recipes (msparse.verify.STATS_RECIPES) gives the "
+                             "record's statistics hashes")
+
+    def source(self, model, want):
+        from .evaluate import describe_model
+        if want is None:
+            return None
+        cands = []
+        if getattr(model, "reverse_attention", False):
+            from .models import RAAuxPath
+            cands += [RAAuxPath(model, b) for b in range(len(model.layer4))]
+        for c in cands:
+            if describe_model(c) == want:
+                return c
+        raise _CannotRebuild("the record's transfer source is not the base model or a reverse-attention gate")
+
+
+def verify_record(rec: dict, rebuilder: _Rebuilder | None = None) -> Check:
+    """Recompute one record (store untouched) and compare its per-example flags with the stored ones."""
+    from .attacks import meansparse_modules
+    from .evaluate import describe_model, evaluate
+    from .placement import set_alpha
+    rb = rebuilder or _Rebuilder()
+    spec, res, meta = rec["spec"], rec["result"], rec.get("meta", {})
+    name = meta.get("model")
+    name = MODEL_ALIASES.get(name, name)
+    chk = Check(key=rec["key"], model=name, attack=spec["attack"]["name"], n=int(res.get("n", 0)),
+                status="cannot rebuild", made_with=record_versions(rec))
+    t0 = time.perf_counter()
+    try:
+        if not name:
+            raise _CannotRebuild("the record does not name its model (meta.model)")
+        model = rb.model(name)
+        set_alpha(model, 0.0)
+        if describe_model(model)["model"] != spec["model"]:
+            raise _CannotRebuild(f"the weights of {name!r} here differ from the record's (host checksum)")
+        x, y = rb.images(rec)
+        sites = spec.get("sites") or {}
+        mods = dict(meansparse_modules(model))
+        missing = [s for s in sites if s not in mods]
+        if missing:
+            raise _CannotRebuild(f"the record has sites {missing[:3]} that the default placement of "
+                                 f"{name!r} does not have")
+        label = "none"
+        if sites:
+            label = rb.calibrate_to(name, model, {s: v["stats"] for s, v in sites.items()})
+        try:
+            for s, v in sites.items():
+                mods[s].centre = v["centre"]
+                mods[s].set_backward(v["backward"])
+            set_alpha(model, {s: v["alpha"] for s, v in sites.items()} if sites else 0.0)
+            got = describe_model(model)
+            if got["sites"] != sites:
+                raise _CannotRebuild("the rebuilt sites do not describe as the record's (α, centre, layout)")
+            source = rb.source(model, spec.get("source"))
+            atk = spec["attack"]
+            r = evaluate(model, x, y, atk["name"], eps=atk["eps"], norm=atk["norm"], seed=spec["seed"],
+                         batch_size=spec["batch_size"], n_iter=atk.get("n_iter", 100),
+                         n_restarts=atk.get("n_restarts", 1), n_queries=atk.get("n_queries", 5000),
+                         source=source, store=False, diagnostics=False)
+        finally:
+            set_alpha(model, 0.0)
+            for m in mods.values():
+                m.centre = "mean"
+                m.set_backward("exact")
+        if r.key != rec["key"]:
+            raise _CannotRebuild("the rebuilt experiment has another key than the record "
+                                 "(something in the spec differs)")
+        c_new, c_old = r.result["clean_flags"], res["clean_flags"]
+        r_new, r_old = r.result["robust_flags"], res["robust_flags"]
+        chk.clean_agree = sum(a == b for a, b in zip(c_new, c_old))
+        chk.robust_agree = sum(a == b for a, b in zip(r_new, r_old))
+        same = c_new == c_old and r_new == r_old
+        chk.status = "agree" if same else "disagree"
+        chk.detail = f"statistics: {label}"
+        if not same:
+            chk.detail += (f"; clean {100 * res['clean_acc']:.1f}% stored vs {100 * r.clean_acc:.1f}% now, "
+                           f"robust {100 * res['robust_acc']:.1f}% vs {100 * r.robust_acc:.1f}%")
+    except _CannotRebuild as e:
+        chk.detail = str(e)
+    chk.wall_s = time.perf_counter() - t0
+    return chk
+
+
+def verify(store: Store | str | None = None, keys: Sequence[str] | None = None, *, sample: int | None = None,
+           seed: int = 0, max_cost: float | None = None, device: str = "cpu",
+           log: Callable[[str], None] | None = print) -> list[Check]:
+    """Recompute records of ``store`` under the running install and compare them per example.
+
+    Args:
+        keys: records to check (unique key prefixes allowed); default all (or a sample).
+        sample: check ``sample`` records drawn at random (``seed``) instead of all.
+        max_cost: only records whose :func:`cost` (images × iterations) is at most this.
+    Returns:
+        one :class:`Check` per record, in the order checked.
+    """
+    st = store if isinstance(store, Store) else Store(store)
+    chosen = resolve_keys(st, keys) if keys else st.keys()
+    recs = [r for r in (st.get(k) for k in chosen) if r is not None]
+    if max_cost is not None:
+        recs = [r for r in recs if cost(r) <= max_cost]
+    if sample is not None and sample < len(recs):
+        recs = random.Random(seed).sample(recs, sample)
+    run = versions()
+    if log:
+        log(f"verifying {len(recs)} record(s) of {st.root} under torch {run['torch']}, "
+            f"pyautoattack {run['pyautoattack']}")
+    rb = _Rebuilder(device)
+    out = []
+    for rec in recs:
+        c = verify_record(rec, rb)
+        out.append(c)
+        if log:
+            log(f"  {c.key[:12]} {str(c.model):34s} {c.attack:16s} n={c.n:<5d} made with torch "
+                f"{c.made_with.get('torch')}: {c.status} (clean {c.clean_agree}/{c.n}, robust "
+                f"{c.robust_agree}/{c.n}; {c.wall_s:.1f} s){'; ' + c.detail if c.detail else ''}")
+    return out
