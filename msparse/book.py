@@ -5,8 +5,9 @@ provenance), and the build — run every notebook with papermill, then build the
     python -m msparse book --quick    # CI: every notebook with small parameters
     python -m msparse.book --only fig1_operator table1_alpha
 
-Notebooks live in ``notebooks/`` (committed without outputs); executed copies go to ``book/_executed/``
-and the HTML to ``book/_build/html/`` (both ignored). The ipywidgets JavaScript is fetched from the npm
+Notebooks live in ``notebooks/<name>.md`` as MyST Markdown text notebooks (jupytext, no outputs); each is
+read through jupytext and executed by papermill into ``book/_executed/<name>.ipynb``, and the HTML goes to
+``book/_build/html/`` (both ignored). The ipywidgets JavaScript is fetched from the npm
 registry at build time (``npm pack``, sha512-checked) into ``book/_widgets_js/`` (ignored), never committed.
 """
 
@@ -536,13 +537,20 @@ def compare_table(rows: Sequence[Mapping], reference: Mapping[str, Mapping] | No
     return df
 
 
-def verdict(status: str, detail: str) -> str:
-    """The one-line verdict, as Markdown: status is 'reproduced', 'not reproduced' or 'not yet run here'."""
-    marks = {"reproduced": "**Verdict: reproduced**", "not reproduced": "**Verdict: not reproduced**",
-             "not yet run here": "**Verdict: not yet run here**", "partly": "**Verdict: partly reproduced**"}
-    if status not in marks:
-        raise ValueError(f"verdict status must be one of {list(marks)}, got {status!r}")
-    return f"{marks[status]} — {detail}"
+def verdict(status, detail: str = "") -> str:
+    """The one-line verdict, as Markdown.
+
+    ``status``: a :class:`msparse.verdicts.Verdict` (from one of the rules in :mod:`msparse.verdicts`; ``detail``,
+    if given, is appended), or one of :data:`msparse.verdicts.STATUSES` with its ``detail`` text. The older
+    status ``"not yet run here"`` is read as ``"not evaluated here"``."""
+    from .verdicts import STATUSES, Verdict
+
+    if isinstance(status, Verdict):
+        return status.markdown() + (f" {detail}" if detail else "")
+    status = {"not yet run here": "not evaluated here"}.get(status, status)
+    if status not in STATUSES:
+        raise ValueError(f"verdict status must be one of {list(STATUSES)}, got {status!r}")
+    return Verdict(status, "", detail).markdown()
 
 
 def trend(rows: Sequence[Mapping], alpha: float, what: str = "robust") -> str:
@@ -558,32 +566,55 @@ def trend(rows: Sequence[Mapping], alpha: float, what: str = "robust") -> str:
     return f"{what} {b[what]:.1f}% → {r[what]:.1f}% at α={alpha:g} ({d:+.1f} pp, n={r['n']}{sig})"
 
 
-def claim_check(rows: Sequence[Mapping], alpha: float, max_clean_drop: float = 2.0) -> tuple[bool | None, str]:
-    """Does 'MeanSparse at ``alpha`` raises robust accuracy (paired p < 0.05) while clean accuracy drops by at
-    most ``max_clean_drop`` pp' hold in ``rows``? Returns (True/False/None = inconclusive, explanation)."""
+def _sweep_pair(rows: Sequence[Mapping], alpha: float) -> tuple[Mapping | None, Mapping | None]:
+    """The α = 0 row and the ``alpha`` row of an α sweep (None where missing)."""
     r = next((r for r in rows if math.isclose(r["alpha"], alpha, abs_tol=1e-9)), None)
     b = next((r for r in rows if r["alpha"] == 0.0), None)
+    return b, r
+
+
+def gain_verdict(rows: Sequence[Mapping], alpha: float, max_clean_drop: float | None = None,
+                 claim: str | None = None):
+    """:func:`msparse.verdicts.gain_claim` on the α = 0 and ``alpha`` rows of an α sweep (their per-image robust
+    flags and clean accuracies); "not evaluated here" when the sweep has no such pair."""
+    from . import verdicts as V
+
+    claim = claim or V.GAIN_CLAIM
+    b, r = _sweep_pair(rows, alpha)
     if r is None or b is None:
-        return None, f"no α={alpha:g} and α=0 pair was evaluated"
-    text = f"{trend(rows, alpha, 'robust')}; {trend(rows, alpha, 'clean')}"
-    d_rob, d_clean, p = r["robust"] - b["robust"], r["clean"] - b["clean"], r.get("p_robust", 1.0)
-    if p >= 0.05:
-        return None, text + " — inconclusive at this sample size"
-    if d_clean < -max_clean_drop:
-        return False, text + f" — clean drops by more than {max_clean_drop:g} pp"
-    return d_rob > 0, text
+        return V.not_evaluated(claim, f"no α={alpha:g} and α=0 pair was evaluated")
+    return V.gain_claim(b, r, claim=claim,
+                        max_clean_drop_pp=V.MAX_CLEAN_DROP_PP if max_clean_drop is None else max_clean_drop)
+
+
+def claim_check(rows: Sequence[Mapping], alpha: float, max_clean_drop: float = 2.0) -> tuple[bool | None, str]:
+    """Does the paper's claim 'MeanSparse at ``alpha`` raises robust accuracy at a small clean cost (a clean drop
+    of at most ``max_clean_drop`` pp)' hold in ``rows``? Decided by :func:`msparse.verdicts.gain_claim` (paired
+    exact McNemar test, Newcombe interval, equivalence margin). Returns ``(True / False / None, explanation)``:
+    True = reproduced, False = not reproduced, None = inconclusive, too few images, or no α/α=0 pair."""
+    v = gain_verdict(rows, alpha, max_clean_drop)
+    return v.holds, v.detail.rstrip(".")
 
 
 def alpha_verdict(s: Setup, rows: Sequence[Mapping], paper_model: str, alpha: float, what: str = "") -> str:
-    """The verdict line of an α-sweep page: the paper's exact numbers need ``paper_model`` (not available
-    offline unless ``s`` is that model); the qualitative claim is checked on ``s``'s model."""
+    """The verdict line of an α-sweep page: :func:`msparse.verdicts.gain_claim` between α = 0 and ``alpha`` on
+    ``s``'s model (the paper's own numbers need ``paper_model``, whose weights are not available offline unless
+    ``s`` is that model: the qualitative claim is what is checked). Random weights: "not evaluated here"."""
+    from . import verdicts as V
+
+    claim = "the paper's claim (MeanSparse raises robust accuracy at a small clean cost" + \
+            (f"; here: {what}" if what else "") + ")"
     if s.is_random:
-        return verdict("not yet run here", "this run used random weights (infrastructure test); no claim can be checked.")
-    holds, text = claim_check(rows, alpha)
-    claim = {True: "**holds** on this model", False: "**does not hold** on this model",
-             None: "is **inconclusive** on this model"}[holds]
-    return verdict("not yet run here", f"the paper's numbers are for {paper_model}, whose weights are not available "
-                   f"offline. The qualitative claim{(' (' + what + ')') if what else ''} {claim}: {text}.")
+        return V.not_evaluated(claim, "this run used random weights (infrastructure test); no claim can be "
+                                      "checked").markdown()
+    v = gain_verdict(rows, alpha, claim=claim)
+    if v.status == "not evaluated here":
+        return v.markdown()
+    # the rows' model is named by the page (Table 4 passes one Setup for rows of several models)
+    v = dataclasses.replace(v, detail=f"at α={alpha:g} vs α=0, " + v.detail.rstrip(".") +
+                            f". The paper's numbers are for {paper_model}, whose weights are not available offline; "
+                            "the qualitative claim is checked on the model evaluated here")
+    return v.markdown()
 
 
 def budget_note(s: Setup, attack: str, n_iter: int, paper_iter: int = 100) -> str:
@@ -629,11 +660,32 @@ class NotebookRun:
     error: str = ""
 
 
+NOTEBOOK_SUFFIX = ".md"  # MyST Markdown text notebooks (jupytext); papermill runs their .ipynb conversion
+
+
+def notebook_path(name: str, notebook_dir: Path | None = None) -> Path:
+    """The source of notebook ``name``: ``notebooks/<name>.md`` (a MyST Markdown text notebook)."""
+    return Path(notebook_dir or NOTEBOOK_DIR) / f"{name}{NOTEBOOK_SUFFIX}"
+
+
+def read_notebook(name: str, notebook_dir: Path | None = None):
+    """Notebook ``name`` read through jupytext, as an ``nbformat`` v4 notebook (no outputs)."""
+    import jupytext
+
+    nb = jupytext.read(notebook_path(name, notebook_dir), fmt="md:myst")
+    nb.metadata.pop("jupytext", None)  # the executed .ipynb is not paired with the text file
+    return nb
+
+
 def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default", out_dir: Path | None = None,
                   parameters: Mapping | None = None, notebook_dir: Path | None = None, timeout: int | None = None,
                   progress: bool = True, log=print) -> list[NotebookRun]:
     """Execute notebooks with papermill (profile overrides + ``parameters``, restricted to the parameters
-    each notebook declares); the executed copies go to ``out_dir`` (default ``book/_executed``)."""
+    each notebook declares); the executed copies go to ``out_dir`` (default ``book/_executed``).
+
+    Each ``notebooks/<name>.md`` is converted by jupytext into a temporary ``.ipynb`` for papermill; nothing is
+    written next to the sources."""
+    import jupytext
     import papermill as pm
 
     if profile not in PROFILES:
@@ -643,33 +695,55 @@ def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default
     out_dir.mkdir(parents=True, exist_ok=True)
     known = [n for n, _ in NOTEBOOKS]
     names = list(names) if names else known
-    bad = [n for n in names if not (notebook_dir / f"{n}.ipynb").is_file()]
+    bad = [n for n in names if not notebook_path(n, notebook_dir).is_file()]
     if bad:
-        raise ValueError(f"no notebook {', '.join(bad)} in {notebook_dir}; notebooks: {', '.join(known)}")
+        raise ValueError(f"no notebook {', '.join(bad)} in {notebook_dir} (looked for <name>{NOTEBOOK_SUFFIX}); "
+                         f"notebooks: {', '.join(known)}")
     runs = []
     t_all = time.perf_counter()
-    for i, name in enumerate(names, 1):
-        src = notebook_dir / f"{name}.ipynb"
-        declared = pm.inspect_notebook(str(src))
-        merged = {**PROFILES[profile], **NOTEBOOK_PROFILES.get(profile, {}).get(name, {}), **(parameters or {})}
-        params = {k: v for k, v in merged.items() if k in declared}
-        if progress:
-            shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "notebook defaults"
-            log(f"[{i}/{len(names)}] {name} ({shown}) ...", flush=True)
-        t0 = time.perf_counter()
-        err = ""
-        try:
-            pm.execute_notebook(str(src), str(out_dir / f"{name}.ipynb"), parameters=params, progress_bar=False,
-                                cwd=str(REPO), kernel_name="python3", execution_timeout=timeout,
-                                stdout_file=_Indented(sys.stdout) if progress else None)
-        except Exception as e:  # papermill keeps the failed notebook with its error output
-            err = _first_error_line(e)
-        dt = time.perf_counter() - t0
-        runs.append(NotebookRun(name, not err, dt, err))
-        if progress:
-            log(f"[{i}/{len(names)}] {name}: {'ok' if not err else 'FAILED: ' + err} in {dt:.1f} s "
-                f"(total {time.perf_counter() - t_all:.0f} s)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="msparse-notebooks-") as tmp:
+        for i, name in enumerate(names, 1):
+            src = notebook_path(name, notebook_dir)
+            ipynb = Path(tmp) / f"{name}.ipynb"
+            jupytext.write(read_notebook(name, notebook_dir), ipynb, fmt="ipynb")
+            declared = pm.inspect_notebook(str(ipynb))
+            merged = {**PROFILES[profile], **NOTEBOOK_PROFILES.get(profile, {}).get(name, {}), **(parameters or {})}
+            params = {k: v for k, v in merged.items() if k in declared}
+            if progress:
+                shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "notebook defaults"
+                log(f"[{i}/{len(names)}] {name} ({shown}) ...", flush=True)
+            t0 = time.perf_counter()
+            err = ""
+            out = out_dir / f"{name}.ipynb"
+            try:
+                pm.execute_notebook(str(ipynb), str(out), parameters=params, progress_bar=False,
+                                    cwd=str(REPO), kernel_name="python3", execution_timeout=timeout,
+                                    stdout_file=_Indented(sys.stdout) if progress else None)
+            except Exception as e:  # papermill keeps the failed notebook with its error output
+                err = _first_error_line(e)
+            finally:
+                _record_source(out, src)
+            dt = time.perf_counter() - t0
+            runs.append(NotebookRun(name, not err, dt, err))
+            if progress:
+                log(f"[{i}/{len(names)}] {name}: {'ok' if not err else 'FAILED: ' + err} in {dt:.1f} s "
+                    f"(total {time.perf_counter() - t_all:.0f} s)", flush=True)
     return runs
+
+
+def _record_source(executed: Path, src: Path) -> None:
+    """Point the executed notebook's ``papermill.input_path`` at the text notebook, not the temporary .ipynb."""
+    import nbformat
+
+    if not executed.is_file():
+        return
+    try:
+        shown = str(src.resolve().relative_to(REPO))
+    except ValueError:
+        shown = str(src)
+    nb = nbformat.read(str(executed), as_version=4)
+    nb.metadata.setdefault("papermill", {})["input_path"] = shown
+    nbformat.write(nb, str(executed))
 
 
 class _Indented:

@@ -48,20 +48,41 @@ def test_check_params_accepts_good_parameters():
 # ------------------------------------------------------------------------------------------------
 # the notebooks' contract
 def _notebooks():
-    return sorted((REPO / "notebooks").glob("*.ipynb"))
+    return sorted((REPO / "notebooks").glob("*.md"))
 
 
-def test_every_notebook_has_parameters_and_validates_them_first():
-    import nbformat
+def test_every_notebook_is_a_myst_text_notebook_with_one_parameters_cell():
+    import jupytext
+
+    names = [n for n, _ in mb.NOTEBOOKS]
+    assert sorted(p.stem for p in _notebooks()) == sorted(names), "notebooks/*.md and mb.NOTEBOOKS differ"
+    for name in names:
+        path = REPO / "notebooks" / f"{name}.md"
+        assert path.is_file() and mb.notebook_path(name) == path, name
+        nb = jupytext.read(path, fmt="md:myst")
+        assert nb.metadata["jupytext"]["text_representation"]["format_name"] == "myst", name
+        assert nb.metadata["kernelspec"]["name"] == "python3", name
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1 and tagged[0].cell_type == "code", f"{name}: exactly one parameters cell"
+    assert not list((REPO / "notebooks").glob("*.ipynb")), "generated .ipynb in notebooks/"
+    tracked = subprocess.run(["git", "ls-files", "notebooks"], cwd=REPO, capture_output=True, text=True).stdout
+    tracked = [f for f in tracked.split() if (REPO / f).exists()]  # a deletion not yet committed is not tracked
+    assert not [f for f in tracked if f.endswith(".ipynb")], "notebooks/ must hold text notebooks only"
+    assert not [f for f in tracked if f.endswith(".py")], "no notebook generator"
+
+
+def test_every_notebook_has_parameters_and_validates_them_first(tmp_path):
+    import jupytext
     import papermill as pm
 
     assert _notebooks(), "no notebooks"
     for path in _notebooks():
-        nb = nbformat.read(str(path), as_version=4)
+        nb = mb.read_notebook(path.stem)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert "parameters" in code[0].metadata.get("tags", []), path.name
         assert "mb.check_params(" in code[1].source, f"{path.name}: the first cell must validate the parameters"
-        declared = pm.inspect_notebook(str(path))
+        jupytext.write(nb, tmp_path / f"{path.stem}.ipynb", fmt="ipynb")
+        declared = pm.inspect_notebook(str(tmp_path / f"{path.stem}.ipynb"))
         assert {"model", "device", "seed", "use_stored"} <= set(declared), path.name
         assert all(not c.get("outputs") for c in code), f"{path.name} is committed with outputs"
 
@@ -90,11 +111,17 @@ def test_widget_js_comes_from_npm_at_build_time_not_from_the_repository():
 
 
 def test_broken_parameters_fail_the_notebook_with_a_clear_message(tmp_path):
-    import papermill as pm
+    import nbformat
 
-    with pytest.raises(pm.PapermillExecutionError, match="n_train must be a positive integer"):
-        pm.execute_notebook(str(REPO / "notebooks" / "fig1_operator.ipynb"), str(tmp_path / "out.ipynb"),
-                            parameters={"n_train": 0}, progress_bar=False, cwd=str(REPO), kernel_name="python3")
+    before = sorted(p.name for p in (REPO / "notebooks").iterdir())
+    (run,) = mb.run_notebooks(["fig1_operator"], out_dir=tmp_path, parameters={"n_train": 0}, progress=False,
+                              timeout=600)
+    assert not run.ok and "n_train must be a positive integer" in run.error, run.error
+    nb = nbformat.read(str(tmp_path / "fig1_operator.ipynb"), as_version=4)  # papermill keeps the failed copy
+    assert nb.metadata["papermill"]["parameters"] == {"n_train": 0}
+    assert nb.metadata["papermill"]["input_path"] == "notebooks/fig1_operator.md"
+    assert any(o.get("ename") == "ValueError" for c in nb.cells for o in c.get("outputs", []))
+    assert sorted(p.name for p in (REPO / "notebooks").iterdir()) == before, "nothing may be written to notebooks/"
 
 
 def test_static_slider_html_switches_frames_without_a_script_tag():
