@@ -8,7 +8,11 @@
     ms.set_backward(model, "identity")            # BPDA, for an adaptive evaluation
 """
 
-from .data import DataInfo, load_data
+from ._compat import alias_autoattack as _alias_autoattack
+
+_alias_autoattack()   # robustbench imports `autoattack`; pyautoattack installs `pyautoattack` (see _compat)
+
+from .data import DataInfo, load_data  # noqa: E402
 from .evaluate import Result, Sweep, evaluate, site_subsets, sweep
 from .models import list_models, load_model
 from .operator import MeanSparse

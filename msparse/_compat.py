@@ -1,7 +1,10 @@
 """The one place that papers over third-party packaging problems.
 
 * robustbench 1.1.1 imports the module ``autoattack``, but its declared dependency ``pyautoattack``
-  installs the module ``pyautoattack`` (RobustBench issue #211): alias it before importing robustbench.
+  installs the module ``pyautoattack`` (RobustBench issue #211). :func:`alias_autoattack` (called when
+  ``msparse`` is imported) registers ``pyautoattack`` and its loaded submodules under the name
+  ``autoattack``, so ``import msparse; from robustbench.utils import load_model`` works; a genuine
+  ``autoattack`` installation is left alone.
 * robustbench imports ``pkg_resources`` (needs ``setuptools<81``, pinned in pyproject.toml), which warns
   on import; silence that one warning.
 """
@@ -16,10 +19,27 @@ _DATASETS = {"cifar10": "cifar_10", "cifar100": "cifar_100", "imagenet": "imagen
 _THREATS = {"Linf": "Linf", "L2": "L2", "corruptions": "corruptions"}
 
 
+def alias_autoattack() -> bool:
+    """Make ``import autoattack`` (and ``autoattack.state`` etc.) resolve to ``pyautoattack``'s modules.
+
+    Does nothing when a module ``autoattack`` is already imported or installed (the git version of
+    AutoAttack) or when ``pyautoattack`` is missing. Returns True when the alias is in place.
+    """
+    if "autoattack" in sys.modules:
+        return sys.modules["autoattack"].__name__ == "pyautoattack"
+    import importlib.util
+    if importlib.util.find_spec("autoattack") is not None or importlib.util.find_spec("pyautoattack") is None:
+        return False
+    importlib.import_module("pyautoattack")   # its __init__ loads AutoAttack and the attack modules
+    for name, mod in list(sys.modules.items()):
+        if name == "pyautoattack" or name.startswith("pyautoattack."):
+            sys.modules.setdefault("autoattack" + name[len("pyautoattack"):], mod)
+    return True
+
+
 def import_robustbench():
     """Import and return the ``robustbench`` package with the ``autoattack`` alias in place."""
-    if "autoattack" not in sys.modules:
-        sys.modules["autoattack"] = importlib.import_module("pyautoattack")
+    alias_autoattack()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*pkg_resources.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["NOTEBOOKS", "PROFILES", "check_params", "setup", "Setup", "evaluate_alphas", "result_row",
-           "provenance_table", "setup_provenance", "verdict", "compare_table", "worst_case", "run_notebooks", "fetch_widget_js", "build_book",
+           "provenance_table", "versions_note", "setup_provenance", "verdict", "compare_table", "worst_case", "run_notebooks", "fetch_widget_js", "build_book",
            "BuildReport", "main", "run", "add_arguments", "RANDOM_PREFIX"]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -412,21 +412,61 @@ def sigma_ratios(snap: Mapping, ref: Mapping) -> dict:
     return out
 
 
+def versions_note(records: Sequence[Mapping]) -> str:
+    """One sentence saying which of ``records`` were computed under other library versions than the running
+    ones, e.g. "12 of 14 records were computed with torch 2.15.0 on cpu; this build runs torch 2.14.1 ..."
+    (empty string when every record matches the running versions)."""
+    from collections import Counter
+
+    from .results import versions, versions_differ
+
+    now = versions()
+    other = Counter()
+    for rec in records:
+        diff = versions_differ(rec, now)
+        if diff:
+            dev = str((rec.get("provenance") or {}).get("device", "?")).split(" (")[0]
+            other[", ".join(f"{lib} {have}" for lib, (have, _) in sorted(diff.items())) + f" on {dev}"] += 1
+    if not other:
+        return ""
+    made = "; ".join(f"{k} ({v} record{'s' * (v != 1)})" for k, v in other.most_common())
+    libs = sorted({lib for rec in records for lib in versions_differ(rec, now)})
+    running = ", ".join(f"{lib} {now.get(lib)}" for lib in libs)
+    return (f"{sum(other.values())} of {len(records)} records on this page were computed with {made}; this build "
+            f"runs {running}. Records are keyed by what determines the experiment, not by library versions; "
+            "`python -m msparse results verify KEY` recomputes one here and compares every image, and "
+            "`python -m msparse book --recompute-other-versions` rebuilds the book recomputing them.")
+
+
 def provenance_table(rows: Sequence[Mapping], store=None):
-    """Provenance of the records behind ``rows`` (key, attack, ε, n, device, commit, created, wall time)."""
+    """Provenance of the records behind ``rows`` (key, model, attack, ε, n, torch, device, commit, created, wall
+    time); displays :func:`versions_note` above the table when records were made under other library versions."""
     import pandas as pd
 
-    from .results import Store
+    from .results import Store, record_versions
 
     st = store if isinstance(store, Store) else Store(store if store not in (None, False, True) else None)
-    out = []
+    out, recs = [], []
     for r in rows:
-        rec = st.get(r["key"]) if store is not False else None
+        rec = st.get(r["key"]) if store is not False and r.get("key") else None
+        if rec is not None:
+            recs.append(rec)
         prov = (rec or {}).get("provenance", {})
-        out.append({"record": r["key"][:12], "attack": r.get("attack"), "ε·255": round(255 * r.get("eps", 0), 2),
-                    "α": r.get("alpha"), "n": r.get("n"), "device": prov.get("device", "not stored"),
+        out.append({"record": (r.get("key") or "")[:12], "model": (rec or {}).get("meta", {}).get("model"),
+                    "attack": r.get("attack"), "ε·255": round(255 * r.get("eps", 0), 2),
+                    "α": r.get("alpha"), "n": r.get("n"),
+                    "torch": record_versions(rec)["torch"] if rec is not None else None,
+                    "device": prov.get("device", "not stored"),
                     "commit": (prov.get("commit") or "")[:8], "created": prov.get("created"),
                     "wall s": prov.get("wall_s"), "reused": r.get("cached")})
+    note = versions_note(recs)
+    if note:
+        try:
+            from IPython.display import Markdown, display
+
+            display(Markdown(f"_{note}_"))
+        except ImportError:  # pragma: no cover - IPython ships with the book extra
+            print(note)
     return pd.DataFrame(out)
 
 
@@ -914,6 +954,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--timeout", type=int, default=7200,
                     help="per-cell timeout in seconds (default 7200; a stuck kernel fails instead of hanging)")
     ap.add_argument("--book-dir", default=None, help="build somewhere else (a copy of the book's sources)")
+    ap.add_argument("--recompute-other-versions", action="store_true",
+                    help="treat stored records computed under another torch minor or pyautoattack version than the "
+                         "running ones as missing: recompute (and overwrite) them here")
     ap.add_argument("--list", action="store_true", help="list the notebooks and exit")
     return ap
 
@@ -925,6 +968,10 @@ def run(a: argparse.Namespace) -> int:
             print(f"{n:22s} {t}")
         return 0
     profile = a.profile or ("quick" if a.quick else "default")
+    if getattr(a, "recompute_other_versions", False):
+        from .results import RECOMPUTE_ENV
+
+        os.environ[RECOMPUTE_ENV] = "1"  # read by every Store, in this process and in the notebook kernels
     params = {k: v for k, v in {"device": a.device, "results_dir": a.results_dir, "model": a.model}.items()
               if v is not None}
     report = build_book(profile, a.only, book_dir=Path(a.book_dir) if a.book_dir else None,

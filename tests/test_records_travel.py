@@ -1,0 +1,216 @@
+"""Records that travel: the key holds what determines an experiment, library versions are provenance;
+schema-1 records are read and migrated; drift is verified by recomputation; msparse and robustbench
+coexist."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import msparse as ms
+import msparse.evaluate as ev_mod  # noqa: F401  (the module, for monkeypatching)
+from msparse import results as R
+from msparse.cli import main as cli
+
+REPO = Path(__file__).resolve().parent.parent
+COMMITTED = REPO / "results"
+
+#: cheap committed records that CI recomputes on every run (seconds each on 2 cores): random-weights
+#: APGD-CE with and without statistics, clean accuracy with exact statistics of 100 and 3000 images, and
+#: with the official statistics on a class-sorted loader
+VERIFY_SAMPLE = ("03bb9dc85774", "ae82c713a822", "dd32154c9d05", "730b796bd1c8", "7bfde0831e51")
+
+
+def _modules():
+    return sys.modules["msparse.evaluate"]
+
+
+def _tiny():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.GELU(), torch.nn.AdaptiveAvgPool2d(1),
+                            torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    ms.sparsify(m, "activations", input_size=(3, 8, 8))
+    x = torch.rand(64, 3, 8, 8)
+    ms.calibrate(m, x)
+    return m, x[:12], torch.randint(0, 10, (12,))
+
+
+def _legacy(rec: dict, torch_minor: str = "2.15") -> dict:
+    """``rec`` as a schema-1 writer would have sealed it (library versions inside the key)."""
+    spec = {**rec["spec"], "versions": {"torch": torch_minor, "pyautoattack": "0.2.0"}}
+    body = {k: v for k, v in rec.items() if k not in ("checksum", "key", "spec", "schema")}
+    return R._seal({"schema": 1, "key": R.content_hash(spec), "spec": spec, **body})
+
+
+def _fake_versions(monkeypatch, torch_version: str):
+    real = R.versions
+
+    def fake():
+        return {**real(), "torch": torch_version}
+
+    monkeypatch.setattr(R, "versions", fake)
+
+
+# --------------------------------------------------------------------------------------------------
+# the key
+# --------------------------------------------------------------------------------------------------
+
+def test_the_key_holds_no_library_version_and_a_record_is_reused_under_another_torch(tmp_path, monkeypatch):
+    m, x, y = _tiny()
+    ms.set_alpha(m, 0.3)
+    first = ms.evaluate(m, x, y, attack="none", store=tmp_path, batch_size=6)
+    assert "versions" not in first.spec
+    assert first.provenance["versions"]["torch"] == torch.__version__   # provenance keeps them
+    _fake_versions(monkeypatch, "2.2.0")
+    again = ms.evaluate(m, x, y, attack="none", store=tmp_path, batch_size=6)
+    assert again.cached and again.key == first.key
+    # what does determine it still changes the key
+    assert ms.evaluate(m, x, y, attack="none", store=tmp_path, batch_size=4).key != first.key
+    ms.set_alpha(m, 0.2)
+    assert ms.evaluate(m, x, y, attack="none", store=tmp_path, batch_size=6).key != first.key
+
+
+def test_a_store_that_refuses_other_versions_recomputes_them(tmp_path, monkeypatch):
+    m, x, y = _tiny()
+    first = ms.evaluate(m, x, y, attack="none", store=tmp_path)
+    rec = R.Store(tmp_path).get(first.key)
+    assert R.versions_differ(rec) == {}
+    _fake_versions(monkeypatch, "2.2.1")
+    assert set(R.versions_differ(rec)) == {"torch"}
+    assert R.Store(tmp_path).get(first.key) is not None
+    assert R.Store(tmp_path, reuse_other_versions=False).get(first.key) is None
+    monkeypatch.setenv(R.RECOMPUTE_ENV, "1")
+    assert R.Store(tmp_path).get(first.key) is None
+    again = ms.evaluate(m, x, y, attack="none", store=tmp_path)
+    assert not again.cached and again.result["clean_flags"] == first.result["clean_flags"]
+    assert R.Store(tmp_path).get(first.key)["provenance"]["versions"]["torch"] == "2.2.1"  # overwritten here
+
+
+# --------------------------------------------------------------------------------------------------
+# schema-1 records: read, then migrated once
+# --------------------------------------------------------------------------------------------------
+
+def test_schema1_records_are_served_under_their_new_key_and_migrated_once(tmp_path):
+    m, x, y = _tiny()
+    ms.set_alpha(m, 0.3)
+    res = ms.evaluate(m, x, y, attack="none", store=False)
+    old = _legacy(res.to_record())
+    assert old["key"] != res.key
+    (tmp_path / "records").mkdir()
+    old_path = tmp_path / "records" / f"{old['key']}.json"
+    old_path.write_text(json.dumps(old, indent=1, sort_keys=True))
+
+    st = R.Store(tmp_path)
+    assert st.keys() == [res.key]
+    got = st.get(res.key)
+    assert got["schema"] == R.SCHEMA and got["key"] == res.key and "versions" not in got["spec"]
+    assert got["result"] == old["result"] and got["meta"] == old["meta"]
+    assert got["provenance"]["key_history"] == [{"schema": 1, "key": old["key"], "versions": old["spec"]["versions"]}]
+    assert old_path.exists()                                         # reading never rewrites
+    # evaluate finds it without recomputing
+    assert ms.evaluate(m, x, y, attack="none", store=tmp_path).cached
+
+    assert st.migrate() == {"migrated": 1, "already_present": 0, "unreadable": 0}
+    assert not old_path.exists()
+    new = json.loads((tmp_path / "records" / f"{res.key}.json").read_text())
+    assert new == got
+    assert st.migrate() == {"migrated": 0, "already_present": 0, "unreadable": 0}   # idempotent
+
+
+def test_migrate_keeps_an_existing_new_record_and_the_cli_reports(tmp_path, capsys):
+    m, x, y = _tiny()
+    res = ms.evaluate(m, x, y, attack="none", store=tmp_path)
+    old = _legacy(res.to_record(), "2.3")
+    (tmp_path / "records" / f"{old['key']}.json").write_text(json.dumps(old))
+    assert cli(["results", "migrate", "--store", str(tmp_path)]) == 0
+    assert "0 schema-1 records rewritten under their schema-2 key, 1 already present" in capsys.readouterr().out
+    assert sorted(p.stem for p in (tmp_path / "records").glob("*.json")) == [res.key]
+
+
+def test_every_committed_record_has_the_library_free_key():
+    files = sorted((COMMITTED / "records").glob("*.json"))
+    assert len(files) >= 212
+    for f in files:
+        doc = json.loads(f.read_text())
+        assert doc["schema"] == R.SCHEMA, f.name
+        assert "versions" not in doc["spec"], f.name
+        assert R.content_hash(doc["spec"]) == doc["key"] == f.stem
+        assert R.record_versions(doc)["torch"], f.name        # the versions are in the provenance
+
+
+def test_the_book_lookups_hit_the_committed_store_under_another_torch(monkeypatch):
+    """The appendix sweep of Table 2 (GELU member, 6 α, APGD-50 on 500 images) resolves to committed
+    records when the running torch differs from the records' (nothing is computed: a batch would raise)."""
+    from msparse import book
+    _fake_versions(monkeypatch, "2.2.0")
+
+    def no_compute(*a, **k):
+        raise AssertionError("a record was recomputed: the lookup missed the committed store")
+
+    monkeypatch.setattr(_modules(), "_eval_batch", no_compute)
+    s = book.setup("msparse/resnet18-gelu-w8-pgdat", n_examples=500, n_train=1000, results_dir=str(COMMITTED))
+    rows = book.evaluate_alphas(s, [0.0, 0.1, 0.2, 0.3, 0.35, 0.4], attack="apgd", n_iter=50, label="appendix",
+                                progress=False)
+    assert all(r["cached"] for r in rows)
+    recs = [R.Store(COMMITTED).get(r["key"]) for r in rows]
+    note = book.versions_note(recs)
+    assert note.startswith(f"6 of 6 records on this page were computed with torch {R.record_versions(recs[0])['torch']}")
+    assert "this build runs torch 2.2.0" in note
+
+
+# --------------------------------------------------------------------------------------------------
+# drift verified
+# --------------------------------------------------------------------------------------------------
+
+def test_cheap_committed_records_reproduce_here(capsys):
+    """The fixed CI sample: recomputed under this install, every example's flags agree."""
+    assert cli(["results", "verify", "--store", str(COMMITTED), *VERIFY_SAMPLE]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(VERIFY_SAMPLE)} agree, 0 disagree, 0 could not be rebuilt" in out
+
+
+def test_verify_reports_a_disagreement_and_fails(tmp_path, capsys):
+    st = R.Store(tmp_path)
+    key = next(k for k in R.Store(COMMITTED).keys() if k.startswith(VERIFY_SAMPLE[2]))
+    rec = R.Store(COMMITTED).get(key)
+    flags = rec["result"]["clean_flags"]
+    bad = {**rec, "result": {**rec["result"], "clean_flags": ("0" if flags[0] == "1" else "1") + flags[1:]}}
+    st.put(bad)
+    assert cli(["results", "verify", "--store", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "disagree" in out and f"clean {len(flags) - 1}/{len(flags)}" in out
+    assert "0 agree, 1 disagree" in out
+
+
+def test_verify_says_why_a_record_cannot_be_rebuilt(tmp_path, capsys):
+    m, x, y = _tiny()
+    ms.evaluate(m, x, y, attack="none", store=tmp_path, name="my-own-model")
+    assert cli(["results", "verify", "--store", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "cannot rebuild" in out and "'my-own-model' cannot be loaded here" in out
+
+
+def test_verify_sample_and_unknown_keys(tmp_path, capsys):
+    shutil.copytree(COMMITTED / "records", tmp_path / "records")
+    assert cli(["results", "verify", "--store", str(tmp_path), "--sample", "1", "--max-cost", "200"]) == 0
+    assert "verifying 1 record(s)" in capsys.readouterr().out
+    assert cli(["results", "verify", "--store", str(tmp_path), "nope"]) == 2
+    assert "key 'nope' matches no record" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# robustbench beside msparse
+# --------------------------------------------------------------------------------------------------
+
+def test_robustbench_imports_after_msparse():
+    code = ("import msparse, autoattack, pyautoattack.state\n"
+            "from robustbench.utils import load_model\n"
+            "import autoattack.state\n"
+            "assert autoattack.state is pyautoattack.state and autoattack.AutoAttack is pyautoattack.AutoAttack\n"
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
