@@ -67,6 +67,10 @@ PROFILES: dict[str, dict] = {
               "results_dir": str(BOOK_DIR / "_cache" / "results-quick")},
 }
 
+#: parameters of every batch build: no live ipywidgets (a static page cannot drive them, and executing widget
+#: output under nbclient can lose the kernel's reply and leave a cell waiting until its timeout)
+BUILD_PARAMETERS: dict = {"live": False}
+
 #: per-notebook overrides on top of a profile (e.g. keep Table 7's single α in the quick profile)
 NOTEBOOK_PROFILES: dict[str, dict[str, dict]] = {
     "quick": {"table7_sites": {"alphas": [0.35]}, "standard_training": {"alphas": [0.0, 0.5]},
@@ -747,7 +751,8 @@ def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default
             ipynb = Path(tmp) / f"{name}.ipynb"
             jupytext.write(read_notebook(name, notebook_dir), ipynb, fmt="ipynb")
             declared = pm.inspect_notebook(str(ipynb))
-            merged = {**PROFILES[profile], **NOTEBOOK_PROFILES.get(profile, {}).get(name, {}), **(parameters or {})}
+            merged = {**BUILD_PARAMETERS, **PROFILES[profile], **NOTEBOOK_PROFILES.get(profile, {}).get(name, {}),
+                      **(parameters or {})}
             params = {k: v for k, v in merged.items() if k in declared}
             if progress:
                 shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "notebook defaults"
@@ -758,9 +763,11 @@ def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default
             try:
                 pm.execute_notebook(str(ipynb), str(out), parameters=params, progress_bar=False,
                                     cwd=str(REPO), kernel_name="python3", execution_timeout=timeout,
-                                    stdout_file=_Indented(sys.stdout) if progress else None)
+                                    stdout_file=_Indented(sys.stdout) if progress else None,
+                                    raise_on_iopub_timeout=True)  # a lost output message fails, never passes
             except Exception as e:  # papermill keeps the failed notebook with its error output
                 err = _first_error_line(e)
+                err += _failed_cell(out, err)
             finally:
                 _record_source(out, src)
             dt = time.perf_counter() - t0
@@ -799,6 +806,34 @@ class _Indented:
 
     def flush(self) -> None:
         self.stream.flush()
+
+
+def _failed_cell(executed: Path, error: str = "") -> str:
+    """`` (cell N: first source line)`` of the cell that stopped the run of ``executed``.
+
+    papermill marks a failed cell, but leaves a cell that ran past its timeout as "completed" without an
+    exception; that cell is the last one that started. It is then marked failed, with an error output that
+    says so, so the rendered page shows the failure instead of a silently truncated notebook."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(executed), as_version=4)
+    except Exception:  # no executed copy was written
+        return ""
+    meta = [c.get("metadata", {}).get("papermill", {}) for c in nb.cells]
+    idx = next((i for i, m in enumerate(meta) if m.get("status") == "failed" or m.get("exception")), None)
+    if idx is None:
+        started = [i for i, m in enumerate(meta) if m.get("start_time")]
+        if not started:
+            return ""
+        idx = started[-1]
+        cell = nb.cells[idx]
+        cell.metadata.setdefault("papermill", {}).update(status="failed", exception=True)
+        cell.setdefault("outputs", []).append(nbformat.v4.new_output(
+            "error", ename="CellTimeoutError", evalue=f"this cell did not finish: {error}", traceback=[]))
+        nbformat.write(nb, str(executed))
+    first = next((ln for ln in nb.cells[idx].get("source", "").splitlines() if ln.strip()), "")
+    return f" (cell {idx}: {first.strip()[:80]})"
 
 
 def _first_error_line(e: BaseException) -> str:

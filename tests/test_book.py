@@ -253,3 +253,14 @@ def test_worst_case_counts_an_image_robust_only_if_it_survives_every_attack():
     assert w[1]["d_robust"] == pytest.approx(-25.0)          # recomputed against the worst case at alpha 0
     with pytest.raises(ValueError, match="same alpha"):
         mb.worst_case(a, b[::-1])
+
+
+def test_a_cell_that_runs_past_its_timeout_fails_the_notebook_and_names_the_cell(tmp_path):
+    (tmp_path / "slow.md").write_text(
+        "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+        "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n"
+        "```{code-cell}\n:tags: [parameters]\n\nx = 1\n```\n\n"
+        "```{code-cell}\nimport time; time.sleep(60)  # the stuck cell\n```\n")
+    runs = mb.run_notebooks(["slow"], notebook_dir=tmp_path, out_dir=tmp_path / "out", timeout=5, progress=False)
+    assert len(runs) == 1 and not runs[0].ok
+    assert "import time; time.sleep(60)" in runs[0].error and "cell" in runs[0].error
