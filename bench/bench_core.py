@@ -17,6 +17,7 @@ import time
 import torch
 
 import msparse as ms
+from msparse.core.placement import blocked_fractions
 from msparse.models.resnet import resnet18
 
 
@@ -62,7 +63,7 @@ def main(argv=None):
     ms.calibrate(sparse, data, batch_size=args.batch)
     ms.set_alpha(sparse, args.alpha)
     x = data[: args.batch]
-    blocked = ms.blocked_fractions(sparse, x)
+    blocked = blocked_fractions(sparse, x)
 
     with torch.no_grad():
         t_base, t_sparse = interleaved(lambda: base(x), lambda: sparse(x), args.repeats, device)

@@ -1,6 +1,6 @@
 """Benchmark the evaluation harness.
 
-1. APGD-CE throughput of ``msparse.evaluate`` (store on, per-batch shards, AutoAttack checks, clean
+1. APGD-CE throughput of ``msparse.evaluation.evaluate`` (store on, per-batch shards, AutoAttack checks, clean
    pass, diagnostics) against calling the AutoAttack package directly
    (``AutoAttack(version='custom', attacks=['apgd-ce']).run_standard_evaluation``) on the same
    sparsified model, images and batch size. Target: ratio >= 0.97 (the harness adds <= 3%).
@@ -30,13 +30,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from msparse.evaluate import evaluate, sweep  # noqa: E402
-from msparse.placement import set_alpha, sparsify  # noqa: E402
-from msparse.stats import calibrate  # noqa: E402
+from msparse.core.calibration import calibrate  # noqa: E402
+from msparse.core.placement import set_alpha, sparsify  # noqa: E402
+from msparse.evaluation.evaluate import evaluate  # noqa: E402
+from msparse.evaluation.sweep import sweep  # noqa: E402
 
 
 def build(width: int, device: str, trained: bool):
-    from msparse.models import load_model, resnet18
+    from msparse.models.registry import load_model
+    from msparse.models.resnet import resnet18
     if trained:   # the shipped adversarially trained ResNet-18 (GELU, width 16)
         model = load_model(device=device)
     else:
@@ -58,7 +60,7 @@ def images(n: int, split: str, device: str):
 
 def direct_apgd_ce(model, x, y, eps, batch_size, n_iter):
     from pyautoattack import AutoAttack
-    import msparse.attacks as atk
+    import msparse.attacks.autoattack as atk
     aa = AutoAttack(model, attacks=["apgd-ce"], version="custom", eps=eps, seed=0,
                     device=str(x.device))
     aa.apgd.n_restarts = 1

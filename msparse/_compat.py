@@ -15,6 +15,8 @@ import importlib
 import sys
 import warnings
 
+from .errors import UnknownNameError
+
 _DATASETS = {"cifar10": "cifar_10", "cifar100": "cifar_100", "imagenet": "imagenet"}
 _THREATS = {"Linf": "Linf", "L2": "L2", "corruptions": "corruptions"}
 
@@ -55,24 +57,33 @@ def robustbench_enums(dataset: str, threat_model: str):
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
     if dataset not in _DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(_DATASETS)}")
+        raise UnknownNameError(f"unknown dataset {dataset!r}; choose one of {', '.join(_DATASETS)}")
     if threat_model not in _THREATS:
-        raise ValueError(f"unknown threat model {threat_model!r}; choose one of {', '.join(_THREATS)}")
+        raise UnknownNameError(f"unknown threat model {threat_model!r}; choose one of {', '.join(_THREATS)}")
     return getattr(BenchmarkDataset, _DATASETS[dataset]), getattr(ThreatModel, _THREATS[threat_model])
 
 
-def robustbench_entry(name: str, dataset: str = "cifar10", threat_model: str = "Linf") -> dict:
-    """RobustBench's model-zoo entry (``{"model": constructor, "gdrive_id": ...}``) for ``name``."""
+def _zoo(dataset: str, threat_model: str) -> dict:
     import_robustbench()
     from robustbench.model_zoo.models import model_dicts
 
     ds, tm = robustbench_enums(dataset, threat_model)
-    zoo = model_dicts[ds].get(tm, {})
+    return model_dicts[ds].get(tm, {})
+
+
+def robustbench_names(dataset: str = "cifar10", threat_model: str = "Linf") -> list[str]:
+    """The names in RobustBench's model zoo for ``dataset``/``threat_model``, sorted."""
+    return sorted(_zoo(dataset, threat_model))
+
+
+def robustbench_entry(name: str, dataset: str = "cifar10", threat_model: str = "Linf") -> dict:
+    """RobustBench's model-zoo entry (``{"model": constructor, "gdrive_id": ...}``) for ``name``."""
+    zoo = _zoo(dataset, threat_model)
     if name not in zoo:
         import difflib
         close = difflib.get_close_matches(name, list(zoo), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise KeyError(f"{name!r} is not a RobustBench model for {dataset}/{threat_model}.{hint}")
+        raise UnknownNameError(f"{name!r} is not a RobustBench model for {dataset}/{threat_model}.{hint}")
     return zoo[name]
 
 

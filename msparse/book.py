@@ -100,30 +100,22 @@ def _positive_int(name, v):
 
 
 def check_model_name(name: str) -> str:
-    """Raise ValueError unless ``name`` is a model ``msparse.models.load_model`` knows (or ``random:<family>``)."""
-    from .models import DEFAULT_MODEL, STANDARD_MODEL, list_models, parse_family_name
+    """Raise :class:`~msparse.errors.InputError` unless ``name`` is a model the registry knows for CIFAR-10 L∞
+    (:func:`msparse.models.registry.model_entry`), a family checkpoint ``*.pt``, or ``random:<name>``."""
+    from .errors import InputError, ModelLoadError
+    from .models.registry import model_entry
 
     if not isinstance(name, str) or not name:
-        raise ValueError(f"notebook parameter model must be a model name, got {name!r}")
+        raise InputError(f"notebook parameter model must be a model name, got {name!r}")
     bare = name[len(RANDOM_PREFIX):] if name.startswith(RANDOM_PREFIX) else name
-    if bare in (DEFAULT_MODEL, STANDARD_MODEL) or bare.endswith(".pt"):  # .pt: a family checkpoint with its card
+    if bare.endswith(".pt"):  # a family checkpoint with its card
         return name
     try:
-        if parse_family_name(bare) is not None:
-            return name
-    except ValueError as e:
-        raise ValueError(f"unknown model {name!r}: {e}") from None
-    try:
-        known = list_models("cifar10", "Linf")
-    except Exception:  # robustbench unavailable: only our own names
-        known = [DEFAULT_MODEL, STANDARD_MODEL]
-    if bare not in known:
-        import difflib
-
-        close = difflib.get_close_matches(bare, known, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"unknown model {name!r}: not {DEFAULT_MODEL!r}, {STANDARD_MODEL!r}, a family name like "
-                         f"'resnet18-gelu-w16', or a RobustBench CIFAR-10 L∞ model.{hint}")
+        model_entry(bare, "cifar10", "Linf")
+    except ModelLoadError as e:   # "unknown model ...", with close matches
+        raise InputError(str(e)) from None
+    except InputError as e:       # a malformed family name, e.g. an unknown activation
+        raise InputError(f"unknown model {name!r}: {e}") from None
     return name
 
 
@@ -132,8 +124,8 @@ def check_params(**p) -> dict:
 
     Raises ValueError with a clear message for an unknown model, n ≤ 0, α < 0, an unknown attack, ε ≤ 0, ...
     """
-    from .attacks import parse_attack
-    from .operator import check_alpha
+    from .attacks.base import parse_attack
+    from .core.operator import check_alpha
 
     out = dict(p)
     if "model" in p:
@@ -180,14 +172,6 @@ def check_params(**p) -> dict:
     return out
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 # ================================================================================================
 # setup: model + sites + statistics + data (cached in-process)
 # ================================================================================================
@@ -228,14 +212,14 @@ _SETUPS: dict = {}
 
 
 def _default_placement(model) -> str:
-    from .models import ResNet18
+    from .models.resnet import ResNet18
 
     return "ResNet-18/cifar10/Linf/v1" if isinstance(model, ResNet18) else "activations"
 
 
 def load(model: str, device: str = "cpu"):
-    """``msparse.models.load_model`` plus ``random:<family>`` (random weights)."""
-    from .models import load_model
+    """:func:`msparse.models.registry.load_model` plus ``random:<name>`` (the architecture, random weights)."""
+    from .models.registry import load_model
 
     if model is None:
         raise ValueError("no model given (None): this model is not available here")
@@ -255,10 +239,12 @@ def setup(model: str = "msparse/default", *, n_examples: int = 200, n_train: int
     """Load ``model``, put MeanSparse at its placement (the paper's ResNet-18 preset for the project's
     ResNet-18 family), calibrate on the first ``n_train`` training images, load ``n_examples`` test images.
     Cached per argument set, so a notebook re-run (or a widget) does not redo it."""
-    from . import calibrate, sparsify
+    from ._device import resolve_device
+    from .core.calibration import calibrate
+    from .core.placement import sparsify
     from .data import load_data
 
-    device = resolve_device(device)
+    device = str(resolve_device(device))
     key = (model, n_examples, n_train, data_source, placement, stats_mode, device, split_start)
     if key not in _SETUPS:
         m = load(model, device)
@@ -280,7 +266,7 @@ def setup(model: str = "msparse/default", *, n_examples: int = 200, n_train: int
 # evaluation through the results store
 # ================================================================================================
 def result_row(r, **extra) -> dict:
-    """A :class:`msparse.evaluate.Result` as a flat row, accuracies in % with 95% Wilson bounds."""
+    """A :class:`msparse.evaluation.evaluate.Result` as a flat row, accuracies in % with 95% Wilson bounds."""
     row = dict(extra)
     row.update(n=r.n, clean=100 * r.clean_acc, clean_lo=100 * r.clean_ci[0], clean_hi=100 * r.clean_ci[1],
                robust=100 * r.robust_acc, robust_lo=100 * r.robust_ci[0], robust_hi=100 * r.robust_ci[1],
@@ -291,7 +277,7 @@ def result_row(r, **extra) -> dict:
 def worst_case(*row_lists: Sequence[Mapping]) -> list[dict]:
     """Per-image worst case over attacks run on the same images at the same α (rows of :func:`evaluate_alphas`,
     same α order): an image counts as robust only if it survives every attack."""
-    from .results import mcnemar, wilson
+    from .evaluation.significance import mcnemar, wilson
 
     out, base = [], None
     for rows in zip(*row_lists):
@@ -322,8 +308,8 @@ def evaluate_alphas(s: Setup, alphas: Sequence[float], *, attack: str = "apgd-ce
     :func:`result_row`) with a paired McNemar comparison against α = 0 on the same images
     (``d_robust``, ``p_robust`` in pp / p-value). Stored records are reused; missing ones computed.
     ``source``: the model ``transfer:`` attacks are crafted on (default: the model at α = 0)."""
-    from . import set_alpha, set_centre, set_backward
-    from .evaluate import evaluate
+    from .core.placement import set_alpha, set_backward, set_centre
+    from .evaluation.evaluate import evaluate
 
     x, y = (s.x, s.y) if split == "test" else (s.x_train[: len(s.x)], s.y_train[: len(s.y)])
     data = f"cifar10/{split} " + (s.data_info["indices"] if split == "test" else f"0..{len(x) - 1}") + \
@@ -366,7 +352,7 @@ def evaluate_alphas(s: Setup, alphas: Sequence[float], *, attack: str = "apgd-ce
 def _direct_at_zero(attack: str) -> str:
     """At α = 0 (no site active) BPDA and transfer-from-the-base are the direct attack: same computation, so the
     direct attack's record is used (``bpda:apgd-ce+t`` → ``apgd-ce+t``, ``transfer:apgd`` → ``apgd``)."""
-    from .attacks import canonical_name, parse_attack, Attack
+    from .attacks.base import Attack, canonical_name, parse_attack
 
     comps = parse_attack(attack)
     if any(c.mode != "direct" for c in comps):
@@ -389,7 +375,7 @@ def try_setup(model: str, **kw) -> tuple[Setup | None, str]:
 
 def stats_snapshot(model) -> dict:
     """A copy of every site's statistics ``{site name: (mean, var)}``."""
-    from .placement import operators
+    from .core.placement import operators
 
     return {op.site.name: (op.mean.detach().clone(), op.var.detach().clone(), int(op.n_samples))
             for op in operators(model)}
@@ -397,7 +383,7 @@ def stats_snapshot(model) -> dict:
 
 def restore_stats(model, snap: Mapping) -> None:
     """Put back statistics saved by :func:`stats_snapshot`."""
-    from .placement import operators
+    from .core.placement import operators
 
     for op in operators(model):
         m, v, n = snap[op.site.name]
@@ -422,7 +408,7 @@ def versions_note(records: Sequence[Mapping]) -> str:
     (empty string when every record matches the running versions)."""
     from collections import Counter
 
-    from .results import versions, versions_differ
+    from .evaluation.store import versions, versions_differ
 
     now = versions()
     other = Counter()
@@ -447,7 +433,7 @@ def provenance_table(rows: Sequence[Mapping], store=None):
     time); displays :func:`versions_note` above the table when records were made under other library versions."""
     import pandas as pd
 
-    from .results import Store, record_versions
+    from .evaluation.store import Store, record_versions
 
     st = store if isinstance(store, Store) else Store(store if store not in (None, False, True) else None)
     out, recs = [], []
@@ -482,7 +468,7 @@ _BPDA_OF = {"RaWRN-70-16": "Amini2024MeanSparse_Ra_WRN_70_16", "WRN-94-16": "Ami
 
 def robustbench_bpda(model: str) -> float | None:
     """RobustBench's BPDA ('external') accuracy of the MeanSparse version of a paper model label, or None."""
-    from . import paper
+    from .report import paper
 
     key = _BPDA_OF.get(model)
     if key is None:
@@ -495,7 +481,7 @@ def headline_table():
     """The v2 README headline table with RobustBench's BPDA number beside each MeanSparse AA (reference values)."""
     import pandas as pd
 
-    from . import paper
+    from .report import paper
 
     df = paper.table("readme_v2").frame().rename(columns={
         "clean_base": "clean base (README)", "aa_base": "AA base (README)", "clean_ms": "clean MeanSparse (README)",
@@ -510,7 +496,7 @@ def bpda_table():
     """RobustBench's MeanSparse entries: base AA, the authors' AA, RobustBench's BPDA (reference values)."""
     import pandas as pd
 
-    from . import paper
+    from .report import paper
 
     rows = []
     for b, m in paper.bpda_pairs():
@@ -526,7 +512,7 @@ def diagnostics_table(rows: Sequence[Mapping], store=None):
     exactly-zero input gradients (official backward, and with the identity backward), AutoAttack's warnings."""
     import pandas as pd
 
-    from .results import Store
+    from .evaluation.store import Store
 
     if store is False:
         return pd.DataFrame([{"note": "use_stored=False: diagnostics are kept in the records only"}])
@@ -548,7 +534,7 @@ def setup_provenance(s: Setup):
     checksum, the data source and indices, the statistics pass, the code commit."""
     import pandas as pd
 
-    from .results import git_commit
+    from .evaluation.store import git_commit
 
     rows = {"model": s.model_name, "weights source": s.card.get("source"), "weights sha256": s.card.get("sha256"),
             "test data": f"{s.data_info.get('source')} (indices {s.data_info.get('indices')})",
@@ -584,10 +570,11 @@ def compare_table(rows: Sequence[Mapping], reference: Mapping[str, Mapping] | No
 def verdict(status, detail: str = "") -> str:
     """The one-line verdict, as Markdown.
 
-    ``status``: a :class:`msparse.verdicts.Verdict` (from one of the rules in :mod:`msparse.verdicts`; ``detail``,
-    if given, is appended), or one of :data:`msparse.verdicts.STATUSES` with its ``detail`` text. The older
-    status ``"not yet run here"`` is read as ``"not evaluated here"``."""
-    from .verdicts import STATUSES, Verdict
+    ``status``: a :class:`msparse.report.verdicts.Verdict` (from one of the rules in
+    :mod:`msparse.report.verdicts`; ``detail``, if given, is appended), or one of
+    :data:`msparse.report.verdicts.STATUSES` with its ``detail`` text. The older status ``"not yet run here"`` is
+    read as ``"not evaluated here"``."""
+    from .report.verdicts import STATUSES, Verdict
 
     if isinstance(status, Verdict):
         return status.markdown() + (f" {detail}" if detail else "")
@@ -619,9 +606,9 @@ def _sweep_pair(rows: Sequence[Mapping], alpha: float) -> tuple[Mapping | None, 
 
 def gain_verdict(rows: Sequence[Mapping], alpha: float, max_clean_drop: float | None = None,
                  claim: str | None = None):
-    """:func:`msparse.verdicts.gain_claim` on the α = 0 and ``alpha`` rows of an α sweep (their per-image robust
+    """:func:`msparse.report.verdicts.gain_claim` on the α = 0 and ``alpha`` rows of an α sweep (their per-image robust
     flags and clean accuracies); "not evaluated here" when the sweep has no such pair."""
-    from . import verdicts as V
+    from .report import verdicts as V
 
     claim = claim or V.GAIN_CLAIM
     b, r = _sweep_pair(rows, alpha)
@@ -633,7 +620,7 @@ def gain_verdict(rows: Sequence[Mapping], alpha: float, max_clean_drop: float | 
 
 def claim_check(rows: Sequence[Mapping], alpha: float, max_clean_drop: float = 2.0) -> tuple[bool | None, str]:
     """Does the paper's claim 'MeanSparse at ``alpha`` raises robust accuracy at a small clean cost (a clean drop
-    of at most ``max_clean_drop`` pp)' hold in ``rows``? Decided by :func:`msparse.verdicts.gain_claim` (paired
+    of at most ``max_clean_drop`` pp)' hold in ``rows``? Decided by :func:`msparse.report.verdicts.gain_claim` (paired
     exact McNemar test, Newcombe interval, equivalence margin). Returns ``(True / False / None, explanation)``:
     True = reproduced, False = not reproduced, None = inconclusive, too few images, or no α/α=0 pair."""
     v = gain_verdict(rows, alpha, max_clean_drop)
@@ -641,10 +628,10 @@ def claim_check(rows: Sequence[Mapping], alpha: float, max_clean_drop: float = 2
 
 
 def alpha_verdict(s: Setup, rows: Sequence[Mapping], paper_model: str, alpha: float, what: str = "") -> str:
-    """The verdict line of an α-sweep page: :func:`msparse.verdicts.gain_claim` between α = 0 and ``alpha`` on
+    """The verdict line of an α-sweep page: :func:`msparse.report.verdicts.gain_claim` between α = 0 and ``alpha`` on
     ``s``'s model (the paper's own numbers need ``paper_model``, whose weights are not available offline unless
     ``s`` is that model: the qualitative claim is what is checked). Random weights: "not evaluated here"."""
-    from . import verdicts as V
+    from .report import verdicts as V
 
     claim = "the paper's claim (MeanSparse raises robust accuracy at a small clean cost" + \
             (f"; here: {what}" if what else "") + ")"
@@ -1004,7 +991,7 @@ def run(a: argparse.Namespace) -> int:
         return 0
     profile = a.profile or ("quick" if a.quick else "default")
     if getattr(a, "recompute_other_versions", False):
-        from .results import RECOMPUTE_ENV
+        from .evaluation.store import RECOMPUTE_ENV
 
         os.environ[RECOMPUTE_ENV] = "1"  # read by every Store, in this process and in the notebook kernels
     params = {k: v for k, v in {"device": a.device, "results_dir": a.results_dir, "model": a.model}.items()

@@ -1,18 +1,37 @@
 """The command line: ``python -m msparse <command> ...`` (also installed as ``msparse``).
 
-Commands: list-models, calibrate, evaluate, sweep, results, train. Bad input gives one line on
-stderr and exit code 2 (``--debug`` shows the traceback instead).
+Commands: list-models, calibrate, evaluate, sweep, results, demo, book, train. Bad input (any
+:class:`~msparse.errors.MsparseError`) gives one line on stderr and exit code 2 (``--debug`` shows the
+traceback instead); any other exception is a bug and propagates as a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import math
-import os
 import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
+
+import torch
+
+from . import book as _book
+from . import demo as _demo
+from ._device import resolve_device
+from .core.calibration import calibrate
+from .core.placement import base_model, set_alpha, set_backward, sites, sparsify
+from .core.presets import PRESETS
+from .data import load_data
+from .errors import DataError, MsparseError, UsageError
+from .evaluation.evaluate import evaluate
+from .evaluation.statsfile import load_stats, save_stats
+from .evaluation.store import Store, load_records, to_table
+from .evaluation.sweep import sweep
+from .evaluation.verify import verify
+from .models.registry import list_models, load_model
+from .models.resnet import ResNet18
+from .training import cli as _train_cli
 
 PROG = "msparse"
 
@@ -45,10 +64,6 @@ attacks: none, apgd-ce (Table 1), apgd (= APGD-CE then APGD-DLR, appendix), apgd
 results are stored in $MSPARSE_RESULTS, else <repo>/results (override with --store); a run that
 is interrupted resumes from its last finished batch when the same command is run again.
 """
-
-
-class UsageError(Exception):
-    """Bad input from the command line: reported in one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,24 +108,10 @@ def parse_names(text: str) -> list[str]:
 # loading models, data, statistics
 # --------------------------------------------------------------------------------------------------
 
-def _device(name: str | None):
-    import torch
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r} (use cpu, cuda, cuda:1 or auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda requested but no CUDA GPU is available")
-    return dev
-
-
 def load_model_arg(spec: str | None, weights: str | None, device, *, dataset: str = "cifar10",
                    threat_model: str = "Linf", model_dir: str = "models", checkpoint=None):
     """``NAME`` (the msparse model registry; None = its default model) or ``module:callable``
     (a factory returning a module); ``weights`` = a state_dict file loaded on top."""
-    import torch
     if spec is not None and ":" in spec and "/" not in spec.split(":", 1)[0] and not Path(spec).exists():
         mod_name, fn_name = spec.split(":", 1)
         try:
@@ -122,20 +123,7 @@ def load_model_arg(spec: str | None, weights: str | None, device, *, dataset: st
             raise UsageError(f"--model {spec}: {mod_name} has no callable {fn_name!r}")
         model = fn()
     else:
-        try:
-            models = importlib.import_module("msparse.models")
-        except ImportError as e:
-            raise UsageError(f"the model registry (msparse.models) cannot be imported: {e}") from None
-        load = getattr(models, "load_model", None)
-        if load is None:
-            raise UsageError("this msparse has no model registry (msparse.models.load_model); "
-                             "use --model module:factory")
-        try:
-            model = load(spec, dataset, threat_model, model_dir, checkpoint=checkpoint,
-                         device=str(device))
-        except KeyError as e:
-            raise UsageError(f"unknown model {spec!r}: {e.args[0] if e.args else e} "
-                             f"(see `{PROG} list-models`)") from None
+        model = load_model(spec, dataset, threat_model, model_dir, checkpoint=checkpoint, device=str(device))
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"--model {spec} did not give a torch.nn.Module")
     if spec is None:
@@ -144,7 +132,10 @@ def load_model_arg(spec: str | None, weights: str | None, device, *, dataset: st
         p = Path(weights)
         if not p.is_file():
             raise UsageError(f"--weights {weights}: no such file")
-        sd = torch.load(p, map_location="cpu", weights_only=True)
+        try:
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:   # whatever the unpickler raises, the file is not a state dict
+            raise UsageError(f"--weights {weights}: not a PyTorch state dict ({type(e).__name__})") from None
         if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
             sd = sd["state_dict"]
         try:
@@ -158,12 +149,14 @@ def load_model_arg(spec: str | None, weights: str | None, device, *, dataset: st
 def load_data_arg(spec: str, n: int | None, start: int = 0):
     """``cifar10:test`` / ``cifar10:train`` / ``cifar100:test`` ... or a ``.pt`` file with tensors
     ``{"x": [N, C, H, W] in [0, 1], "y": [N]}``. Returns (x, y, label)."""
-    import torch
     p = Path(spec)
     if spec.endswith(".pt") or p.is_file():
         if not p.is_file():
             raise UsageError(f"--data {spec}: no such file")
-        d = torch.load(p, map_location="cpu", weights_only=True)
+        try:
+            d = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:   # whatever the unpickler raises, the file is not a tensor file
+            raise UsageError(f"--data {spec}: not a PyTorch tensor file ({type(e).__name__})") from None
         if not isinstance(d, dict) or "x" not in d or "y" not in d:
             raise UsageError(f"--data {spec}: expected a dict with tensors 'x' and 'y'")
         x, y = d["x"], d["y"]
@@ -174,61 +167,11 @@ def load_data_arg(spec: str, n: int | None, start: int = 0):
     if ":" not in spec:
         raise UsageError(f"--data {spec!r}: write DATASET:SPLIT (e.g. cifar10:test) or a .pt file")
     ds, split = spec.split(":", 1)
-    from . import data as _data
     try:
-        x, y, info = _data.load_data(ds, split, n=n, start=start, return_info=True)
-    except FileNotFoundError as e:
+        x, y, info = load_data(ds, split, n=n, start=start, return_info=True)
+    except DataError as e:   # its message explains where to get the data; the first line says what is missing
         raise UsageError(str(e).strip().splitlines()[0]) from None
     return x, y, str(info)
-
-
-STATS_FORMAT = "msparse-stats-1"
-
-
-def save_stats(model, path: str | os.PathLike, /, **meta) -> None:
-    """Save every site's statistics (mean, var, n_samples) with labels, atomically."""
-    import tempfile
-
-    import torch
-
-    from .attacks import meansparse_modules
-    sites = {n: {"mean": m.mean.detach().cpu(), "var": m.var.detach().cpu(),
-                 "n_samples": m.n_samples.detach().cpu()} for n, m in meansparse_modules(model)}
-    obj = {"format": STATS_FORMAT, "sites": sites, **{k: str(v) for k, v in meta.items()}}
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_stats(model, path: str | os.PathLike) -> dict:
-    """Load statistics saved by :func:`save_stats` into the sites of ``model``; returns the labels."""
-    import torch
-
-    from .attacks import meansparse_modules
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"--stats {path}: no such file (make one with `{PROG} calibrate`)")
-    obj = torch.load(p, map_location="cpu", weights_only=True)
-    if not isinstance(obj, dict) or obj.get("format") != STATS_FORMAT:
-        raise UsageError(f"--stats {path}: not an msparse statistics file")
-    mods = dict(meansparse_modules(model))
-    missing = sorted(set(mods) - set(obj["sites"]))
-    extra = sorted(set(obj["sites"]) - set(mods))
-    if missing or extra:
-        raise UsageError(f"--stats {path} was made for other sites ({len(extra)} unknown, "
-                         f"{len(missing)} missing, e.g. {(extra or missing)[0]!r}); "
-                         f"use the same --placement as for calibrate")
-    for name, m in mods.items():
-        s = obj["sites"][name]
-        m.load_statistics(s["mean"], s["var"], int(s["n_samples"]))
-    return {k: v for k, v in obj.items() if k not in ("sites", "format")}
 
 
 def _load_model(args, device):
@@ -245,13 +188,8 @@ def resolve_placement(placement: str, model, model_name: str | None, dataset: st
     ``activations``; anything else is returned unchanged."""
     if placement != "auto":
         return placement
-    from .presets import PRESETS
-    try:
-        from .models.resnet import ResNet18
-        if isinstance(model, ResNet18) and (dataset, threat_model) == ("cifar10", "Linf"):
-            return "ResNet-18/cifar10/Linf/v1"
-    except ImportError:
-        pass
+    if isinstance(model, ResNet18) and (dataset, threat_model) == ("cifar10", "Linf"):
+        return "ResNet-18/cifar10/Linf/v1"
     if model_name:
         keys = sorted(k for k in PRESETS if k.startswith(f"{model_name}/{dataset}/{threat_model}/"))
         if keys:
@@ -260,17 +198,13 @@ def resolve_placement(placement: str, model, model_name: str | None, dataset: st
 
 
 def _sparsify(args, model) -> None:
-    from . import placement as _pl
-    if args.placement == "none" or _pl.sites(model):
+    if args.placement == "none" or sites(model):
         return
     data = getattr(args, "data", "") or ""
     dataset = data.split(":", 1)[0] if ":" in data and not data.endswith(".pt") else "cifar10"
     placement = resolve_placement(args.placement, model, args.model, dataset,
                                   getattr(args, "norm", "Linf"))
-    try:
-        _pl.sparsify(model, placement)
-    except KeyError as e:
-        raise UsageError(e.args[0] if e.args else str(e)) from None
+    sparsify(model, placement)
     args.placement = placement
 
 
@@ -280,21 +214,18 @@ def _label(args) -> str:
 
 def _prepare(args, need_stats: bool):
     """Model (sparsified if needed, statistics loaded), data and labels from common arguments."""
-    import torch
-    from . import placement as _pl
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     model = _load_model(args, device)
     _sparsify(args, model)
     stats_label = None
     if need_stats:
-        if not _pl.sites(model):
+        if not sites(model):
             raise UsageError("alpha > 0 needs MeanSparse sites: drop --placement none")
         if args.stats:
             stats_label = load_stats(model, args.stats).get("mode")
         elif args.calib_data:
-            from .stats import calibrate
             xc, _, _ = load_data_arg(args.calib_data, args.calib_n)
             calibrate(model, xc, mode=args.stats_mode, batch_size=args.calib_batch_size,
                       progress=True)
@@ -351,39 +282,24 @@ def _result_row(r, extra: dict | None = None) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 def cmd_list_models(args) -> int:
-    try:
-        models = importlib.import_module("msparse.models")
-    except ImportError as e:
-        raise UsageError(f"the model registry cannot be imported: {e}") from None
-    lister = getattr(models, "list_models", None)
-    if lister is None:
-        raise UsageError("this msparse has no model registry yet (msparse.models.list_models)")
-    items = lister()
-    if isinstance(items, dict):
-        for k, v in items.items():
-            print(f"{k}\t{v}" if v else k)
-    else:
-        for it in items:
-            print(it)
+    for name in list_models():
+        print(name)
     return 0
 
 
 def cmd_calibrate(args) -> int:
-    import torch
-    from . import placement as _pl
-    from .stats import calibrate
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     model = _load_model(args, device)
     _sparsify(args, model)
-    if not _pl.sites(model):
+    if not sites(model):
         raise UsageError("calibrate needs MeanSparse sites: do not pass --placement none")
     x, _, label = load_data_arg(args.data, args.n, args.start)
     summary = calibrate(model, x, mode=args.mode, batch_size=args.batch_size, progress=True)
     save_stats(model, args.out, model=_label(args), placement=args.placement, mode=args.mode,
                data=label)
-    n_sites = len(_pl.sites(model))
+    n_sites = len(sites(model))
     print(f"statistics of {n_sites} sites ({args.mode}, {label}) written to {args.out}")
     if isinstance(summary, dict) and summary.get("seconds") is not None:
         print(f"pass took {summary['seconds']:.1f} s")
@@ -391,25 +307,20 @@ def cmd_calibrate(args) -> int:
 
 
 def _eval_kwargs(args) -> dict:
-    from .results import Store
     store: Any = False if args.no_store else (Store(args.store) if args.store else None)
     return dict(norm=args.norm, seed=args.seed, batch_size=args.batch_size, n_iter=args.n_iter,
                 n_restarts=args.n_restarts, n_queries=args.n_queries, store=store)
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate
-    from .placement import set_alpha, set_backward
     model, x, y, label, stats_label = _prepare(args, need_stats=args.alpha > 0)
-    from .placement import sites as _sites
-    if _sites(model):
+    if sites(model):
         set_alpha(model, args.alpha)
         set_backward(model, args.backward)
     res = evaluate(model, x, y, args.attack, eps=args.eps, name=_label(args), data=label,
                    stats=stats_label, tags={"placement": args.placement},
                    progress=not args.quiet, **_eval_kwargs(args))
     if args.base and args.alpha > 0:
-        from .attacks import base_model
         with base_model(model):
             base = evaluate(model, x, y, args.attack, eps=args.eps, name=_label(args), data=label,
                             progress=not args.quiet, **_eval_kwargs(args))
@@ -440,7 +351,6 @@ def _print_warnings(res) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from .evaluate import sweep
     need = any(a > 0 for a in args.alphas)
     if args.stats_modes and not args.calib_data:
         raise UsageError("--stats-modes recalibrates: pass --calib-data cifar10:train")
@@ -474,7 +384,6 @@ def cmd_results(args) -> int:
         return cmd_results_verify(args)
     if action == "migrate":
         return cmd_results_migrate(args)
-    from .results import Store, load_records, to_table
     where = {}
     for w in args.where or []:
         if "=" not in w:
@@ -490,8 +399,7 @@ def cmd_results(args) -> int:
     if not recs:
         print(f"no records in {st.root}" + (f" matching {where}" if where else ""))
         return 0
-    rows = to_table(recs)
-    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    rows = to_table(recs).to_dict("records")
     rows.sort(key=lambda r: (str(r["model"]), str(r["attack"]), r["eps"] or 0,
                              -1.0 if r["alpha"] == "mixed" else r["alpha"]))
     for r in rows:
@@ -503,13 +411,11 @@ def cmd_results(args) -> int:
 
 
 def cmd_results_verify(args) -> int:
-    from .results import Store
-    from .verify import verify
     st = Store(args.store) if args.store else Store()
     if args.sample is not None and args.keys:
         raise UsageError("give either --sample K or record keys, not both")
     checks = verify(st, args.keys or None, sample=args.sample, seed=args.seed, max_cost=args.max_cost,
-                    device=str(_device(args.device)))
+                    device=str(resolve_device(args.device)))
     bad = [c for c in checks if c.status == "disagree"]
     unbuilt = [c for c in checks if c.status == "cannot rebuild"]
     print(f"{len(checks) - len(bad) - len(unbuilt)} agree, {len(bad)} disagree, {len(unbuilt)} could not be "
@@ -518,7 +424,6 @@ def cmd_results_verify(args) -> int:
 
 
 def cmd_results_migrate(args) -> int:
-    from .results import Store
     st = Store(args.store) if args.store else Store()
     done = st.migrate()
     print(f"{st.root}: {done['migrated']} schema-1 records rewritten under their schema-2 key, "
@@ -715,9 +620,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--store", default=argparse.SUPPRESS, help="results folder")
     _debug_flag(r)
 
-    from . import book as _book
-    from . import demo as _demo
-
     s = sub.add_parser("demo", help="MeanSparse on the shipped offline default, paper vs BPDA evaluation",
                        formatter_class=fmt, description=_demo.__doc__)
     _demo.add_arguments(s)
@@ -732,23 +634,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="adversarial training (PGD-AT, TRADES, ANCRA) of a ResNet-18",
                        formatter_class=fmt)
-    try:
-        from . import train as _train
-    except Exception as e:   # keep the rest of the CLI usable
-        reason = f"{type(e).__name__}: {e}"
-        s.set_defaults(func=lambda a, _r=reason: _fail(f"training is not available ({_r})"))
-    else:
-        _train.add_arguments(s)
-        s.set_defaults(func=_train.main)
+    _train_cli.add_arguments(s)
+    s.set_defaults(func=_train_cli.main)
     return p
 
 
-def _fail(msg: str) -> int:
-    raise UsageError(msg)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted).
+
+    Only an :class:`~msparse.errors.MsparseError` is reported as bad input (one line, exit 2); every other
+    exception is a bug and propagates with its traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -760,13 +656,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted; finished batches are saved, run the same command again to "
               "resume", file=sys.stderr)
         return 130
-    except (UsageError, ValueError, KeyError, TypeError, FileNotFoundError, ImportError,
-            RuntimeError) as e:
+    except MsparseError as e:
         if args.debug:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        msg = " ".join(str(msg).split()) or type(e).__name__
-        kind = "" if isinstance(e, (UsageError, ValueError, KeyError)) else f"{type(e).__name__}: "
-        print(f"{PROG} {args.command}: error: {kind}{msg} (--debug for the traceback)",
-              file=sys.stderr)
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"{PROG} {args.command}: error: {msg} (--debug for the traceback)", file=sys.stderr)
         return 2

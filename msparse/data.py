@@ -27,8 +27,10 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from .errors import ChecksumError, DataError, InputError, UnknownNameError
+
 __all__ = [
-    "DataInfo", "DataError", "ChecksumError", "load_data", "load_uint8", "load_jpeg_cifar10",
+    "DataInfo", "load_data", "load_uint8", "load_jpeg_cifar10",
     "offline_manifest", "ImageBatches", "batches", "image_folder_loader", "CIFAR10_URL", "CIFAR100_URL",
     "ASSET_DIR",
 ]
@@ -39,14 +41,6 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 _DATASETS = ("cifar10", "cifar100", "imagenet")
 _SOURCES = ("auto", "official", "offline", "jpeg")
-
-
-class DataError(FileNotFoundError):
-    """Requested data is not available; the message says what to download and where to put it."""
-
-
-class ChecksumError(RuntimeError):
-    """A data file does not match its recorded sha256."""
 
 
 @dataclass(frozen=True)
@@ -92,14 +86,6 @@ def _ranges(idx: Sequence[int]) -> str:
     return ",".join(parts)
 
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _to_float(x_u8: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(x_u8)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
@@ -108,10 +94,10 @@ def _to_float(x_u8: np.ndarray) -> torch.Tensor:
 def _check_dataset_split(dataset: str, split: str) -> tuple[str, str]:
     ds = str(dataset).lower().replace("-", "")
     if ds not in _DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(_DATASETS)}")
+        raise UnknownNameError(f"unknown dataset {dataset!r}; choose one of {', '.join(_DATASETS)}")
     sp = str(split).lower()
     if sp not in ("train", "test"):
-        raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+        raise UnknownNameError(f"unknown split {split!r}; choose 'train' or 'test'")
     return ds, sp
 
 
@@ -272,11 +258,11 @@ def load_uint8(dataset: str = "cifar10", split: str = "test", n: Optional[int] =
     """
     ds, sp = _check_dataset_split(dataset, split)
     if ds != "cifar10":
-        raise ValueError(f"load_uint8 handles cifar10 only; use load_data({dataset!r}, ...)")
+        raise InputError(f"load_uint8 handles cifar10 only; use load_data({dataset!r}, ...)")
     if source not in _SOURCES:
-        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(_SOURCES)}")
+        raise UnknownNameError(f"unknown source {source!r}; choose one of {', '.join(_SOURCES)}")
     if n is not None and int(n) < 0 or start < 0:
-        raise ValueError(f"n and start must be non-negative (got n={n}, start={start})")
+        raise InputError(f"n and start must be non-negative (got n={n}, start={start})")
 
     def take(x, y):
         stop = len(x) if n is None else start + int(n)
@@ -303,7 +289,7 @@ def load_uint8(dataset: str = "cifar10", split: str = "test", n: Optional[int] =
         if d is not None:
             x, y = _read_official_cifar10(d, sp)
             if n is not None and start + n > len(x):
-                raise ValueError(f"CIFAR-10 {sp} has {len(x)} images; asked for rows {start}..{start + n - 1}")
+                raise InputError(f"CIFAR-10 {sp} has {len(x)} images; asked for rows {start}..{start + n - 1}")
             x, y, idx = take(x, y)
             return x, y, DataInfo("cifar10", sp, "official", f"official files at {d}", len(x),
                                   _ranges(idx), True, str(d))
@@ -340,7 +326,7 @@ def load_data(dataset: str = "cifar10", split: str = "test", n: Optional[int] = 
                                 progress=progress)
         xt, yt = _to_float(x), torch.from_numpy(np.ascontiguousarray(y)).long()
     elif source not in ("auto", "official"):
-        raise ValueError(f"source={source!r} exists for cifar10 only")
+        raise InputError(f"source={source!r} exists for cifar10 only")
     elif ds == "cifar100":
         xt, yt, info = _load_cifar100(sp, n, data_dir, start, download)
     else:
@@ -366,7 +352,7 @@ def _load_cifar100(sp, n, data_dir, start, download):
     x, y = dset.data, np.asarray(dset.targets, dtype=np.int64)
     stop = len(x) if n is None else start + int(n)
     if stop > len(x):
-        raise ValueError(f"CIFAR-100 {sp} has {len(x)} images; asked for rows {start}..{stop - 1}")
+        raise InputError(f"CIFAR-100 {sp} has {len(x)} images; asked for rows {start}..{stop - 1}")
     x, y = x[start:stop], y[start:stop]
     info = DataInfo("cifar100", sp, "official", f"official files at {folder}", len(x),
                     _ranges(range(start, stop)), True, str(folder))
@@ -375,7 +361,7 @@ def _load_cifar100(sp, n, data_dir, start, download):
 
 def _load_imagenet(sp, n, data_dir, start, preprocessing, model_name):
     if sp != "test":
-        raise ValueError("imagenet: only the RobustBench validation subset (split='test') is supported")
+        raise InputError("imagenet: only the RobustBench validation subset (split='test') is supported")
     if data_dir is None or not (Path(data_dir) / "val").is_dir():
         raise DataError(
             "ImageNet not found: pass data_dir=DIR where DIR/val/<wnid>/<image>.JPEG holds the ILSVRC-2012 "
@@ -393,7 +379,7 @@ def _load_imagenet(sp, n, data_dir, start, preprocessing, model_name):
         prep = PREPROCESSINGS[preprocessing or "Res256Crop224"] if not callable(preprocessing) else preprocessing
     total = 5000 if n is None else start + int(n)
     if total > 5000:
-        raise ValueError("imagenet: RobustBench's evaluation subset has 5000 images")
+        raise InputError("imagenet: RobustBench's evaluation subset has 5000 images")
     x, y = load_imagenet(total, str(data_dir), prep)
     x, y = x[start:], y[start:]
     info = DataInfo("imagenet", "test", "imagenet-folder",
@@ -417,11 +403,11 @@ class ImageBatches:
                  drop_last: bool = True, seed: int = 0, device=None, channels_last: bool = False):
         x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
         if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(f"ImageBatches expects uint8 (N, H, W, 3) images, got {tuple(x.shape)} {x.dtype}")
+            raise InputError(f"ImageBatches expects uint8 (N, H, W, 3) images, got {tuple(x.shape)} {x.dtype}")
         self.x = x.permute(0, 3, 1, 2).contiguous()  # uint8 NCHW
         self.y = torch.as_tensor(np.asarray(y) if not torch.is_tensor(y) else y).long()
         if len(self.x) != len(self.y):
-            raise ValueError(f"{len(self.x)} images but {len(self.y)} labels")
+            raise InputError(f"{len(self.x)} images but {len(self.y)} labels")
         self.batch_size, self.shuffle, self.augment = int(batch_size), shuffle, augment
         self.drop_last, self.seed, self.epoch = drop_last, int(seed), 0
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -483,7 +469,8 @@ def image_folder_loader(folder, batch_size: int = 64, preprocessing="BicubicRes2
 
     ``preprocessing``: a RobustBench preprocessing name ("BicubicRes256Crop224", "Res256Crop224", ...) or a
     callable.  Yields ``(x, y)`` with x float32 (B, 3, 224, 224) in [0, 1].  Files are listed sorted,
-    class folder by class folder (as the official statistics pass did; see spec §1.5).
+    class folder by class folder (as the official code's ImageNet training loader lists them, which its statistics
+    pass reads unshuffled).
     """
     import torchvision
 
@@ -500,8 +487,8 @@ def image_folder_loader(folder, batch_size: int = 64, preprocessing="BicubicRes2
         import_robustbench()
         from robustbench.data import PREPROCESSINGS
         if preprocessing not in PREPROCESSINGS:
-            raise ValueError(f"unknown preprocessing {preprocessing!r}; choose one of "
-                             f"{', '.join(str(k) for k in PREPROCESSINGS)}")
+            raise UnknownNameError(f"unknown preprocessing {preprocessing!r}; choose one of "
+                                   f"{', '.join(str(k) for k in PREPROCESSINGS)}")
         tf = PREPROCESSINGS[preprocessing]
     dset = torchvision.datasets.ImageFolder(str(folder), transform=tf)
     return torch.utils.data.DataLoader(dset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers)

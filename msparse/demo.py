@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import calibrate, set_alpha, sparsify
+from .core.calibration import calibrate
+from .core.operator import check_alpha
+from .core.placement import set_alpha, sparsify
 from .data import load_data
-from .evaluate import evaluate
-from .models import load_model
-from .operator import check_alpha
+from .errors import InputError
+from .evaluation.evaluate import evaluate
+from .models.registry import load_model
 
 
 def _pct(acc, ci) -> str:
@@ -28,9 +30,9 @@ def run(n: int = 100, alpha: float = 0.35, n_stats: int = 3000, store=None, prog
     """Run the demo; returns one row per (α, attack) with the evaluation results."""
     alpha = check_alpha(alpha)
     if alpha == 0:
-        raise ValueError("alpha must be > 0 for the demo (α = 0 is the base model, shown anyway)")
+        raise InputError("alpha must be > 0 for the demo (α = 0 is the base model, shown anyway)")
     if not isinstance(n, int) or not 1 <= n <= 1000:
-        raise ValueError(f"n must be an integer in 1..1000 (the offline test subset), got {n!r}")
+        raise InputError(f"n must be an integer in 1..1000 (the offline test subset), got {n!r}")
     start = time.perf_counter()
     model = load_model()
     x_train, _, train_info = load_data("cifar10", "train", n=n_stats, return_info=True)

@@ -18,7 +18,7 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 resume=()
 [ -f "$out/last.pt" ] && resume=(--resume)
 cd "$here"
-"$py" -m msparse.train \
+"$py" -m msparse train \
   --method pgd-at --attack fgsm-rs --eps 0.03137254901960784 --step-size 0.0392156862745098 \
   --activation gelu --width 16 \
   --epochs 12 --batch-size 128 --schedule onecycle --lr 0.2 --nesterov --weight-decay 5e-4 \

@@ -6,11 +6,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-import msparse.attacks as atk
-from msparse.attacks import (Attack, AttackConfig, backward_mode, base_model, input_gradient,
-                             parse_attack, run_attack, zero_gradient_fraction)
-from msparse.placement import set_alpha, set_backward, sparsify
-from msparse.stats import calibrate
+import msparse.attacks.autoattack as atk
+from msparse.attacks.autoattack import run_attack
+from msparse.attacks.base import PRESETS, Attack, AttackConfig, canonical_name, parse_attack
+from msparse.attacks.diagnostics import input_gradient, zero_gradient_fraction
+from msparse.core.calibration import calibrate
+from msparse.core.placement import backward_mode, base_model, operators, set_alpha, set_backward, sparsify
 
 
 # --- a tiny, briefly trained, attackable model (4 classes, 3x8x8 images) --------------------------
@@ -74,7 +75,7 @@ def test_parse_attack_presets_shorthands_and_worst_case():
     assert parse_attack("transfer") == [Attack("apgd", "transfer")]
     w = parse_attack("worst:apgd,bpda,bpda:apgd-ce+t")
     assert w == [Attack("apgd"), Attack("apgd-ce+t", "bpda")]          # duplicates collapse
-    assert atk.canonical_name(w) == "worst:apgd,bpda:apgd-ce+t"
+    assert canonical_name(w) == "worst:apgd,bpda:apgd-ce+t"
 
 
 @pytest.mark.parametrize("bad, msg", [
@@ -101,7 +102,7 @@ def test_driver_matches_autoattack_run_standard_evaluation(preset):
     model = tiny_model()
     x, y = make_data(32, 2)
     out = run_attack(model, x, y, Attack(preset), CFG, batch_size=32)
-    aa = AutoAttack(model, attacks=list(atk.PRESETS[preset]), version="custom", eps=CFG.eps,
+    aa = AutoAttack(model, attacks=list(PRESETS[preset]), version="custom", eps=CFG.eps,
                     seed=0, device="cpu")
     aa.apgd.n_restarts = 1
     atk._set_apgd_iters(aa.apgd, CFG.n_iter)
@@ -168,7 +169,7 @@ def test_backward_mode_and_alpha_restored_even_on_error(monkeypatch):
     for mode in ("bpda", "transfer"):
         with pytest.raises(RuntimeError, match="simulated failure"):
             run_attack(model, x, y, Attack("apgd-ce", mode), CFG, batch_size=8)
-        ops = [m for _, m in atk.meansparse_modules(model)]
+        ops = operators(model)
         assert all(m.backward == "exact" for m in ops)
         assert all(float(m.alpha) == pytest.approx(0.3) for m in ops)
 

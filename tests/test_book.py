@@ -125,7 +125,7 @@ def test_broken_parameters_fail_the_notebook_with_a_clear_message(tmp_path):
 
 
 def test_static_slider_html_switches_frames_without_a_script_tag():
-    from msparse import plots, widgets
+    from msparse.report import plots, widgets
     import matplotlib
 
     matplotlib.use("Agg")
@@ -171,7 +171,7 @@ def _screenshot(page: Path, out: Path) -> bytes:
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
 @pytest.mark.parametrize("page", ["index.html", "_executed/fig1_operator.html", "_executed/alpha_explorer.html"])
 def test_built_pages_render_non_blank_in_chromium(built_book, page, tmp_path):
-    from msparse.plots import is_blank_png
+    from msparse.report.plots import is_blank_png
 
     path = built_book / page
     assert path.is_file()
@@ -180,7 +180,7 @@ def test_built_pages_render_non_blank_in_chromium(built_book, page, tmp_path):
 
 
 def test_figure_pages_contain_figures_and_the_slider(built_book):
-    from msparse.plots import is_blank_png
+    from msparse.report.plots import is_blank_png
     import base64
 
     fig1 = (built_book / "_executed" / "fig1_operator.html").read_text()
@@ -217,7 +217,7 @@ PAGES_WITHOUT_NUMBERS = ("fig1_operator", "alpha_explorer")
 @pytest.mark.skipif(not _FULL, reason="set MSPARSE_BOOK_HTML to a built book (python -m msparse book --quick)")
 @pytest.mark.parametrize("name", [n for n, _ in mb.NOTEBOOKS])
 def test_every_page_of_a_full_build_has_figures_a_verdict_and_no_traceback(name, tmp_path):
-    from msparse.plots import is_blank_png
+    from msparse.report.plots import is_blank_png
 
     page = Path(_FULL).resolve() / "_executed" / f"{name}.html"
     text = page.read_text()

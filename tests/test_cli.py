@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from msparse.cli import main, parse_list, parse_number
-from msparse.results import Store
+from msparse.evaluation.store import Store
 
 from test_attacks import make_arch, make_data, tiny_model  # noqa: F401  (make_arch: --model factory)
 

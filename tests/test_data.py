@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import msparse.data as D
-from msparse.data import DataError, ChecksumError, ImageBatches, load_data, load_uint8
+from msparse.data import ImageBatches, load_data, load_uint8
+from msparse.errors import ChecksumError, DataError
 
 # The first ten labels of the official CIFAR-10 test batch (test_batch, official order).
 OFFICIAL_TEST_LABELS_0_9 = [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]

@@ -1,17 +1,16 @@
 """evaluate() and sweep(): records, resume after a crash, stability, bad inputs, paired tests."""
-import importlib
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from msparse.attacks import meansparse_modules
-from msparse.evaluate import evaluate, site_subsets, sweep
-from msparse.placement import set_alpha, set_backward, sites, sparsify
-from msparse.results import Store, load_records, to_table
-
-ev = importlib.import_module("msparse.evaluate")  # the module; the package attribute `evaluate` is the function
+import msparse.evaluation.evaluate as ev
+from msparse.core.placement import named_operators as meansparse_modules
+from msparse.core.placement import set_backward, sites, sparsify
+from msparse.evaluation.evaluate import evaluate
+from msparse.evaluation.store import Store, load_records, to_table
+from msparse.evaluation.sweep import site_subsets, sweep
 
 from test_attacks import make_data, sparse_model, tiny_model
 

@@ -5,13 +5,15 @@ import shutil
 import pytest
 import torch
 
-import msparse.models as M
+import msparse.models.zoo as M
 from msparse.data import load_data
-from msparse.models import ChecksumError, load_model
-from msparse.train import accuracy
+from msparse.errors import ChecksumError, ModelLoadError
+from msparse.models.registry import list_models, load_model
+from msparse.models.resnet import ACTIVATIONS
+from msparse.training.metrics import accuracy
 
 MEMBERS = {  # name -> (activation, method, reverse attention)
-    **{f"msparse/resnet18-{a}-w8-pgdat": (a, "pgd-at", False) for a in M.ACTIVATIONS},
+    **{f"msparse/resnet18-{a}-w8-pgdat": (a, "pgd-at", False) for a in ACTIVATIONS},
     "msparse/resnet18-gelu-w8-trades": ("gelu", "trades", False),
     "msparse/resnet18-gelu-w8-ancra": ("gelu", "ancra", True),
 }
@@ -19,7 +21,7 @@ MEMBERS = {  # name -> (activation, method, reverse attention)
 
 def test_all_eight_members_are_shipped_and_listed():
     assert set(M.shipped_family()) == set(MEMBERS)
-    assert set(MEMBERS) <= set(M.list_models(include_robustbench=False))
+    assert set(MEMBERS) <= set(list_models(include_robustbench=False))
     total = sum(p.stat().st_size for p in M.shipped_family().values())
     assert total <= 5 * 2**20, f"the family's weights take {total} bytes"
 
@@ -62,5 +64,5 @@ def test_a_tampered_member_is_refused(tmp_path, monkeypatch):
 
 
 def test_unknown_msparse_name_is_a_clear_error():
-    with pytest.raises(M.ModelLoadError, match="unknown model 'msparse/resnet18-gelu-w8-mart'"):
+    with pytest.raises(ModelLoadError, match="unknown model 'msparse/resnet18-gelu-w8-mart'"):
         load_model("msparse/resnet18-gelu-w8-mart")

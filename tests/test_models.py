@@ -7,10 +7,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-import msparse.models as M
+import msparse.models.zoo as M
+from msparse._io import sha256_file
 from msparse.data import load_data
-from msparse.models import ModelLoadError, ChecksumError, activation_positions, list_models, load_model, resnet18
-from msparse.train import pgd_accuracy, accuracy
+from msparse.errors import ChecksumError, ModelLoadError
+from msparse.models.registry import is_model, list_models, load_model, model_entries, model_entry
+from msparse.models.resnet import ACTIVATIONS, ResNet18, activation_positions, resnet18
+from msparse.training.metrics import accuracy, pgd_accuracy
 
 RB_SMALL = "Addepalli2022Efficient_RN18"   # a RobustBench CIFAR-10 L-inf entry whose ResNet-18 builds fast
 
@@ -25,7 +28,7 @@ def no_network(monkeypatch):
 
 # ------------------------------------------------------------------ the family
 
-@pytest.mark.parametrize("act", M.ACTIVATIONS)
+@pytest.mark.parametrize("act", ACTIVATIONS)
 def test_family_forward_shape_and_17_distinct_positions(act):
     model = resnet18(act, width=4).eval()
     out = model(torch.rand(2, 3, 32, 32))
@@ -97,7 +100,7 @@ def test_unknown_activation_is_an_error():
 
 
 def test_the_lead_preset_finds_17_sites_with_matching_tags():
-    from msparse.placement import sparsify
+    from msparse.core.placement import sparsify
     model = resnet18("gelu", width=4).eval()
     sites = sparsify(model, "ResNet-18/cifar10/Linf/v1")
     assert len(sites) == 17
@@ -110,7 +113,7 @@ def test_the_lead_preset_finds_17_sites_with_matching_tags():
 
 def test_pyautoattack_standard_model_loads_strictly_and_is_accurate_but_not_robust(no_network):
     model = load_model("pyautoattack/resnet18-standard")
-    assert isinstance(model, M.ResNet18) and model.activation == "relu" and not model.training
+    assert isinstance(model, ResNet18) and model.activation == "relu" and not model.training
     assert "not robust" in model.msparse_card["source"]
     x, y = load_data("cifar10", "test", n=100)
     assert accuracy(model, x, y) > 0.85
@@ -131,7 +134,7 @@ def test_default_model_loads_offline_and_is_robust(no_network):
 
 
 def test_default_model_card_reports_the_required_numbers_on_exact_test_images():
-    card = json.loads((M.ASSET_DIR / f"{M._DEFAULT_FILE}.json").read_text())
+    card = json.loads((M.ASSET_DIR / f"{M.DEFAULT_FILE}.json").read_text())
     ev = card["evaluation"]
     assert ev["n"] == 1000 and ev["data"]["exact"] and ev["data"]["indices"] == "0..999"
     assert ev["clean_accuracy"] >= 0.60 and ev["apgd_ce_accuracy"] >= 0.30
@@ -142,9 +145,9 @@ def test_default_model_card_reports_the_required_numbers_on_exact_test_images():
 
 
 def test_default_model_weights_are_verified(tmp_path, monkeypatch):
-    for f in (f"{M._DEFAULT_FILE}.pt", f"{M._DEFAULT_FILE}.json"):
+    for f in (f"{M.DEFAULT_FILE}.pt", f"{M.DEFAULT_FILE}.json"):
         shutil.copy(M.ASSET_DIR / f, tmp_path / f)
-    pt = tmp_path / f"{M._DEFAULT_FILE}.pt"
+    pt = tmp_path / f"{M.DEFAULT_FILE}.pt"
     data = bytearray(pt.read_bytes())
     data[-100] ^= 0x01
     pt.write_bytes(bytes(data))
@@ -162,7 +165,6 @@ def _save_family(tmp_path, act="gelu", width=4, name="resnet18-gelu-w4", card=Tr
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
                folder / f"{name}.pt")
     if card:
-        from msparse.train import sha256_file
         (folder / f"{name}.json").write_text(json.dumps({
             "architecture": {"activation": act, "width": width, "num_classes": 10},
             "weights": {"file": "model.pt", "sha256": sha256_file(folder / f"{name}.pt")}}))
@@ -261,3 +263,36 @@ def test_pssilu_b_starts_where_its_gradient_is_not_zero():
     assert model.paf.b.item() == pytest.approx(1e-8)
     model(torch.rand(4, 3, 32, 32)).square().mean().backward()
     assert model.paf.b.grad is not None and model.paf.b.grad.abs().item() > 0
+
+
+# ------------------------------------------------------------------ the registry
+
+@pytest.mark.parametrize("entry", model_entries(), ids=lambda e: e.key)
+def test_every_registry_entry_owns_its_names_and_builds_its_architecture(entry):
+    """One table decides what a name means: each entry owns its example and every name it lists, and builds
+    the architecture with random weights (nothing read or downloaded)."""
+    assert model_entry(entry.example) is entry and is_model(entry.example)
+    listed = entry.names("cifar10", "Linf")
+    if entry.kind == "robustbench":
+        assert entry.example in listed and entry.example in list_models()
+        assert entry.example not in list_models(include_robustbench=False)
+    else:
+        assert all(model_entry(n) is entry for n in listed)
+        assert set(listed) <= set(list_models(include_robustbench=False))
+    model = load_model(entry.example, pretrained=False)
+    assert isinstance(model, nn.Module) and not model.training
+    assert model.msparse_card["verified"] is False and model.msparse_card["sha256"] is None
+    assert model(torch.rand(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_the_registry_has_one_default_and_refuses_unknown_names():
+    defaults = [e for e in model_entries() if e.default]
+    assert len(defaults) == 1 and model_entry(None) is defaults[0] and defaults[0].key == M.DEFAULT_MODEL
+    assert [e.kind for e in model_entries()][-1] == "robustbench"       # RobustBench is the fallback
+    assert not is_model("no-such-model") and not is_model("resnet18-tanh")
+    with pytest.raises(ModelLoadError, match="unknown model 'no-such-model'"):
+        model_entry("no-such-model")
+    with pytest.raises(ValueError, match="unknown activation 'tanh'"):
+        load_model("resnet18-tanh")
+    with pytest.raises(ValueError, match="not a family name"):
+        load_model(M.STANDARD_MODEL, checkpoint="x.pt")

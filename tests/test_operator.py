@@ -1,4 +1,4 @@
-"""The MeanSparse operator (spec §1): forward semantics, layouts, centres, both backward modes, bad input."""
+"""The MeanSparse operator (the official code's MeanSparse module): forward semantics, layouts, centres, both backward modes, bad input."""
 
 import math
 

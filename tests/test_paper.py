@@ -1,8 +1,8 @@
-"""The reference numbers: transcription spot checks against spec §2.3/§4 and internal consistency."""
+"""The reference numbers: transcription spot checks against the paper's tables and RobustBench's leaderboard, and internal consistency."""
 
 import pytest
 
-from msparse import paper
+from msparse.report import paper
 
 
 def test_every_table_has_a_known_source_and_complete_rows():
@@ -47,7 +47,7 @@ def test_table6_eps_eight_equals_table2():
 
 def test_every_robustbench_bpda_number_is_below_its_base_aa():
     pairs = paper.bpda_pairs()
-    assert len(pairs) == 6  # spec §1.4: all six MeanSparse entries
+    assert len(pairs) == 6  # RobustBench lists six MeanSparse entries
     for base, ms in pairs:
         assert ms.external < base.aa, (base.key, ms.key)
         assert ms.aa > base.aa  # what the authors reported

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import msparse as ms
+import msparse.core.placement as pl
 from msparse._compat import robustbench_architecture
 
 CASES = [  # (base name, MeanSparse name, dataset, threat model, preset key)
@@ -63,7 +64,7 @@ def test_same_weights_statistics_and_alpha_give_identical_outputs(base_name, ms_
     # statistics: the official procedure inside their model == our "official" mode
     official_statistics_pass(theirs, their_ops, batches)
     ms.calibrate(ours, batches, mode="official")
-    our_ops = ms.placement.operators(ours)
+    our_ops = pl.operators(ours)
     for a, b in zip(our_ops, their_ops):
         torch.testing.assert_close(a.mean, b.running_mean, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(a.var, b.running_var, rtol=1e-4, atol=1e-5)
@@ -78,7 +79,7 @@ def test_same_weights_statistics_and_alpha_give_identical_outputs(base_name, ms_
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out_ours, out_theirs = ours(x), theirs(x)
-        blocked = ms.blocked_fractions(ours, x[:1])
+        blocked = pl.blocked_fractions(ours, x[:1])
         ms.set_alpha(ours, 0.0)
         out_base = ours(x)
     assert min(blocked.values()) > 0.01  # the operators really act ...

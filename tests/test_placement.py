@@ -1,4 +1,5 @@
-"""Placement (spec §2): sites, their order and shapes, the inverse, α and backward switches, bad models."""
+"""Placement (the official code's add_custom_layer and hand-edited architectures):
+sites, their order and shapes, the inverse, α and backward switches, bad models."""
 
 import copy
 
@@ -7,6 +8,7 @@ import torch
 from torch import nn
 
 import msparse as ms
+import msparse.core.placement as pl
 
 
 class Block(nn.Module):
@@ -79,7 +81,7 @@ def test_sites_are_listed_in_forward_order_with_their_channels_and_layout():
         "blocks.1.act1.msparse_in", "blocks.1.act2.msparse_in"]
     assert [s.index for s in sites] == list(range(5))
     assert {s.channels for s in sites} == {4} and {s.layout for s in sites} == {"nchw"}
-    assert ms.sites(model) == sites
+    assert pl.sites(model) == sites
 
 
 def test_model_state_dict_keys_are_unchanged_and_alpha_zero_changes_nothing():
@@ -99,8 +101,8 @@ def test_unsparsify_is_the_inverse():
     keys = set(model.state_dict())
     calibrated(model, alpha=0.5)
     assert not torch.equal(model(X), reference)
-    ms.unsparsify(model)
-    assert ms.sites(model) == [] and set(model.state_dict()) == keys
+    pl.unsparsify(model)
+    assert pl.sites(model) == [] and set(model.state_dict()) == keys
     assert torch.equal(model(X), reference)
     assert len(ms.sparsify(model, "activations")) == 5  # and can be sparsified again
 
@@ -124,8 +126,8 @@ def test_activation_types_are_configurable():
 
 
 def test_rules_place_sites_on_outputs_with_tags():
-    rules = [ms.Rule(where="input", classes=("SiLU",), names=("act1",), tags=("main_path",)),
-             ms.Rule(where="output", classes=("Block",), tags=("after_add",))]
+    rules = [pl.Rule(where="input", classes=("SiLU",), names=("act1",), tags=("main_path",)),
+             pl.Rule(where="output", classes=("Block",), tags=("after_add",))]
     sites = ms.sparsify(Net(), rules)
     assert [(s.name, sorted(s.tags)) for s in sites] == [
         ("blocks.0.act1.msparse_in", ["main_path"]), ("blocks.0.msparse_out", ["after_add"]),
@@ -135,7 +137,7 @@ def test_rules_place_sites_on_outputs_with_tags():
 def test_set_alpha_everywhere_per_site_or_as_a_sequence():
     model = Net()
     sites = calibrated(model)
-    ops = ms.placement.operators(model)
+    ops = pl.operators(model)
     ms.set_alpha(model, 0.3)
     assert [op._alpha for op in ops] == pytest.approx([0.3] * 5)
     ms.set_alpha(model, {sites[1].name: 0.2, 3: 0.1})  # by name or index; the others go to 0
@@ -152,7 +154,7 @@ def test_set_alpha_rejects_bad_values_and_keys_without_changing_anything():
             ms.set_alpha(model, bad)
     with pytest.raises(KeyError, match="no site 'blocks.9.act1.msparse_in'"):
         ms.set_alpha(model, {"blocks.9.act1.msparse_in": 0.2})
-    assert [op._alpha for op in ms.placement.operators(model)] == pytest.approx([0.25] * 5)
+    assert [op._alpha for op in pl.operators(model)] == pytest.approx([0.25] * 5)
 
 
 def test_switches_need_a_sparsified_model():
@@ -164,7 +166,7 @@ def test_switches_need_a_sparsified_model():
 def test_backward_mode_switches_on_the_built_model():
     model = Net().eval()
     calibrated(model, alpha=1.0)  # roughly 70% of features blocked
-    site = ms.placement.operators(model)[1]  # before blocks.0.act1, a SiLU (nonzero derivative everywhere)
+    site = pl.operators(model)[1]  # before blocks.0.act1, a SiLU (nonzero derivative everywhere)
     grads = {}
 
     def keep_gradient(module, args, out):
@@ -197,18 +199,18 @@ def test_centre_switch():
     model = Net().eval()
     calibrated(model, alpha=0.5)
     mean_out = model(X)
-    ms.set_centre(model, "zero")
+    pl.set_centre(model, "zero")
     assert not torch.equal(model(X), mean_out)
-    ms.set_centre(model, "mean")
+    pl.set_centre(model, "mean")
     assert torch.equal(model(X), mean_out)
 
 
 def test_blocked_fractions_per_site():
     model = Net()
     sites = calibrated(model, alpha=0.0)
-    assert ms.blocked_fractions(model, X) == {s.name: 0.0 for s in sites}
+    assert pl.blocked_fractions(model, X) == {s.name: 0.0 for s in sites}
     ms.set_alpha(model, 0.5)
-    fractions = ms.blocked_fractions(model, X)
+    fractions = pl.blocked_fractions(model, X)
     assert set(fractions) == {s.name for s in sites} and all(0 < f < 1 for f in fractions.values())
 
 
@@ -219,7 +221,7 @@ def test_deep_copy_is_independent():
     assert torch.equal(twin(X), model(X))
     ms.set_alpha(twin, 0.0)
     assert not torch.equal(twin(X), model(X))
-    assert len(ms.sites(twin)) == 5
+    assert len(pl.sites(twin)) == 5
 
 
 def test_functional_activations_give_a_clear_error():
@@ -231,7 +233,7 @@ def test_shared_activation_module_is_refused_and_leaves_the_model_untouched():
     model = Shared()
     with pytest.raises(ValueError, match="runs 2 times per forward"):
         ms.sparsify(model, "activations", input_size=(3, 9, 9))
-    assert ms.sites(model) == [] and not model.act._forward_pre_hooks
+    assert pl.sites(model) == [] and not model.act._forward_pre_hooks
 
 
 def test_wrong_probe_input_size_is_explained():

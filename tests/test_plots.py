@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 
-from msparse import plots
+from msparse.report import plots
 
 
 @pytest.fixture(autouse=True)

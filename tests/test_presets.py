@@ -1,4 +1,4 @@
-"""Every preset gives the paper's number of sites on RobustBench's architecture (issue 2, spec §2.1)."""
+"""Every preset gives the paper's number of sites on RobustBench's architecture (issue 2; the official code's placements)."""
 
 import pytest
 import torch

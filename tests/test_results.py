@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from msparse.results import (CorruptRecord, Store, content_hash, data_hash, default_store_dir,
-                             flags_to_str, load_records, mcnemar, model_checksum, provenance,
-                             str_to_flags, to_table, wilson)
+from msparse.errors import CorruptRecord
+from msparse.evaluation.significance import mcnemar, wilson
+from msparse.evaluation.store import (Store, content_hash, data_hash, default_store_dir, flags_to_str,
+                                      load_records, model_checksum, provenance, str_to_flags, to_table)
 
 
 def _record(alpha=0.25, attack="apgd-ce", robust=0.5, model="m"):

@@ -1,4 +1,4 @@
-"""ANCRA's reverse attention (spec §6.1): RA blocks in layer4, their loss terms, training and loading."""
+"""ANCRA's reverse attention (Zhou et al. 2023): RA blocks in layer4, their loss terms, training and loading."""
 import json
 
 import pytest
@@ -6,9 +6,14 @@ import torch
 import torch.nn.functional as F
 
 import msparse as ms
-from msparse.models import load_model, resnet18
-from msparse.models.resnet import BasicBlock, RABlock
-from msparse.train import TrainConfig, train, training_loss
+import msparse.core.placement as pl
+from msparse.models.resnet import activation_positions
+from msparse.errors import ModelLoadError
+from msparse.models.registry import load_model
+from msparse.models.resnet import BasicBlock, RAAuxPath, RABlock, resnet18
+from msparse.training.config import TrainConfig
+from msparse.training.loop import train
+from msparse.training.losses import training_loss
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +42,14 @@ def test_ra_block_reweights_channels_by_the_classifier_row_of_the_label_or_of_it
 def test_ra_network_keeps_the_17_positions_and_the_plain_state_dict_names(batch):
     plain, ra = resnet18("gelu", 4), resnet18("gelu", 4, reverse_attention=True)
     assert list(plain.state_dict()) == list(ra.state_dict())          # weights are interchangeable by name
-    assert [p for p in ms.models.activation_positions(ra)] == [p for p in ms.models.activation_positions(plain)]
+    assert [p for p in activation_positions(ra)] == [p for p in activation_positions(plain)]
     assert all(isinstance(b, RABlock) for b in ra.layer4) and not any(isinstance(b, RABlock) for b in ra.layer3)
     x, y = batch
     ra.load_state_dict(plain.state_dict())
     plain.eval(), ra.eval()
     assert not torch.allclose(plain(x), ra(x))                        # the re-weighting changes the output
     ms.sparsify(ra, "ResNet-18/cifar10/Linf/v1")
-    assert len(ms.sites(ra)) == 17
+    assert len(pl.sites(ra)) == 17
 
 
 def test_gating_uses_labels_only_in_training_mode_and_output_is_the_last_blocks_logits(batch):
@@ -116,7 +121,7 @@ def test_an_ancra_run_writes_an_ra_card_and_loads_back_as_the_same_network(tmp_p
     ref.load_state_dict(torch.load(tmp_path / "run" / "model.pt", weights_only=True))
     torch.testing.assert_close(model(x), ref.eval()(x))
     # a family name that contradicts the card is refused; the -ra name is accepted
-    with pytest.raises(ms.models.ModelLoadError, match="reverse_attention=False but"):
+    with pytest.raises(ModelLoadError, match="reverse_attention=False but"):
         load_model("resnet18-gelu-w4", checkpoint=tmp_path / "run" / "model.pt")
     assert load_model("resnet18-gelu-w4-ra", checkpoint=tmp_path / "run" / "model.pt").reverse_attention
     assert load_model("resnet18-gelu-w4-ra", pretrained=False).reverse_attention
@@ -124,8 +129,7 @@ def test_an_ancra_run_writes_an_ra_card_and_loads_back_as_the_same_network(tmp_p
 
 
 def test_aux_path_surrogate_returns_the_gating_logits_and_is_keyed_apart(batch):
-    from msparse.evaluate import describe_model
-    from msparse.models import RAAuxPath
+    from msparse.evaluation.evaluate import describe_model
 
     x, _ = batch
     model = resnet18("gelu", 4, reverse_attention=True).eval()
@@ -138,7 +142,7 @@ def test_aux_path_surrogate_returns_the_gating_logits_and_is_keyed_apart(batch):
 
 
 def test_gate_attack_accuracies_and_their_worst_case():
-    from msparse.train import gate_apgd_ce_accuracy
+    from msparse.training.metrics import gate_apgd_ce_accuracy
 
     torch.manual_seed(0)
     model = resnet18("gelu", 4, reverse_attention=True).eval()

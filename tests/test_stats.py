@@ -1,4 +1,4 @@
-"""The statistics pass (spec §1.5): exact float64 statistics, the official estimate, the pass's protocol."""
+"""The statistics pass (the official code's calculate_statistics): exact float64 statistics, the official estimate, the pass's protocol."""
 
 import numpy as np
 import pytest
@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import msparse as ms
+import msparse.core.placement as pl
 
 
 def tiny_cnn():
@@ -32,7 +33,7 @@ class TokenMixer(nn.Module):
 
 def site_inputs(model, x):
     """Inputs reaching each site of a sparsified model (all α = 0), concatenated over the batch: float64 numpy."""
-    ops = ms.placement.operators(model)
+    ops = pl.operators(model)
     grabbed = {id(op): [] for op in ops}
     handles = [op.register_forward_pre_hook(lambda m, a: grabbed[id(m)].append(a[0].detach().double().numpy()))
                for op in ops]
@@ -57,7 +58,7 @@ def test_exact_statistics_equal_a_float64_reference_for_any_batch_size(batch_siz
     sites = ms.sparsify(model, "activations")
     summary = ms.calibrate(model, DATA, mode="exact", batch_size=batch_size)
     assert summary["n_samples"] == 37 and summary["n_batches"] == -(-37 // batch_size)
-    for op, array, site in zip(ms.placement.operators(model), site_inputs(model, DATA), sites):
+    for op, array, site in zip(pl.operators(model), site_inputs(model, DATA), sites):
         mean, var = reference_stats(array, site.layout)
         np.testing.assert_allclose(op.mean.numpy(), mean, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(op.var.numpy(), var, rtol=1e-5, atol=1e-7)
@@ -72,7 +73,7 @@ def test_exact_statistics_for_token_layout():
     ms.calibrate(model, data, batch_size=4)
     (array,) = site_inputs(model, data)
     mean, var = reference_stats(array, "nlc")
-    (op,) = ms.placement.operators(model)
+    (op,) = pl.operators(model)
     np.testing.assert_allclose(op.mean.numpy(), mean, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(op.var.numpy(), var, rtol=1e-5, atol=1e-7)
 
@@ -82,7 +83,7 @@ def test_official_mode_averages_per_batch_means_and_unbiased_variances():
     sites = ms.sparsify(model, "activations")
     ms.calibrate(model, DATA, mode="official", batch_size=10)  # batches of 10, 10, 10, 7
     arrays = site_inputs(model, DATA)
-    for op, array, site in zip(ms.placement.operators(model), arrays, sites):
+    for op, array, site in zip(pl.operators(model), arrays, sites):
         batches = [array[i:i + 10] for i in range(0, 37, 10)]
         mean = np.mean([b.mean(axis=(0, 2, 3)) for b in batches], axis=0)
         var = np.mean([b.var(axis=(0, 2, 3), ddof=1) for b in batches], axis=0)
@@ -96,13 +97,13 @@ def test_pass_runs_in_eval_mode_with_alpha_held_at_zero_and_restores_both():
     model = tiny_cnn()
     ms.sparsify(model, "activations")
     ms.calibrate(model, DATA)
-    first = [op.var.clone() for op in ms.placement.operators(model)]
+    first = [op.var.clone() for op in pl.operators(model)]
     bn = model[1]
     running = bn.running_mean.clone()
     ms.set_alpha(model, 0.7)
     model.train()
     ms.calibrate(model, DATA)  # would see sparsified upstream features if α were not held at 0
-    for op, var in zip(ms.placement.operators(model), first):
+    for op, var in zip(pl.operators(model), first):
         assert torch.allclose(op.var, var)
         assert op._alpha == pytest.approx(0.7)
     assert model.training
@@ -114,11 +115,11 @@ def test_accepts_pairs_and_dataloaders():
     ms.sparsify(model, "activations")
     y = torch.zeros(37, dtype=torch.long)
     ms.calibrate(model, (DATA, y))
-    from_pair = [op.mean.clone() for op in ms.placement.operators(model)]
+    from_pair = [op.mean.clone() for op in pl.operators(model)]
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(DATA, y), batch_size=8)
     summary = ms.calibrate(model, loader)
     assert summary["n_samples"] == 37
-    for op, mean in zip(ms.placement.operators(model), from_pair):
+    for op, mean in zip(pl.operators(model), from_pair):
         assert torch.allclose(op.mean, mean, atol=1e-6)
 
 
@@ -126,7 +127,7 @@ def test_failed_pass_keeps_previous_statistics():
     model = tiny_cnn()
     ms.sparsify(model, "activations")
     ms.calibrate(model, DATA)
-    before = [op.mean.clone() for op in ms.placement.operators(model)]
+    before = [op.mean.clone() for op in pl.operators(model)]
 
     def broken():
         yield DATA[:5]
@@ -134,7 +135,7 @@ def test_failed_pass_keeps_previous_statistics():
 
     with pytest.raises(OSError):
         ms.calibrate(model, broken())
-    for op, mean in zip(ms.placement.operators(model), before):
+    for op, mean in zip(pl.operators(model), before):
         assert torch.equal(op.mean, mean) and op._collector is None
 
 

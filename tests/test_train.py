@@ -1,18 +1,25 @@
-"""msparse.train: attacks, the three objectives, resumable runs, model cards, the CLI entry points."""
+"""msparse.training (and the training-time attacks of msparse.attacks.pgd): the three objectives, resumable runs,
+model cards, atomic checkpoints, the CLI entry points."""
 import argparse
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import msparse.train as T
+import msparse._io as io_
+from msparse.attacks.pgd import pgd_attack
 from msparse.data import load_data
-from msparse.models import load_model, resnet18
-from msparse.train import TrainConfig, anc_loss, pgd_attack, train, training_loss
+from msparse.models.registry import load_model
+from msparse.models.resnet import resnet18
+from msparse.training import cli as train_cli
+from msparse.training.config import TrainConfig
+from msparse.training.loop import _lr_lambda, train
+from msparse.training.losses import _random_negatives, anc_loss, training_loss
 
 EPS = 8 / 255
 
@@ -54,7 +61,7 @@ def test_anc_loss_matches_its_definition():
 
 def test_negatives_have_another_class():
     y = torch.tensor([0, 0, 1, 2, 2, 1, 0, 3])
-    j = T._random_negatives(y)
+    j = _random_negatives(y)
     assert torch.all(y[j] != y)
 
 
@@ -96,9 +103,9 @@ def test_pssilu_penalty_is_added(tiny_batch):
 
 def test_lr_schedules():
     cfg = TrainConfig(epochs=4, schedule="step").resolved()
-    f = T._lr_lambda(cfg, 10)
+    f = _lr_lambda(cfg, 10)
     assert [f(s) for s in (0, 19, 20, 29, 30, 39)] == [1, 1, 0.1, 0.1, 0.01, 0.01]
-    f = T._lr_lambda(TrainConfig(epochs=10, schedule="onecycle").resolved(), 10)
+    f = _lr_lambda(TrainConfig(epochs=10, schedule="onecycle").resolved(), 10)
     assert f(0) == 0 and f(40) == pytest.approx(1) and f(100) == 0 and f(70) == pytest.approx(0.5)
 
 
@@ -149,7 +156,7 @@ def test_model_card_and_loading_the_result(tmp_path):
     out = tmp_path / "card"
     card = train(_tiny_cfg(out, epochs=1, eval_n=40, half_weights=True), log=lambda s: None)
     on_disk = json.loads((out / "model.json").read_text())
-    assert on_disk["weights"]["sha256"] == T.sha256_file(out / "model.pt")
+    assert on_disk["weights"]["sha256"] == io_.sha256_file(out / "model.pt")
     assert on_disk["weights"]["dtype"] == "float16"
     assert on_disk["recipe"]["method"] == "pgd-at" and on_disk["epochs"] == 1 and on_disk["wall_time_s"] > 0
     assert on_disk["device"].startswith(("cpu", "cuda"))
@@ -164,30 +171,30 @@ def test_model_card_and_loading_the_result(tmp_path):
     assert all(v.dtype == torch.float16 for v in sd.values() if v.is_floating_point())
 
 
-def test_atomic_save_never_leaves_a_half_written_file(tmp_path, monkeypatch):
+def test_atomic_torch_save_never_leaves_a_half_written_file(tmp_path, monkeypatch):
     path = tmp_path / "ck.pt"
-    T.atomic_save({"a": torch.ones(3)}, path)
+    io_.atomic_torch_save({"a": torch.ones(3)}, path)
 
     def broken_replace(src, dst):
         raise OSError("disk full")
-    monkeypatch.setattr(T.os, "replace", broken_replace)
+    monkeypatch.setattr(io_.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        T.atomic_save({"a": torch.zeros(3)}, path)
+        io_.atomic_torch_save({"a": torch.zeros(3)}, path)
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
-    T.atomic_save({"a": torch.ones(3)}, tmp_path / "again.pt")   # same object, same bytes
-    assert T.sha256_file(tmp_path / "again.pt") == T.sha256_file(path)
+    io_.atomic_torch_save({"a": torch.ones(3)}, tmp_path / "again.pt")   # same object, same bytes
+    assert io_.sha256_file(tmp_path / "again.pt") == io_.sha256_file(path)
 
 
 def test_cli_functions_and_module_entry(tmp_path):
-    parser = T.add_arguments(argparse.ArgumentParser())
+    parser = train_cli.add_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--method", "trades", "--steps", "1", "--width", "4", "--epochs", "1",
                               "--batch-size", "32", "--data-source", "offline", "--n-train", "96",
                               "--val-n", "32", "--val-steps", "1", "--eval-n", "0", "--no-progress",
                               "--out", str(tmp_path / "cli")])
     assert args.beta == 6.0 and args.schedule == "step" and args.lr == 0.1 and args.eps == EPS
-    assert T.main(args) == 0 and (tmp_path / "cli" / "model.json").exists()
-    env = dict(os.environ, PYTHONPATH=str(T.Path(T.__file__).resolve().parents[1]))
-    r = subprocess.run([sys.executable, "-m", "msparse.train", "--help"], capture_output=True, text=True, env=env)
+    assert train_cli.main(args) == 0 and (tmp_path / "cli" / "model.json").exists()
+    env = dict(os.environ, PYTHONPATH=str(Path(io_.__file__).resolve().parents[1]))
+    r = subprocess.run([sys.executable, "-m", "msparse", "train", "--help"], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "--method" in r.stdout and "--resume" in r.stdout

@@ -1,4 +1,4 @@
-"""Verdict rules (msparse.verdicts): every outcome of every rule on constructed per-image flags, the paired
+"""Verdict rules (msparse.report.verdicts): every outcome of every rule on constructed per-image flags, the paired
 interval and the detectable difference against published / hand-computed values, and the book's wrappers."""
 
 import math
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from msparse import book as mb
-from msparse import verdicts as V
-from msparse.results import mcnemar
+from msparse.evaluation.significance import mcnemar
+from msparse.report import verdicts as V
 
 
 def table(both, gained, lost, neither):

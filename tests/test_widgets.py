@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import msparse as ms
-from msparse import widgets
+import msparse.core.placement as pl
+from msparse.report import widgets
 
 
 def _tiny():
@@ -34,7 +35,7 @@ def test_site_inputs_are_what_the_operator_receives():
     model, x, _ = _tiny()
     feats = widgets.site_inputs(model, 0, x, batch_size=16)
     assert feats.shape == (40, 4, 32, 32)
-    op = ms.placement.operators(model)[0]
+    op = pl.operators(model)[0]
     assert torch.allclose(feats.double().mean((0, 2, 3)).float(), op.mean, atol=1e-4)
     with pytest.raises(IndexError, match="2 sites"):
         widgets.site_inputs(model, 5, x)
@@ -42,7 +43,7 @@ def test_site_inputs_are_what_the_operator_receives():
 
 def test_sparsify_values_matches_the_operator():
     model, x, _ = _tiny()
-    op = ms.placement.operators(model)[0]
+    op = pl.operators(model)[0]
     feats = widgets.site_inputs(model, 0, x[:2])
     op.set_alpha(0.5)
     ours = torch.stack([widgets.sparsify_values(feats[:, c], float(op.mean[c]), float(op.var[c].sqrt()), 0.5)
@@ -61,7 +62,7 @@ def test_explorer_blocked_fraction_grows_with_alpha_and_accuracy_is_cached():
     a = ex.accuracy(0.3)
     assert 0 <= a["robust"] <= 1 and 0 <= a["clean"] <= 1
     assert ex.accuracy(0.3) is a  # cached: moving back to a seen α costs nothing
-    assert all(float(op.alpha) == 0 for op in ms.placement.operators(model))  # α restored
+    assert all(float(op.alpha) == 0 for op in pl.operators(model))  # α restored
     fig = ex.figure(0.3, site=1, channel=2)
     assert len(fig.axes) == 4
 

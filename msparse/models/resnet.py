@@ -1,4 +1,5 @@
-"""CIFAR ResNet-18 family with selectable activations (spec §5.1, §5.2).
+"""CIFAR ResNet-18 family with selectable activations: the models of the MeanSparse paper's appendix A (the
+``resnet18`` of the ``dash29/robust_paf`` code, with its activations; Dai et al. 2022).
 
 Layout (no input normalisation, pixels in [0, 1]):
 stem conv3x3 -> bn1 -> ``act`` ; 4 stages x 2 BasicBlocks; each block
@@ -13,17 +14,20 @@ residual addition of block k (k = 0..7 in forward order).  The parametric activa
 Dai et al. 2022) share their scalar parameters network-wide: the parameters live once, in the
 top-level module ``paf``, and every position module reads them.
 
-``reverse_attention=True`` builds ANCRA's variant (Zhou et al. 2023, spec §6.1): the two ``layer4``
-blocks are ``RABlock``s that re-weight their output channels by a row of the shared classifier's weight
-matrix (the true label's row in training, the row of the block's own predicted class otherwise).  The
-17 activation positions, their module names and the plain forward ``model(x) -> logits`` are unchanged,
-so MeanSparse placement, statistics and AutoAttack treat both variants alike.
+``reverse_attention=True`` builds ANCRA's variant (Zhou et al. 2023, arXiv 2310.03358; ``RA_Block`` in the
+official ``TRADES-ANCRA/models/resnet.py``): the two ``layer4`` blocks are ``RABlock``s that re-weight their
+output channels by a row of the shared classifier's weight matrix (the true label's row in training, the row
+of the block's own predicted class otherwise).  The 17 activation positions, their module names and the plain
+forward ``model(x) -> logits`` are unchanged, so MeanSparse placement, statistics and AutoAttack treat both
+variants alike.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..errors import InputError, InputTypeError, UnknownNameError
 
 __all__ = [
     "ACTIVATIONS", "PSiLU", "PSSiLU", "SharedPAF", "BasicBlock", "RABlock", "RAAuxPath", "ResNet18", "resnet18",
@@ -88,7 +92,7 @@ _PLAIN = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
 def _check_activation(name: str) -> str:
     key = str(name).lower()
     if key not in ACTIVATIONS:
-        raise ValueError(
+        raise UnknownNameError(
             f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)} (case-insensitive)")
     return key
 
@@ -118,7 +122,7 @@ class BasicBlock(nn.Module):
 
 
 class RABlock(BasicBlock):
-    """BasicBlock with ANCRA's reverse attention (spec §6.1).
+    """BasicBlock with ANCRA's reverse attention (``RA_Block`` of the official ANCRA code).
 
     ``forward(x, fc, label=None) -> (z', aux)``: z = the block output (after ``act2``), (N, C, H, W);
     aux = ``fc(avgpool(z))``, (N, K), the block's auxiliary logits through the shared classifier ``fc``;
@@ -127,7 +131,7 @@ class RABlock(BasicBlock):
 
     def forward(self, x: torch.Tensor, fc: nn.Linear = None, label: torch.Tensor = None):
         if fc is None:
-            raise TypeError("RABlock needs the shared classifier: call block(x, fc, label=None)")
+            raise InputTypeError("RABlock needs the shared classifier: call block(x, fc, label=None)")
         z = super().forward(x)
         aux = fc(F.adaptive_avg_pool2d(z, 1).flatten(1))
         cls = aux.argmax(1) if label is None else label
@@ -149,7 +153,7 @@ class ResNet18(nn.Module):
         super().__init__()
         self.activation = _check_activation(activation)
         if int(width) < 1:
-            raise ValueError(f"width must be a positive integer, got {width!r}")
+            raise InputError(f"width must be a positive integer, got {width!r}")
         self.width = int(width)
         self.num_classes = int(num_classes)
         self.reverse_attention = bool(reverse_attention)
@@ -207,7 +211,7 @@ class ResNet18(nn.Module):
 class RAAuxPath(nn.Module):
     """An RA network's auxiliary logits of one RA block as a model: x (N, 3, H, W) -> (N, K).
 
-    An adaptive-attack surrogate for ANCRA (spec §6.2): at test time each RA block gates by the argmax of
+    An adaptive-attack surrogate for ANCRA: at test time each RA block gates by the argmax of
     these logits, a piecewise-constant choice that gradients do not see; an attack crafted on this path
     (``evaluate(ra_model, ..., attack="transfer:apgd", source=RAAuxPath(ra_model, 0))``) flips the gate
     directly.  Block 0 (the first RA block) by default: on our ANCRA model its gate decides the final
@@ -217,7 +221,7 @@ class RAAuxPath(nn.Module):
     def __init__(self, model: "ResNet18", block: int = 0):
         super().__init__()
         if not getattr(model, "reverse_attention", False):
-            raise ValueError("RAAuxPath needs a network built with reverse_attention=True")
+            raise InputError("RAAuxPath needs a network built with reverse_attention=True")
         self.model = model
         self.block = int(block)
         # part of the state dict, so the results store keys this surrogate apart from the network itself

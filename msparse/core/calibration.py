@@ -19,7 +19,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from .._device import model_device
+from ..errors import InputError, InputTypeError, StateError
 from .operator import LAYOUTS, MeanSparse
+from .placement import operators
 
 MODES = ("exact", "official")
 
@@ -77,20 +80,14 @@ def _batches(data, batch_size: int) -> Iterable[torch.Tensor]:
         data = data[0]
     if isinstance(data, torch.Tensor):
         if data.ndim < 2 or data.shape[0] == 0:
-            raise ValueError(f"calibration data must be a non-empty batch of inputs, got shape {tuple(data.shape)}")
+            raise InputError(f"calibration data must be a non-empty batch of inputs, got shape {tuple(data.shape)}")
         yield from data.split(batch_size)
         return
     for item in data:
         x = item[0] if isinstance(item, (tuple, list)) else item
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"calibration batches must be tensors or (x, y) tuples, got {type(item).__name__}")
+            raise InputTypeError(f"calibration batches must be tensors or (x, y) tuples, got {type(item).__name__}")
         yield x
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def calibrate(model: nn.Module, data, mode: str = "exact", *, batch_size: int = 512, device=None,
@@ -108,13 +105,11 @@ def calibrate(model: nn.Module, data, mode: str = "exact", *, batch_size: int = 
         a summary ``{"mode", "n_samples", "n_batches", "n_sites", "seconds"}``.
     """
     if mode not in MODES:
-        raise ValueError(f"unknown statistics mode {mode!r}; choose 'exact' or 'official'")
+        raise InputError(f"unknown statistics mode {mode!r}; choose 'exact' or 'official'")
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    ops = [m for m in model.modules() if isinstance(m, MeanSparse)]
-    if not ops:
-        raise ValueError("the model has no MeanSparse sites: call msparse.sparsify(model, placement) first")
-    device = torch.device(device) if device is not None else _model_device(model)
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    ops = operators(model, required=True)
+    device = torch.device(device) if device is not None else model_device(model)
     collector_cls = _Exact if mode == "exact" else _Official
     collectors = [collector_cls(op) for op in ops]
     saved_alpha = [op._alpha for op in ops]
@@ -140,10 +135,10 @@ def calibrate(model: nn.Module, data, mode: str = "exact", *, batch_size: int = 
             op.set_alpha(a)
         model.train(was_training)
     if n_batches == 0:
-        raise ValueError("calibration data is empty: pass at least one batch of inputs")
+        raise InputError("calibration data is empty: pass at least one batch of inputs")
     for op, c in zip(ops, collectors):
         if c.n_images == 0:
-            raise RuntimeError(f"site {op.site.name if op.site else op!r} was never reached by the forward pass")
+            raise StateError(f"site {op.site.name if op.site else op!r} was never reached by the forward pass")
     for op, c in zip(ops, collectors):
         mean, var = c.result()
         op.load_statistics(mean.float(), var.float(), c.n_images)

@@ -1,4 +1,4 @@
-"""Results: content-hashed records, an atomic and resumable store, provenance, intervals, paired tests.
+"""The results store: content-hashed records, an atomic and resumable store, provenance.
 
 A *record* is one evaluated point (one model configuration, one attack, one data subset). It is a JSON
 object::
@@ -22,7 +22,8 @@ Files live under a store root (default: ``<repo>/results`` when running from the
     <root>/records/<key>.json            finished records (commit these)
     <root>/partial/<key>/<i:05d>.json    per-batch shards of an unfinished evaluation (resume state)
 
-Every write is atomic (temporary file in the same folder, fsync, ``os.replace``).
+Every write is atomic (:func:`msparse._io.atomic_write_text`: temporary file in the same folder, fsync,
+``os.replace``). Intervals and paired tests are :mod:`msparse.evaluation.significance`'s.
 
 Schema 1 records (written before library versions left the key: their ``spec`` carries
 ``"versions": {"torch": "<minor>", "pyautoattack": ...}``) are still read: :class:`Store` serves them
@@ -37,95 +38,25 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from .._device import device_name
+from .._io import atomic_write_text
+from ..errors import CorruptRecord, InputError
 
 SCHEMA = 2
 #: spec fields that schema 1 had in the key and schema 2 keeps in the provenance
 LEGACY_SPEC_FIELDS = ("versions",)
 ENV_VAR = "MSPARSE_RESULTS"
-_Z95 = 1.959963984540054
 
 __all__ = [
-    "Store", "Paired", "wilson", "mcnemar", "load_records", "to_table", "content_hash",
-    "tensor_hash", "data_hash", "model_checksum", "provenance", "versions", "default_store_dir",
-    "flags_to_str", "str_to_flags", "CorruptRecord", "upgrade_record", "record_versions",
-    "versions_differ", "SCHEMA",
+    "Store", "load_records", "to_table", "content_hash", "tensor_hash", "data_hash", "model_checksum",
+    "provenance", "versions", "default_store_dir", "flags_to_str", "str_to_flags", "upgrade_record",
+    "record_versions", "versions_differ", "git_commit", "repo_root", "SCHEMA", "RECOMPUTE_ENV",
 ]
-
-
-class CorruptRecord(ValueError):
-    """A stored record or shard that cannot be trusted (bad JSON, key or checksum mismatch)."""
-
-
-# --------------------------------------------------------------------------------------------------
-# statistics
-# --------------------------------------------------------------------------------------------------
-
-def wilson(k: int, n: int, z: float = _Z95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion k/n (95% by default). n = 0 gives (0, 1)."""
-    if n < 0 or k < 0 or k > n:
-        raise ValueError(f"wilson: need 0 <= k <= n, got k={k}, n={n}")
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    z2 = z * z
-    den = 1.0 + z2 / n
-    centre = (p + z2 / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / den
-    lo = 0.0 if k == 0 else max(0.0, centre - half)
-    hi = 1.0 if k == n else min(1.0, centre + half)
-    return (lo, hi)
-
-
-def _binom_two_sided(k: int, n: int) -> float:
-    """Exact two-sided binomial test p-value of k successes in n trials with p = 1/2."""
-    if n == 0:
-        return 1.0
-    k = min(k, n - k)
-    tail = sum(math.comb(n, i) for i in range(k + 1))
-    return min(1.0, 2.0 * tail / 2.0 ** n) if 2 * k != n else 1.0
-
-
-@dataclass(frozen=True)
-class Paired:
-    """Paired comparison of two per-example correctness vectors on the same images.
-
-    ``gained`` = examples correct only under the new configuration, ``lost`` = correct only under the
-    base; the exact McNemar test is the two-sided binomial test of ``gained`` among ``gained + lost``.
-    """
-    n: int
-    base: int          # correct under the base
-    new: int           # correct under the new configuration
-    gained: int        # new right, base wrong
-    lost: int          # base right, new wrong
-    p_value: float
-
-    @property
-    def delta(self) -> float:
-        """Accuracy difference new - base (fraction)."""
-        return (self.new - self.base) / self.n if self.n else 0.0
-
-    def __str__(self) -> str:
-        return (f"{100 * self.delta:+.2f} pp (n={self.n}, +{self.gained}/-{self.lost} discordant, "
-                f"McNemar exact p={self.p_value:.3g})")
-
-
-def mcnemar(base_flags: Sequence[bool], new_flags: Sequence[bool]) -> Paired:
-    """Exact McNemar test between two boolean vectors [N] (base vs new) on the same examples."""
-    b = [bool(v) for v in base_flags]
-    c = [bool(v) for v in new_flags]
-    if len(b) != len(c):
-        raise ValueError(f"mcnemar: flag vectors differ in length ({len(b)} vs {len(c)}); "
-                         "paired tests need the same images")
-    gained = sum(1 for u, v in zip(b, c) if v and not u)
-    lost = sum(1 for u, v in zip(b, c) if u and not v)
-    return Paired(n=len(b), base=sum(b), new=sum(c), gained=gained, lost=lost,
-                  p_value=_binom_two_sided(gained, gained + lost))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,17 +168,14 @@ def versions() -> dict[str, str | None]:
     for dist in ("pyautoattack", "numpy", "msparse", "robustbench"):
         out[dist] = _version(dist)
     if out["msparse"] is None:   # running from a checkout that is not pip-installed
-        try:
-            from msparse import __version__ as v
-            out["msparse"] = v
-        except ImportError:
-            pass
+        from .. import __version__
+        out["msparse"] = __version__
     return out
 
 
 def repo_root() -> Path | None:
     """The repository root if this package runs from a checkout (has pyproject.toml and .git)."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]   # msparse/evaluation/store.py -> the checkout
     if (here / "pyproject.toml").exists() or (here / ".git").exists():
         return here
     return None
@@ -268,16 +196,6 @@ def git_commit(path: Path | None = None) -> str | None:
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def device_name(device=None) -> str:
-    """Human-readable name of the compute device (GPU model or CPU)."""
-    import torch
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    if dev.type == "cuda" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(dev)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
-           f"{torch.get_num_threads()} threads)"
 
 
 def provenance(device=None, wall_s: float | None = None, **extra) -> dict[str, Any]:
@@ -358,33 +276,6 @@ def default_store_dir() -> Path:
     if root is not None:
         return root / "results"
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "msparse" / "results"
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp creates 0600; records are meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _seal(doc: dict) -> dict:
@@ -494,12 +385,12 @@ class Store:
     def put(self, record: dict) -> Path:
         """Seal (checksum) and atomically write a record; returns its path."""
         if "key" not in record or "spec" not in record:
-            raise ValueError("a record needs 'key' and 'spec'")
+            raise InputError("a record needs 'key' and 'spec'")
         if content_hash(record["spec"]) != record["key"]:
-            raise ValueError("record key is not the hash of its spec")
+            raise InputError("record key is not the hash of its spec")
         doc = _seal({**{k: v for k, v in record.items() if k != "checksum"}, "schema": SCHEMA})
         p = self.path(record["key"])
-        _atomic_write_text(p, json.dumps(doc, indent=1, sort_keys=True, default=_canon_default))
+        atomic_write_text(p, json.dumps(doc, indent=1, sort_keys=True, default=_canon_default))
         return p
 
     def __contains__(self, key: str) -> bool:
@@ -553,7 +444,7 @@ class Store:
         """Atomically write the state of batch ``index`` of the evaluation ``key``."""
         doc = _seal({"schema": SCHEMA, "kind": "shard", "key": key, "index": int(index),
                      "payload": payload})
-        _atomic_write_text(self.shard_dir(key) / f"{int(index):05d}.json",
+        atomic_write_text(self.shard_dir(key) / f"{int(index):05d}.json",
                            json.dumps(doc, sort_keys=True, default=_canon_default))
 
     def get_shard(self, key: str, index: int) -> dict | None:
@@ -675,7 +566,7 @@ def load_records(store: Store | str | os.PathLike | None = None, **where) -> lis
 
 
 def to_table(records: Iterable[dict], columns: Sequence[str] | None = None):
-    """One row per record (a pandas DataFrame if pandas is installed, else a list of dicts).
+    """One row per record, as a pandas DataFrame.
 
     Columns: key, model, data, stats, attack, norm, eps, alpha ("mixed" when sites differ), n_sites,
     n, clean, clean_lo, clean_hi, robust, robust_lo, robust_hi, seed, torch (the version the record was
@@ -685,8 +576,6 @@ def to_table(records: Iterable[dict], columns: Sequence[str] | None = None):
     rows = [_row(r) for r in records]
     if columns is not None:
         rows = [{c: r.get(c) for c in columns} for r in rows]
-    try:
-        import pandas as pd
-    except ImportError:
-        return rows
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=list(columns) if columns is not None else None)

@@ -8,7 +8,7 @@ without touching the store, and compares the clean and robust flags of every exa
 
 Rebuilding a record needs no recipe stored with it:
 
-* the model from ``meta.model`` (any name :func:`msparse.models.load_model` knows, or ``random:<family>``),
+* the model from ``meta.model`` (any name :func:`msparse.models.registry.load_model` knows, or ``random:<family>``),
   its default placement (the paper's ResNet-18 preset for the family, every activation otherwise), and
   the host-weights checksum must equal ``spec.model``;
 * the images from ``meta.data`` (``cifar10/<split> a..b``) or the first ``spec.data.n`` test/train
@@ -17,7 +17,7 @@ Rebuilding a record needs no recipe stored with it:
   256, 100, 300 or 512 training images; the official procedure on 3000 in stored and class-sorted
   order) until every active site's statistics hash equals the record's;
 * the transfer source (``spec.source``) among the base model and each reverse-attention gate
-  (:class:`msparse.models.RAAuxPath`), matched by description.
+  (:class:`msparse.models.resnet.RAAuxPath`), matched by description.
 
 The recomputed key must equal the record's key, so the comparison is of the same experiment. A record
 that cannot be rebuilt is reported as such with the reason, never counted as agreeing.
@@ -33,7 +33,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from .results import Store, record_versions, versions
+from ..core.calibration import calibrate
+from ..core.placement import named_operators, set_alpha, sparsify
+from ..data import load_data
+from ..errors import UnknownNameError
+from .evaluate import describe_model, evaluate
+from .store import Store, data_hash, record_versions, tensor_hash, versions
 
 __all__ = ["Check", "verify", "verify_record", "resolve_keys", "cost", "STATS_RECIPES", "MODEL_ALIASES"]
 
@@ -103,15 +108,16 @@ def cost(rec: dict) -> float:
 
 
 def resolve_keys(store: Store, keys: Iterable[str]) -> list[str]:
-    """Full keys for ``keys`` (unique prefixes allowed); ValueError naming any unknown or ambiguous one."""
+    """Full keys for ``keys`` (unique prefixes allowed); :class:`~msparse.errors.UnknownNameError` naming any
+    unknown or ambiguous one."""
     have = store.keys()
     out = []
     for k in keys:
         hits = [h for h in have if h.startswith(k)]
         if len(hits) != 1:
             why = "no record" if not hits else f"{len(hits)} records"
-            raise ValueError(f"key {k!r} matches {why} in {store.root}; give a longer prefix "
-                             "(`python -m msparse results` lists the keys)")
+            raise UnknownNameError(f"key {k!r} matches {why} in {store.root}; give a longer prefix "
+                                   "(`python -m msparse results` lists the keys)")
         out.append(hits[0])
     return out
 
@@ -127,8 +133,7 @@ class _Rebuilder:
 
     def model(self, name: str):
         if name not in self.models:
-            from . import book
-            from .placement import sparsify
+            from .. import book   # the book's model names (``random:<family>``) and default placement
             try:
                 m = book.load(name, self.device)
             except Exception as e:  # any load failure is a reason, reported per record
@@ -140,8 +145,6 @@ class _Rebuilder:
         return self.models[name][0]
 
     def images(self, rec: dict):
-        from .data import load_data
-        from .results import data_hash
         spec, meta = rec["spec"], rec.get("meta", {})
         n = spec["data"]["n"]
         cands = []
@@ -166,12 +169,8 @@ class _Rebuilder:
         """Load the statistics whose per-site hashes equal ``wanted`` ({site: stats hash}); returns the label."""
         import torch
 
-        from . import book
-        from .data import load_data
-        from .results import tensor_hash
-        from .stats import calibrate
-        from .attacks import meansparse_modules
-        mods = dict(meansparse_modules(model))
+        from .. import book   # the book's statistics snapshots
+        mods = dict(named_operators(model))
         snaps = self.stats.setdefault(name, [])
 
         def hashes():
@@ -192,16 +191,15 @@ class _Rebuilder:
             snaps.append((label, book.stats_snapshot(model)))
             if hashes() == wanted:
                 return label
-        raise _CannotRebuild("none of the statistics recipes (msparse.verify.STATS_RECIPES) gives the "
+        raise _CannotRebuild("none of the statistics recipes (msparse.evaluation.verify.STATS_RECIPES) gives the "
                              "record's statistics hashes")
 
     def source(self, model, want):
-        from .evaluate import describe_model
         if want is None:
             return None
         cands = []
         if getattr(model, "reverse_attention", False):
-            from .models import RAAuxPath
+            from ..models.resnet import RAAuxPath
             cands += [RAAuxPath(model, b) for b in range(len(model.layer4))]
         for c in cands:
             if describe_model(c) == want:
@@ -211,9 +209,6 @@ class _Rebuilder:
 
 def verify_record(rec: dict, rebuilder: _Rebuilder | None = None) -> Check:
     """Recompute one record (store untouched) and compare its per-example flags with the stored ones."""
-    from .attacks import meansparse_modules
-    from .evaluate import describe_model, evaluate
-    from .placement import set_alpha
     rb = rebuilder or _Rebuilder()
     spec, res, meta = rec["spec"], rec["result"], rec.get("meta", {})
     name = meta.get("model")
@@ -230,7 +225,7 @@ def verify_record(rec: dict, rebuilder: _Rebuilder | None = None) -> Check:
             raise _CannotRebuild(f"the weights of {name!r} here differ from the record's (host checksum)")
         x, y = rb.images(rec)
         sites = spec.get("sites") or {}
-        mods = dict(meansparse_modules(model))
+        mods = dict(named_operators(model))
         missing = [s for s in sites if s not in mods]
         if missing:
             raise _CannotRebuild(f"the record has sites {missing[:3]} that the default placement of "

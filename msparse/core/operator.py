@@ -17,6 +17,8 @@ import math
 import torch
 from torch import nn
 
+from ..errors import InputError, StateError, UnknownNameError
+
 LAYOUTS = {
     # layout: (number of dims, channel dim)
     "nchw": (4, 1),  # convolutional feature maps
@@ -28,19 +30,19 @@ BACKWARDS = ("exact", "identity")
 
 
 def check_alpha(alpha) -> float:
-    """Return ``alpha`` as a float, or raise ValueError unless it is a finite number ≥ 0."""
+    """Return ``alpha`` as a float, or raise :class:`~msparse.errors.InputError` unless it is a finite number ≥ 0."""
     try:
         value = float(alpha)
     except (TypeError, ValueError):
-        raise ValueError(f"alpha must be a number >= 0, got {alpha!r}") from None
+        raise InputError(f"alpha must be a number >= 0, got {alpha!r}") from None
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        raise InputError(f"alpha must be a finite number >= 0, got {alpha!r}")
     return value
 
 
 def _check_choice(kind: str, value: str, choices) -> str:
     if value not in choices:
-        raise ValueError(f"unknown {kind} {value!r}; choose one of {', '.join(map(repr, choices))}")
+        raise UnknownNameError(f"unknown {kind} {value!r}; choose one of {', '.join(map(repr, choices))}")
     return value
 
 
@@ -74,7 +76,7 @@ class MeanSparse(nn.Module):
     def __init__(self, channels: int, layout: str = "nchw", centre: str = "mean", backward: str = "exact"):
         super().__init__()
         if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-            raise ValueError(f"channels must be a positive integer, got {channels!r}")
+            raise InputError(f"channels must be a positive integer, got {channels!r}")
         self.channels = channels
         self.layout = _check_choice("layout", layout, LAYOUTS)
         self.centre = _check_choice("centre", centre, CENTRES)
@@ -85,8 +87,8 @@ class MeanSparse(nn.Module):
         self.register_buffer("n_samples", torch.zeros((), dtype=torch.int64))
         self._alpha = 0.0  # python mirror of the buffer: no device sync in forward
         self._calibrated = False
-        self._collector = None  # set by msparse.stats.calibrate during the statistics pass
-        self.site = None  # msparse.placement.Site, set by sparsify
+        self._collector = None  # set by msparse.core.calibration.calibrate during the statistics pass
+        self.site = None  # msparse.core.placement.Site, set by sparsify
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -108,13 +110,13 @@ class MeanSparse(nn.Module):
         mean = torch.as_tensor(mean)
         var = torch.as_tensor(var)
         if mean.shape != (self.channels,) or var.shape != (self.channels,):
-            raise ValueError(
+            raise InputError(
                 f"statistics of shape {tuple(mean.shape)} / {tuple(var.shape)} do not fit a site with "
                 f"{self.channels} channels")
         if not (torch.isfinite(mean).all() and torch.isfinite(var).all()) or (var < 0).any():
-            raise ValueError("statistics must be finite, with variances >= 0")
+            raise InputError("statistics must be finite, with variances >= 0")
         if int(n_samples) < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+            raise InputError(f"n_samples must be >= 1, got {n_samples}")
         self.mean.copy_(mean)
         self.var.copy_(var)
         self.n_samples.fill_(int(n_samples))
@@ -140,7 +142,7 @@ class MeanSparse(nn.Module):
         ndim, cdim = LAYOUTS[self.layout]
         if x.ndim != ndim or x.shape[cdim] != self.channels:
             where = f" at site {self.site.name!r}" if self.site is not None else ""
-            raise ValueError(
+            raise InputError(
                 f"MeanSparse{where} expects layout {self.layout!r} with {self.channels} channels in dim "
                 f"{cdim} of a {ndim}-d tensor, got shape {tuple(x.shape)}")
 
@@ -157,7 +159,7 @@ class MeanSparse(nn.Module):
         self._check_input(x)
         if not self._calibrated:
             where = f" at site {self.site.name!r}" if self.site is not None else ""
-            raise RuntimeError(
+            raise StateError(
                 f"MeanSparse{where} has alpha={self._alpha:g} but no statistics: run "
                 "msparse.calibrate(model, data) before setting alpha > 0")
         shape = self._view_shape()

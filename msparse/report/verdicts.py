@@ -15,14 +15,14 @@ five statuses (:data:`STATUSES`):
 The claims come from the MeanSparse paper (Amini, Teymoorianfard, Ma, Houmansadr, arXiv:2406.05927: "MeanSparse
 raises robust accuracy at a small clean cost") and from RobustBench's re-evaluation of the paper's models ("APGD
 (both versions) with BPDA": under BPDA every MeanSparse entry is *no better* than its base model); the published
-numbers are in :mod:`msparse.paper`.
+numbers are in :mod:`msparse.report.paper`.
 
 **Inputs.** The rules compare two configurations evaluated on the *same* images (a base, usually α = 0, and a new
 one). Each side is per-image correctness flags of shape [N]: a ``"0101…"`` string (as stored in the result
 records), a sequence of bools or 0/1 ints, a 1-D numpy array or torch tensor, or a row dict of
 :func:`msparse.book.result_row` (its ``"robust_flags"`` are used; :func:`gain_claim` also reads its clean accuracy).
 
-**Statistics.** Paired: the exact McNemar test (:func:`msparse.results.mcnemar`) for significance at
+**Statistics.** Paired: the exact McNemar test (:func:`msparse.evaluation.significance.mcnemar`) for significance at
 :data:`ALPHA_TEST`, and Tango's score interval for a difference of paired proportions (see
 :func:`paired_interval`) for the size of the difference. "No better than" is never concluded from a
 non-significant test: it needs the one-sided upper 95% bound of the difference below +:data:`EQUIVALENCE_MARGIN_PP`.
@@ -34,6 +34,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+
+from ..errors import InputError
+from ..evaluation.significance import mcnemar, wilson
 
 __all__ = ["STATUSES", "ALPHA_TEST", "EQUIVALENCE_MARGIN_PP", "MAX_CLEAN_DROP_PP", "MIN_N", "POWER",
            "DEFAULT_DISCORDANT_RATE", "ROBUST_CEILING_PP", "SIGMA_RATIO_TOL", "GAIN_CLAIM", "NO_BETTER_CLAIM",
@@ -108,7 +111,7 @@ class Verdict:
 
     def __post_init__(self):
         if self.status not in STATUSES:
-            raise ValueError(f"verdict status must be one of {list(STATUSES)}, got {self.status!r}")
+            raise InputError(f"verdict status must be one of {list(STATUSES)}, got {self.status!r}")
 
     @property
     def holds(self) -> bool | None:
@@ -140,11 +143,11 @@ def _flags(x, what: str = "flags") -> list[bool]:
     """Per-image flags [N] from a '0101' string, a sequence of bools/0/1, an array/tensor, or a row dict."""
     if isinstance(x, Mapping):
         if "robust_flags" not in x:
-            raise ValueError(f"{what}: a row dict needs 'robust_flags' (per-image flags), got keys {sorted(x)}")
+            raise InputError(f"{what}: a row dict needs 'robust_flags' (per-image flags), got keys {sorted(x)}")
         x = x["robust_flags"]
     if isinstance(x, str):
         if set(x) - {"0", "1"}:
-            raise ValueError(f"{what}: a flag string may hold only '0' and '1'")
+            raise InputError(f"{what}: a flag string may hold only '0' and '1'")
         return [c == "1" for c in x]
     if hasattr(x, "tolist"):
         x = x.tolist()
@@ -153,17 +156,17 @@ def _flags(x, what: str = "flags") -> list[bool]:
         if isinstance(v, bool) or v in (0, 1):
             out.append(bool(v))
         else:
-            raise ValueError(f"{what}: flags must be booleans or 0/1, got {v!r}")
+            raise InputError(f"{what}: flags must be booleans or 0/1, got {v!r}")
     return out
 
 
 def _pair(base, new) -> tuple[list[bool], list[bool]]:
     b, c = _flags(base, "base"), _flags(new, "new")
     if len(b) != len(c):
-        raise ValueError(f"base and new flags differ in length ({len(b)} vs {len(c)}): a paired comparison needs "
+        raise InputError(f"base and new flags differ in length ({len(b)} vs {len(c)}): a paired comparison needs "
                          "the same images in the same order")
     if not b:
-        raise ValueError("no images (n = 0): nothing to compare")
+        raise InputError("no images (n = 0): nothing to compare")
     return b, c
 
 
@@ -186,13 +189,13 @@ def paired_interval(gained: int, lost: int, n: int, confidence: float = 1 - ALPH
     """
     counts = (gained, lost, n)
     if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
-        raise ValueError(f"paired_interval: counts must be integers >= 0, got {counts}")
+        raise InputError(f"paired_interval: counts must be integers >= 0, got {counts}")
     if n == 0:
-        raise ValueError("paired_interval: no images (n = 0)")
+        raise InputError("paired_interval: no images (n = 0)")
     if gained + lost > n:
-        raise ValueError(f"paired_interval: {gained} + {lost} discordant images out of n = {n}")
+        raise InputError(f"paired_interval: {gained} + {lost} discordant images out of n = {n}")
     if not 0 < confidence < 1:
-        raise ValueError(f"paired_interval: confidence must be in (0, 1), got {confidence}")
+        raise InputError(f"paired_interval: confidence must be in (0, 1), got {confidence}")
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     b, c = gained, lost
 
@@ -267,9 +270,7 @@ class PairedDifference:
 
 def paired_difference(base_flags, new_flags) -> PairedDifference:
     """The paired comparison new − base of two flag vectors [N] on the same images (see the module docstring for
-    the accepted shapes). Raises ValueError for n = 0 or unequal lengths."""
-    from .results import mcnemar
-
+    the accepted shapes). Raises :class:`~msparse.errors.InputError` for n = 0 or unequal lengths."""
     pr = mcnemar(*_pair(base_flags, new_flags))
     ci = paired_interval(pr.gained, pr.lost, pr.n, 1 - ALPHA_TEST)
     lower, upper = paired_interval(pr.gained, pr.lost, pr.n, 1 - 2 * ALPHA_TEST)
@@ -281,9 +282,9 @@ def paired_difference(base_flags, new_flags) -> PairedDifference:
 # ================================================================================================
 def _check_levels(alpha: float, power: float) -> None:
     if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        raise InputError(f"alpha must be in (0, 1), got {alpha}")
     if not 0 < power < 1:
-        raise ValueError(f"power must be in (0, 1), got {power}")
+        raise InputError(f"power must be in (0, 1), got {power}")
 
 
 def _n_needed(delta: float, second_moment: float, alpha: float, power: float) -> float:
@@ -326,10 +327,10 @@ def min_detectable_difference(n: int, discordant_rate: float | None = None, alph
     ``math.inf`` when no difference up to 100 pp is detectable (n below about 4).
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"min_detectable_difference: n must be a positive integer, got {n!r}")
+        raise InputError(f"min_detectable_difference: n must be a positive integer, got {n!r}")
     psi = DEFAULT_DISCORDANT_RATE if discordant_rate is None else discordant_rate
     if not 0 <= psi <= 1:
-        raise ValueError(f"discordant_rate must be in [0, 1], got {discordant_rate}")
+        raise InputError(f"discordant_rate must be in [0, 1], got {discordant_rate}")
     _check_levels(alpha, power)
     return 100 * _mde(n, psi, alpha, power)
 
@@ -339,10 +340,10 @@ def required_n(delta_pp: float, discordant_rate: float | None = None, alpha: flo
     """Images needed to detect a paired difference of ``delta_pp`` (the inverse of
     :func:`min_detectable_difference`, same approximation and default)."""
     if not 0 < delta_pp <= 100:
-        raise ValueError(f"required_n: delta_pp must be in (0, 100], got {delta_pp}")
+        raise InputError(f"required_n: delta_pp must be in (0, 100], got {delta_pp}")
     psi = DEFAULT_DISCORDANT_RATE if discordant_rate is None else discordant_rate
     if not 0 <= psi <= 1:
-        raise ValueError(f"discordant_rate must be in [0, 1], got {discordant_rate}")
+        raise InputError(f"discordant_rate must be in [0, 1], got {discordant_rate}")
     _check_levels(alpha, power)
     return math.ceil(_n_needed(delta_pp / 100, psi, alpha, power) - 1e-9)
 
@@ -369,14 +370,14 @@ def _clean_pct(x, n: int, what: str) -> float:
         elif "clean" in x:
             x = x["clean"]
         else:
-            raise ValueError(f"{what}: a row dict needs 'clean' (percent) or 'clean_flags'")
+            raise InputError(f"{what}: a row dict needs 'clean' (percent) or 'clean_flags'")
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if not 0 <= x <= 100 or math.isnan(x):
-            raise ValueError(f"{what}: a clean accuracy is in percent, in [0, 100], got {x!r}")
+            raise InputError(f"{what}: a clean accuracy is in percent, in [0, 100], got {x!r}")
         return float(x)
     f = _flags(x, what)
     if len(f) != n:
-        raise ValueError(f"{what}: {len(f)} clean flags for {n} robust flags (the same images are needed)")
+        raise InputError(f"{what}: {len(f)} clean flags for {n} robust flags (the same images are needed)")
     return 100 * sum(f) / n
 
 
@@ -506,11 +507,11 @@ def gain_grows(series: Sequence[tuple], *, name: str = "ε", claim: str | None =
     """
     claim = claim or f"the paper's claim (MeanSparse's gain over the base grows with {name})"
     if len(series) < 2:
-        raise ValueError(f"gain_grows needs at least two points, got {len(series)}")
+        raise InputError(f"gain_grows needs at least two points, got {len(series)}")
     pairs = [(x, *_pair(b, c)) for x, b, c in series]
     n = len(pairs[0][1])
     if any(len(b) != n for _, b, _ in pairs):
-        raise ValueError("gain_grows: every point needs flags on the same images (equal lengths)")
+        raise InputError("gain_grows: every point needs flags on the same images (equal lengths)")
     label = (lambda x: f"{name}={x}") if name else str
     gains = [(x, 100 * (sum(c) - sum(b)) / n) for x, b, c in pairs]
     monotone = all(g1 <= g2 + 1e-12 for (_, g1), (_, g2) in zip(gains, gains[1:]))
@@ -542,8 +543,6 @@ def gain_grows(series: Sequence[tuple], *, name: str = "ε", claim: str | None =
 
 def _one_sided_wilson(k: int, n: int, level: float) -> tuple[float, float]:
     """One-sided ``level`` lower and upper Wilson bounds of k/n (each the end of a two-sided 2·level−1 interval)."""
-    from .results import wilson
-
     return wilson(k, n, NormalDist().inv_cdf(level))
 
 
@@ -561,11 +560,11 @@ def robust_below(configs: Mapping, *, ceiling_pp: float = ROBUST_CEILING_PP, cla
     claim = claim or f"the paper's stated limitation (on a standard-trained model, robust accuracy stays below " \
                       f"{ceiling_pp:g}%)"
     if not configs:
-        raise ValueError("robust_below needs at least one configuration")
+        raise InputError("robust_below needs at least one configuration")
     flags = {k: _flags(v, str(k)) for k, v in configs.items()}
     ns = {len(f) for f in flags.values()}
     if 0 in ns:
-        raise ValueError("no images (n = 0): nothing to judge")
+        raise InputError("no images (n = 0): nothing to judge")
     n = min(ns)
     level = 1 - ALPHA_TEST / len(flags)
     parts, uppers, lowers = [], {}, {}
@@ -603,7 +602,7 @@ def sigma_ratio_check(ratio_mixed: float, ratio_sorted: float, *, tol: float = S
                       "on class-sorted batches")
     for v in (ratio_mixed, ratio_sorted):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise ValueError(f"sigma_ratio_check: ratios must be finite and > 0, got {v!r}")
+            raise InputError(f"sigma_ratio_check: ratios must be finite and > 0, got {v!r}")
     text = (f"median σ_official/σ_exact = {ratio_mixed:.3f} (class-mixed batches) vs {ratio_sorted:.3f} "
             f"(class-sorted batches); tolerance {tol:g}")
     ok_mixed, ok_sorted = abs(ratio_mixed - 1) < tol, ratio_sorted < ratio_mixed - tol

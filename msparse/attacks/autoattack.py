@@ -1,200 +1,32 @@
-"""Attacks: a thin adapter over the AutoAttack package (``pyautoattack``), plus BPDA and transfer.
+"""Running attacks: a thin adapter over the AutoAttack package (``pyautoattack``), plus BPDA and transfer.
 
 Every perturbation is computed by AutoAttack's own attack objects (APGD-CE, APGD-DLR, APGD-T, FAB-T,
 Square), configured exactly as ``AutoAttack(version='custom'|'standard')`` configures them. This module
 only orchestrates them the way ``AutoAttack.run_standard_evaluation`` does (attack the points that are
 still robust, one attack after the other, a point is robust only if it survives all of them), so that
 per-example, per-attack outcomes are available and AutoAttack's sanity checks run once per evaluation.
-
-Attack names (``parse_attack``)::
-
-    none          clean accuracy only
-    apgd-ce       APGD with CE loss (paper Table 1; 100 iterations, 1 restart)
-    apgd          APGD-CE then APGD-DLR (paper appendix tables)
-    apgd-dlr, apgd-t, fab-t, square   single AutoAttack components
-    apgd-ce+t     APGD-CE then APGD-T (RobustBench's "external" attack set)
-    aa            standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square
-    bpda:<name>   <name> with every MeanSparse switched to identity backward (straight-through)
-    transfer:<name>  <name> crafted on the base model (all alpha = 0), evaluated on the model
-    worst:<a>,<b>,...  per-example worst case over several of the above
-    bpda = bpda:apgd-ce+t (RobustBench's adaptive evaluation), transfer = transfer:apgd,
-    worst = worst:apgd,bpda,transfer
+Attack names and budgets are :mod:`msparse.attacks.base`'s.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
+import pyautoattack
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from pyautoattack import checks
 
-__all__ = [
-    "PRESETS", "Attack", "AttackConfig", "parse_attack", "make_autoattack", "run_attack",
-    "backward_mode", "base_model", "input_gradient", "zero_gradient_fraction", "autoattack_checks",
-    "capture_autoattack_log", "meansparse_modules",
-]
+from ..core.placement import backward_mode, base_model
+from ..errors import UnknownNameError
+from .base import Attack, AttackConfig
 
-#: preset name -> AutoAttack attack names, run in this order.
-PRESETS: dict[str, tuple[str, ...]] = {
-    "none": (),
-    "apgd-ce": ("apgd-ce",),
-    "apgd-dlr": ("apgd-dlr",),
-    "apgd": ("apgd-ce", "apgd-dlr"),
-    "apgd-t": ("apgd-t",),
-    "apgd-ce+t": ("apgd-ce", "apgd-t"),
-    "fab-t": ("fab-t",),
-    "square": ("square",),
-    "aa": ("apgd-ce", "apgd-t", "fab-t", "square"),
-}
-MODES = ("direct", "bpda", "transfer")
-SHORTHANDS = {
-    "bpda": "bpda:apgd-ce+t",
-    "transfer": "transfer:apgd",
-    "worst": "worst:apgd,bpda,transfer",
-}
+__all__ = ["make_autoattack", "run_attack", "predict", "Outcome", "autoattack_checks", "square_check",
+           "capture_autoattack_log"]
+
 _LOGGER_NAME = "auto-attack"
-
-
-@dataclass(frozen=True)
-class Attack:
-    """One attack component: an AutoAttack preset run through a gradient path.
-
-    mode: "direct" (the model as it is), "bpda" (MeanSparse backward = identity while crafting),
-    "transfer" (crafted on the base model, i.e. every alpha = 0, or on an explicit source model).
-    """
-    preset: str
-    mode: str = "direct"
-
-    @property
-    def name(self) -> str:
-        return self.preset if self.mode == "direct" else f"{self.mode}:{self.preset}"
-
-    @property
-    def attacks(self) -> tuple[str, ...]:
-        return PRESETS[self.preset]
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """Threat model and attack budget (AutoAttack defaults: 100 iterations, 1 restart, 5000 queries)."""
-    eps: float
-    norm: str = "Linf"
-    seed: int = 0
-    n_iter: int = 100
-    n_restarts: int = 1
-    n_queries: int = 5000
-    n_target_classes: int = 9
-
-    def as_dict(self) -> dict:
-        return {"eps": float(self.eps), "norm": self.norm, "seed": int(self.seed),
-                "n_iter": int(self.n_iter), "n_restarts": int(self.n_restarts),
-                "n_queries": int(self.n_queries), "n_target_classes": int(self.n_target_classes)}
-
-
-def _choices() -> str:
-    return ", ".join(list(PRESETS) + list(SHORTHANDS) + ["bpda:<preset>", "transfer:<preset>",
-                                                         "worst:<a>,<b>,..."])
-
-
-def parse_attack(spec: str) -> list[Attack]:
-    """Attack name -> list of components (more than one only for ``worst:...``).
-
-    Raises ValueError with the list of valid names for anything unknown.
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"attack must be a non-empty string; choose from: {_choices()}")
-    s = spec.strip().lower()
-    s = SHORTHANDS.get(s, s)
-    if s.startswith("worst:"):
-        parts = [p.strip() for p in s[len("worst:"):].split(",") if p.strip()]
-        if not parts:
-            raise ValueError("attack 'worst:' needs at least one component, e.g. worst:apgd,bpda")
-        out: list[Attack] = []
-        for p in parts:
-            if p.startswith("worst"):
-                raise ValueError("attack 'worst:' cannot be nested")
-            for c in parse_attack(p):
-                if c not in out:
-                    out.append(c)
-        return out
-    mode, preset = "direct", s
-    if ":" in s:
-        mode, preset = s.split(":", 1)
-        if mode not in ("bpda", "transfer"):
-            raise ValueError(f"unknown attack {spec!r}: prefix {mode!r} is not one of bpda, "
-                             f"transfer, worst; choose from: {_choices()}")
-    if preset not in PRESETS:
-        raise ValueError(f"unknown attack {spec!r}; choose from: {_choices()}")
-    if preset == "none" and mode != "direct":
-        raise ValueError(f"attack {spec!r} makes no sense: 'none' has nothing to craft")
-    return [Attack(preset, mode)]
-
-
-def canonical_name(components: Sequence[Attack]) -> str:
-    """The canonical attack name of a list of components (inverse of :func:`parse_attack`)."""
-    if len(components) == 1:
-        return components[0].name
-    return "worst:" + ",".join(c.name for c in components)
-
-
-# --------------------------------------------------------------------------------------------------
-# MeanSparse helpers
-# --------------------------------------------------------------------------------------------------
-
-def meansparse_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) of every MeanSparse in ``model``, in site (forward) order."""
-    from .operator import MeanSparse
-    mods = [(n, m) for n, m in model.named_modules() if isinstance(m, MeanSparse)]
-    return sorted(mods, key=lambda nm: nm[1].site.index if nm[1].site is not None else math.inf)
-
-
-@contextlib.contextmanager
-def backward_mode(model: nn.Module, mode: str = "identity") -> Iterator[nn.Module]:
-    """Temporarily set every MeanSparse backward to ``mode`` ("exact" or "identity"); restores each
-    module's own mode afterwards, also when the body raises."""
-    if mode not in ("exact", "identity"):
-        raise ValueError(f"backward mode must be 'exact' or 'identity', got {mode!r}")
-    mods = [m for _, m in meansparse_modules(model)]
-    saved = [(m, m.backward) for m in mods]
-    try:
-        for m in mods:
-            m.set_backward(mode)
-        yield model
-    finally:
-        for m, b in saved:
-            m.set_backward(b)
-
-
-@contextlib.contextmanager
-def base_model(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily set every MeanSparse alpha to 0 (the exact base model); restores each alpha after,
-    also when the body raises."""
-    mods = [m for _, m in meansparse_modules(model)]
-    saved = [(m, m.alpha.detach().clone()) for m in mods]
-    try:
-        for m in mods:
-            m.set_alpha(0.0)
-        yield model
-    finally:
-        for m, a in saved:
-            m.set_alpha(float(a))
-
-
-# --------------------------------------------------------------------------------------------------
-# AutoAttack plumbing
-# --------------------------------------------------------------------------------------------------
-
-def _import_autoattack():
-    try:
-        import pyautoattack
-        from pyautoattack import checks
-    except ImportError as e:   # pragma: no cover - dependency missing
-        raise ImportError("msparse needs the AutoAttack package: pip install pyautoattack") from e
-    return pyautoattack.AutoAttack, checks
 
 
 class _ListHandler(logging.Handler):
@@ -240,16 +72,15 @@ def make_autoattack(model: nn.Module, attack: Attack, cfg: AttackConfig, device,
     as the standard version does. ``n_iter``/``n_queries`` override the AutoAttack defaults when
     they differ from 100/5000 (used for quick tests).
     """
-    AutoAttack, _ = _import_autoattack()
     kw = dict(device=str(device), eps=float(cfg.eps), norm=cfg.norm, seed=int(cfg.seed))
     if attack.preset == "aa":
-        aa = AutoAttack(model, version="standard", **kw)
+        aa = pyautoattack.AutoAttack(model, version="standard", **kw)
         # standard: 1 restart and 9 target classes; other values are recorded in the key
         aa.apgd.n_restarts = int(cfg.n_restarts)
         aa.apgd_targeted.n_target_classes = int(cfg.n_target_classes)
         aa.fab.n_target_classes = int(cfg.n_target_classes)
     else:
-        aa = AutoAttack(model, attacks=list(attack.attacks) or ["apgd-ce"], version="custom", **kw)
+        aa = pyautoattack.AutoAttack(model, attacks=list(attack.attacks) or ["apgd-ce"], version="custom", **kw)
         aa.apgd.n_restarts = int(cfg.n_restarts)
         aa.apgd_targeted.n_restarts = 1
         aa.fab.n_restarts = 1
@@ -384,7 +215,7 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attac
             broken_by = torch.where(robust | ~clean, torch.full_like(broken_by, -1),
                                     broken_by.clamp(min=0))
         else:
-            raise ValueError(f"unknown attack mode {attack.mode!r}")
+            raise UnknownNameError(f"unknown attack mode {attack.mode!r}; choose one of direct, bpda, transfer")
     return Outcome(attack, robust.cpu(), broken_by.cpu(), x_adv if keep_adv else None, list(log))
 
 
@@ -392,7 +223,6 @@ def autoattack_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names:
                       cfg: AttackConfig, *, randomized: bool = True) -> tuple[int, list[str]]:
     """AutoAttack's own sanity checks on one batch (randomised defence, probability outputs,
     dynamic defence, number of classes). Returns (number of classes, warning messages)."""
-    _, checks = _import_autoattack()
     with capture_autoattack_log() as log, torch.random.fork_rng(
             devices=[x.device.index or 0] if x.device.type == "cuda" else []):
         logger = logging.getLogger(_LOGGER_NAME)
@@ -412,39 +242,6 @@ def autoattack_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names:
 
 def square_check(accuracies: dict[str, float]) -> list[str]:
     """AutoAttack's check that Square (black-box) did not break points the gradient attacks missed."""
-    _, checks = _import_autoattack()
     with capture_autoattack_log() as log:
         checks.check_square_sr(dict(accuracies), logger=logging.getLogger(_LOGGER_NAME))
     return list(log)
-
-
-# --------------------------------------------------------------------------------------------------
-# gradient diagnostics
-# --------------------------------------------------------------------------------------------------
-
-def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   loss: str = "ce") -> torch.Tensor:
-    """Gradient [N, C, H, W] of the per-example loss ("ce" or "dlr") with respect to the input,
-    through the model's current backward path."""
-    x = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x)
-        if loss == "ce":
-            val = F.cross_entropy(logits, y, reduction="sum")
-        elif loss == "dlr":
-            srt, _ = logits.sort(dim=1)
-            u = torch.arange(len(x), device=x.device)
-            top_other = torch.where(srt[:, -1] == logits[u, y], srt[:, -2], srt[:, -1])
-            val = (-(logits[u, y] - top_other) / (srt[:, -1] - srt[:, -3] + 1e-12)).sum()
-        else:
-            raise ValueError(f"loss must be 'ce' or 'dlr', got {loss!r}")
-        (g,) = torch.autograd.grad(val, [x])
-    return g.detach()
-
-
-def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                           loss: str = "ce") -> float:
-    """Fraction of examples whose input gradient is exactly zero (AutoAttack's zero-gradient flag,
-    computed for CE as well; AutoAttack itself checks only DLR)."""
-    g = input_gradient(model, x, y, loss)
-    return float((g.flatten(1).abs().sum(1) == 0).float().mean().item()) if len(x) else math.nan

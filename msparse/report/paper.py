@@ -3,7 +3,7 @@
 These are *reference values*: transcribed, never computed here. Notebooks show them beside the numbers
 this package measures, always labelled with :func:`cite`. All accuracies are in percent.
 
->>> from msparse import paper
+>>> from msparse.report import paper
 >>> paper.TABLES["table1"].value("RaWRN-70-16/test/apgd-ce", 0.25)
 74.74
 >>> paper.robustbench("Amini2024MeanSparse_Ra_WRN_70_16").external
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+from ..errors import InputError, UnknownNameError
 
 __all__ = ["SOURCES", "RefTable", "TABLES", "RBEntry", "ROBUSTBENCH", "robustbench", "bpda_pairs", "cite",
            "table", "PAPER_ALPHA"]
@@ -47,7 +49,7 @@ class RefTable:
     def __post_init__(self):
         for r in self.rows:
             if len(r) != len(self.columns) + 1:
-                raise ValueError(f"{self.key}: row {r[0]!r} has {len(r) - 1} values for {len(self.columns)} columns")
+                raise InputError(f"{self.key}: row {r[0]!r} has {len(r) - 1} values for {len(self.columns)} columns")
 
     @property
     def citation(self) -> str:
@@ -59,7 +61,7 @@ class RefTable:
     def column(self, name: str) -> dict:
         """``{index value: value}`` of one column."""
         if name not in self.columns:
-            raise KeyError(f"{self.key} has no column {name!r}; columns: {', '.join(self.columns)}")
+            raise UnknownNameError(f"{self.key} has no column {name!r}; columns: {', '.join(self.columns)}")
         j = self.columns.index(name) + 1
         return {r[0]: r[j] for r in self.rows}
 
@@ -68,7 +70,7 @@ class RefTable:
         for k, v in self.column(column).items():
             if k == at or (isinstance(k, float) and isinstance(at, (int, float)) and math.isclose(k, at, abs_tol=1e-9)):
                 return v
-        raise KeyError(f"{self.key}: no row {self.index}={at!r}; rows: {self.index_values()}")
+        raise UnknownNameError(f"{self.key}: no row {self.index}={at!r}; rows: {self.index_values()}")
 
     def frame(self):
         """A pandas DataFrame indexed by ``index``, columns as transcribed."""
@@ -88,7 +90,7 @@ def _rows(index, *cols):
     return tuple((i, *vals) for i, vals in zip(index, zip(*cols)))
 
 
-_T1 = [  # spec §4 Table 1, one list per α row; α = 0 is "Base"
+_T1 = [  # paper Table 1, one list per α row; α = 0 is "Base"
     (99.15, 93.44, 93.27, 73.87, 99.37, 94.69, 93.26, 73.45, 78.02, 60.28, 73.58, 52.24),
     (99.15, 93.69, 93.27, 74.40, 99.36, 94.94, 93.15, 73.92, 78.00, 60.62, 73.24, 53.38),
     (99.13, 93.75, 93.26, 74.52, 99.33, 94.93, 93.18, 74.11, 78.04, 60.88, 73.28, 53.78),
@@ -236,7 +238,7 @@ PAPER_ALPHA = {"RaWRN-70-16": 0.25, "WRN-70-16": 0.20, "ConvNeXt-L": 0.30, "RaWR
 def table(key: str) -> RefTable:
     """The reference table ``key`` (e.g. ``"table1"``, ``"fig3"``, ``"table6"``)."""
     if key not in TABLES:
-        raise KeyError(f"no reference table {key!r}; available: {', '.join(TABLES)}")
+        raise UnknownNameError(f"no reference table {key!r}; available: {', '.join(TABLES)}")
     return TABLES[key]
 
 
@@ -297,9 +299,9 @@ def robustbench(name: str, dataset: str | None = None, threat_model: str | None 
     hits = [e for e in ROBUSTBENCH if e.name == name and dataset in (None, e.dataset)
             and threat_model in (None, e.threat_model)]
     if not hits:
-        raise KeyError(f"no RobustBench entry {name!r} ({dataset}, {threat_model}) in msparse.paper.ROBUSTBENCH")
+        raise UnknownNameError(f"no RobustBench entry {name!r} ({dataset}, {threat_model}) in msparse.report.paper.ROBUSTBENCH")
     if len(hits) > 1:
-        raise KeyError(f"{name!r} is ambiguous: {', '.join(e.key for e in hits)}; pass dataset= and threat_model=")
+        raise UnknownNameError(f"{name!r} is ambiguous: {', '.join(e.key for e in hits)}; pass dataset= and threat_model=")
     return hits[0]
 
 
@@ -318,4 +320,4 @@ def cite(key: str) -> str:
     for e in ROBUSTBENCH:
         if key in (e.key, e.name):
             return e.citation
-    raise KeyError(f"unknown reference {key!r}")
+    raise UnknownNameError(f"unknown reference {key!r}")

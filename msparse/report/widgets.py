@@ -18,24 +18,19 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ..core.operator import LAYOUTS
+from ..core.placement import operators, set_alpha, set_backward
+from ..errors import InputError
+
 __all__ = ["site_inputs", "pick_channel", "sparsify_values", "AlphaExplorer", "explorer", "static_slider",
            "explorer_frames", "pgd_accuracy"]
-
-
-def _ops(model):
-    from .placement import operators
-
-    ops = operators(model)
-    if not ops:
-        raise ValueError("the model has no MeanSparse sites: call msparse.sparsify(model, ...) first")
-    return ops
 
 
 @torch.no_grad()
 def site_inputs(model, site: int, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """The tensor reaching MeanSparse site ``site`` (its input, before the operator) for images ``x``,
     computed with every α at its current value (set α = 0 first for the un-sparsified features)."""
-    ops = _ops(model)
+    ops = operators(model, required=True)
     if not 0 <= site < len(ops):
         raise IndexError(f"site index {site} out of range: the model has {len(ops)} sites (0..{len(ops) - 1})")
     got = []
@@ -52,8 +47,6 @@ def site_inputs(model, site: int, x: torch.Tensor, batch_size: int = 256) -> tor
 
 
 def _channel_dim(op) -> int:
-    from .operator import LAYOUTS
-
     return LAYOUTS[op.layout][1]
 
 
@@ -66,7 +59,7 @@ def pick_channel(op, seed: int = 0) -> int:
     """A channel chosen at random (seeded) among those with σ > 0 (the paper's Fig. 1 picks one at random)."""
     ok = np.flatnonzero(op.var.detach().cpu().numpy() > 0)
     if len(ok) == 0:
-        raise ValueError("every channel of this site has σ = 0 (not calibrated?)")
+        raise InputError("every channel of this site has σ = 0 (not calibrated?)")
     return int(np.random.default_rng(seed).choice(ok))
 
 
@@ -110,9 +103,8 @@ class AlphaExplorer:
 
     def __init__(self, model, x, y, *, n_batch: int = 64, n_robust: int = 32, pgd_steps: int = 5,
                  eps: float = 8 / 255, backward: str = "exact"):
-        from .placement import set_alpha
 
-        self.model, self.ops = model, _ops(model)
+        self.model, self.ops = model, operators(model, required=True)
         self.x, self.y = x[:n_batch], y[:n_batch]
         self.n_robust, self.pgd_steps, self.eps, self.backward = n_robust, pgd_steps, eps, backward
         set_alpha(model, 0.0)
@@ -129,8 +121,7 @@ class AlphaExplorer:
         Cached per (α, site), so returning to a seen α costs nothing."""
         key = (round(float(alpha), 6), site)
         if key not in self._inputs:
-            from .placement import set_alpha
-
+    
             fractions, got, handles = {}, {}, []
             for i, op in enumerate(self.ops):
                 def hook(m, args, _i=i):
@@ -160,7 +151,6 @@ class AlphaExplorer:
         """Clean accuracy on the batch and short-PGD accuracy on its first ``n_robust`` images at ``alpha``."""
         key = round(float(alpha), 6), self.backward
         if key not in self._acc_cache:
-            from .placement import set_alpha, set_backward
 
             t0 = time.perf_counter()
             set_alpha(self.model, alpha)
@@ -286,7 +276,7 @@ def static_slider(frames: Sequence[tuple[str, bytes]], start: int = 0, title: st
     """HTML for a kernel-free slider: every frame is an ``<img>`` (PNG, base64), one shown at a time; the
     ``<input type=range>`` switches them with an inline handler (no script tag, no third-party code)."""
     if not frames:
-        raise ValueError("static_slider needs at least one frame")
+        raise InputError("static_slider needs at least one frame")
     uid = uid or f"ms{abs(hash(tuple(l for l, _ in frames))) % 10**8}"
     imgs = []
     for i, (label, png) in enumerate(frames):

@@ -6,24 +6,26 @@ site, a child ``msparse_in`` (applied to the module's input by a forward pre-hoo
 checkpoints of the base model load before and after sparsification.
 
 Where sites go is described by :class:`Rule` objects (data, not code paths): a preset in
-:data:`msparse.presets.PRESETS` is a list of rules. Channel counts are never guessed from neighbouring
+:data:`msparse.core.presets.PRESETS` is a list of rules. Channel counts are never guessed from neighbouring
 modules: one probe forward pass with a dummy input records the shape that reaches every site, checks it
 against the declared layout, and fixes the order of sites (forward-execution order).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .operator import LAYOUTS, MeanSparse, _check_choice, check_alpha
-from .stats import _model_device
+from .._device import model_device
+from ..errors import InputError, InputTypeError, StateError, UnknownNameError
+from .operator import BACKWARDS, CENTRES, LAYOUTS, MeanSparse, _check_choice, check_alpha
 
 #: activation classes (matched by class name, including base classes) for ``placement="activations"``
 ACTIVATIONS = ("ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "CELU", "SELU", "GELU", "SiLU", "Mish",
@@ -104,15 +106,15 @@ class Site:
 # hooks (module-level functions: models stay deep-copyable and picklable)
 def _apply_input(module, args):
     if not args:
-        raise TypeError(f"a MeanSparse input site needs a positional input; {type(module).__name__} was called "
-                        "with keyword arguments only")
+        raise InputTypeError(f"a MeanSparse input site needs a positional input; {type(module).__name__} was called "
+                             "with keyword arguments only")
     return (module.msparse_in(args[0]),) + tuple(args[1:])
 
 
 def _apply_output(module, args, output):
     if not isinstance(output, torch.Tensor):
-        raise TypeError(f"a MeanSparse output site needs a tensor output; {type(module).__name__} returned "
-                        f"{type(output).__name__}")
+        raise InputTypeError(f"a MeanSparse output site needs a tensor output; {type(module).__name__} returned "
+                             f"{type(output).__name__}")
     return module.msparse_out(output)
 
 
@@ -157,8 +159,8 @@ def _install(host: nn.Module, path: str, where: str, clock: list) -> None:
     else:
         missing = [p for p in _SWIN_PARTS if not hasattr(host, p)]
         if missing:
-            raise TypeError(f"{path!r} ({type(host).__name__}) is not a timm SwinTransformerBlock: "
-                            f"missing {missing}")
+            raise InputTypeError(f"{path!r} ({type(host).__name__}) is not a timm SwinTransformerBlock: "
+                                 f"missing {missing}")
         host.msparse_attn_add = _Probe(clock)
         host.msparse_mlp_add = _Probe(clock)
         host.forward = types.MethodType(_swin_block_forward, host)
@@ -199,8 +201,8 @@ def _resolve(placement, types_, layout, input_size):
             import difflib
             close = difflib.get_close_matches(placement, PRESETS, n=3, cutoff=0.4)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise KeyError(f"unknown placement {placement!r}: use 'activations' or a key of msparse.PRESETS "
-                           f"({len(PRESETS)} presets, e.g. {next(iter(PRESETS))!r}).{hint}")
+            raise UnknownNameError(f"unknown placement {placement!r}: use 'activations' or a key of msparse.PRESETS "
+                                   f"({len(PRESETS)} presets, e.g. {next(iter(PRESETS))!r}).{hint}")
         placement = PRESETS[placement]
     if isinstance(placement, Preset):
         return list(placement.rules), tuple(input_size or placement.input_size), placement.key
@@ -208,7 +210,7 @@ def _resolve(placement, types_, layout, input_size):
         placement = [placement]
     if isinstance(placement, Sequence) and placement and all(isinstance(r, Rule) for r in placement):
         return list(placement), tuple(input_size or (3, 32, 32)), "rules"
-    raise TypeError(f"placement must be 'activations', a preset key, a Preset or a list of Rule, got {placement!r}")
+    raise InputTypeError(f"placement must be 'activations', a preset key, a Preset or a list of Rule, got {placement!r}")
 
 
 def sparsify(model: nn.Module, placement="activations", *, types: Sequence | None = None,
@@ -232,7 +234,7 @@ def sparsify(model: nn.Module, placement="activations", *, types: Sequence | Non
         :func:`msparse.calibrate`, then :func:`set_alpha`.
     """
     if sites(model):
-        raise RuntimeError("the model is already sparsified: call msparse.unsparsify(model) first")
+        raise StateError("the model is already sparsified: call msparse.core.placement.unsparsify(model) first")
     rules, input_size, label = _resolve(placement, types, layout, input_size)
 
     chosen = {}  # (path, where) -> (host, rule)
@@ -246,7 +248,7 @@ def sparsify(model: nn.Module, placement="activations", *, types: Sequence | Non
     if not chosen:
         what = f"activation modules of types {', '.join(rules[0].classes)}" if label == "activations" \
             else f"modules matching placement {label!r}"
-        raise ValueError(f"no {what} found in {type(model).__name__}. If the model uses functional "
+        raise InputError(f"no {what} found in {type(model).__name__}. If the model uses functional "
                          "activations (torch.nn.functional.relu ...), give each position its own activation "
                          "module, or pass the activation classes the model uses with types=[...].")
 
@@ -254,15 +256,15 @@ def sparsify(model: nn.Module, placement="activations", *, types: Sequence | Non
     try:
         for (path, where), (host, _) in chosen.items():
             _install(host, path, where, clock)
-        device = _model_device(model)
+        device = model_device(model)
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
                 model(torch.zeros((1, *input_size), device=device))
         except Exception as exc:
-            raise RuntimeError(f"the probe forward pass with an input of shape (1, {', '.join(map(str, input_size))}) "
-                               f"failed ({type(exc).__name__}: {exc}); pass input_size=(C, H, W) matching the model") from exc
+            raise StateError(f"the probe forward pass with an input of shape (1, {', '.join(map(str, input_size))}) "
+                             f"failed ({type(exc).__name__}: {exc}); pass input_size=(C, H, W) matching the model") from exc
         finally:
             model.train(was_training)
         result = []
@@ -271,14 +273,14 @@ def sparsify(model: nn.Module, placement="activations", *, types: Sequence | Non
                 probe = host._modules[slot]
                 site_path = f"{path}.{slot}"
                 if probe.calls == 0:
-                    raise ValueError(f"site {site_path!r} is never reached by the forward pass: its module is not used")
+                    raise InputError(f"site {site_path!r} is never reached by the forward pass: its module is not used")
                 if probe.calls > 1:
-                    raise ValueError(
+                    raise InputError(
                         f"module {path!r} runs {probe.calls} times per forward pass (one instance shared by several "
                         "positions); MeanSparse needs per-position statistics: give each position its own module")
                 ndim, cdim = LAYOUTS[rule.layout]
                 if len(probe.shape) != ndim:
-                    raise ValueError(f"site {site_path!r} receives a tensor of shape {probe.shape}, which does not "
+                    raise InputError(f"site {site_path!r} receives a tensor of shape {probe.shape}, which does not "
                                      f"fit the declared layout {rule.layout!r} ({ndim}-d)")
                 result.append((probe.order, site_path, path, where, slot, host, rule, probe.shape[cdim]))
         result.sort()
@@ -303,10 +305,27 @@ def unsparsify(model: nn.Module) -> nn.Module:
     return model
 
 
-def operators(model: nn.Module) -> list[MeanSparse]:
-    """The MeanSparse modules of ``model``, in site order."""
-    ops = [m for m in model.modules() if isinstance(m, MeanSparse)]
-    return sorted(ops, key=lambda m: m.site.index if m.site is not None else math.inf)
+def named_operators(model: nn.Module) -> list[tuple[str, MeanSparse]]:
+    """``(module path, operator)`` of every MeanSparse module in ``model``, in site (forward) order.
+
+    The path is the operator's name in ``model.named_modules()`` (and its state-dict prefix); for the model
+    that was sparsified it equals the site name, for a wrapper around it (e.g. ``RAAuxPath``) it carries the
+    wrapper's prefix. Operators without a site (built by hand) come last, in module order.
+    """
+    named = [(n, m) for n, m in model.named_modules() if isinstance(m, MeanSparse)]
+    return sorted(named, key=lambda nm: nm[1].site.index if nm[1].site is not None else math.inf)
+
+
+def operators(model: nn.Module, *, required: bool = False) -> list[MeanSparse]:
+    """The MeanSparse modules of ``model``, in site order (see :func:`named_operators`).
+
+    ``required=True`` raises :class:`~msparse.errors.InputError` when there is none (the model was never
+    sparsified).
+    """
+    ops = [m for _, m in named_operators(model)]
+    if required and not ops:
+        raise InputError("the model has no MeanSparse sites: call msparse.sparsify(model, placement) first")
+    return ops
 
 
 def sites(model: nn.Module) -> list[Site]:
@@ -314,17 +333,10 @@ def sites(model: nn.Module) -> list[Site]:
     return [op.site for op in operators(model) if op.site is not None]
 
 
-def _require_ops(model) -> list[MeanSparse]:
-    ops = operators(model)
-    if not ops:
-        raise ValueError("the model has no MeanSparse sites: call msparse.sparsify(model, placement) first")
-    return ops
-
-
 def set_alpha(model: nn.Module, alpha) -> None:
     """Set α at every site (a number), per site (a mapping ``{site name or index: α}``; unnamed sites get 0),
     or as a sequence with one α per site in site order."""
-    ops = _require_ops(model)
+    ops = operators(model, required=True)
     if isinstance(alpha, Mapping):
         by_key = {}
         for i, op in enumerate(ops):
@@ -334,14 +346,14 @@ def set_alpha(model: nn.Module, alpha) -> None:
         values = {}
         for key, value in alpha.items():
             if key not in by_key:
-                raise KeyError(f"no site {key!r} in the model; sites are named like {ops[0].site.name!r} "
-                               f"or indexed 0..{len(ops) - 1} (see msparse.sites(model))")
+                raise UnknownNameError(f"no site {key!r} in the model; sites are named like {ops[0].site.name!r} "
+                                       f"or indexed 0..{len(ops) - 1} (see msparse.core.placement.sites(model))")
             values[id(by_key[key])] = check_alpha(value)
         for op in ops:
             op.set_alpha(values.get(id(op), 0.0))
     elif isinstance(alpha, Sequence) and not isinstance(alpha, str):
         if len(alpha) != len(ops):
-            raise ValueError(f"got {len(alpha)} alpha values for {len(ops)} sites")
+            raise InputError(f"got {len(alpha)} alpha values for {len(ops)} sites")
         checked = [check_alpha(a) for a in alpha]
         for op, a in zip(ops, checked):
             op.set_alpha(a)
@@ -353,23 +365,53 @@ def set_alpha(model: nn.Module, alpha) -> None:
 
 def set_backward(model: nn.Module, mode: str) -> None:
     """Switch every site's backward: ``"exact"`` (zero gradient in the band) or ``"identity"`` (BPDA)."""
-    ops = _require_ops(model)
-    _check_choice("backward mode", mode, ("exact", "identity"))
+    ops = operators(model, required=True)
+    _check_choice("backward mode", mode, BACKWARDS)
     for op in ops:
         op.set_backward(mode)
 
 
 def set_centre(model: nn.Module, centre: str) -> None:
     """Switch every site's centre reference: ``"mean"``, ``"zero"`` or ``"global"`` (paper Table 5)."""
-    ops = _require_ops(model)
-    _check_choice("centre", centre, ("mean", "zero", "global"))
+    ops = operators(model, required=True)
+    _check_choice("centre", centre, CENTRES)
     for op in ops:
         op.centre = centre
 
 
+@contextlib.contextmanager
+def backward_mode(model: nn.Module, mode: str = "identity") -> Iterator[nn.Module]:
+    """Temporarily set every MeanSparse backward to ``mode`` ("exact" or "identity", the BPDA of an adaptive
+    attack); restores each operator's own mode afterwards, also when the body raises. A model without
+    sites is left as it is."""
+    _check_choice("backward mode", mode, BACKWARDS)
+    saved = [(m, m.backward) for m in operators(model)]
+    try:
+        for m, _ in saved:
+            m.set_backward(mode)
+        yield model
+    finally:
+        for m, b in saved:
+            m.set_backward(b)
+
+
+@contextlib.contextmanager
+def base_model(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily set every MeanSparse α to 0 (the exact base model: the source of transfer attacks and the
+    reference of paired comparisons); restores each α afterwards, also when the body raises."""
+    saved = [(m, m.alpha.detach().clone()) for m in operators(model)]
+    try:
+        for m, _ in saved:
+            m.set_alpha(0.0)
+        yield model
+    finally:
+        for m, a in saved:
+            m.set_alpha(float(a))
+
+
 def blocked_fractions(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     """One no-grad eval forward on ``x``; the fraction of entries inside the band at each site."""
-    ops = _require_ops(model)
+    ops = operators(model, required=True)
     fractions, handles = {}, []
     for op in ops:
         def hook(module, args, _op=op):

@@ -32,13 +32,10 @@ def _plt():
 
 
 def style() -> None:
-    """A clean, readable theme (seaborn 'whitegrid' if seaborn is installed)."""
-    try:
-        import seaborn as sns
+    """A clean, readable theme (seaborn's 'whitegrid')."""
+    import seaborn as sns
 
-        sns.set_theme(style="whitegrid", context="notebook", font_scale=0.95)
-    except ImportError:  # pragma: no cover
-        _plt().style.use("default")
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.95)
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "axes.titlesize": 11})
 
 

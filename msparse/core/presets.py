@@ -3,7 +3,9 @@
 Keys are ``"<RobustBench name>/<dataset>/<threat model>/<style>"``. ``v1`` = before every activation
 (paper v1 text); ``v2`` = the hand-edited architectures of the later code (also on residual streams and
 branch outputs). ``alpha`` is the α the authors used for the headline number of that model; ``n_sites`` the
-number of operators (checked by the tests on RobustBench's architectures). Sources: spec §2.1.
+number of operators (checked by the tests on RobustBench's architectures). Sources: the official MeanSparse
+code (``add_custom_layer*`` for v1, the ``meansparse_*`` attributes of its hand-edited architectures for v2)
+and RobustBench's ``Amini2024MeanSparse_*`` entries, as each preset's ``source`` says.
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ class Preset:
 
     def build_architecture(self):
         """RobustBench's base architecture for this preset, with random weights (no download)."""
-        from ._compat import robustbench_architecture
+        from .._compat import robustbench_architecture
 
         if self.model == "ResNet-18":
-            from .models.resnet import resnet18  # the project's own family (GELU, the paper's reference)
+            from ..models.resnet import resnet18  # the project's own family (GELU, the paper's reference)
             return resnet18("gelu")
         return robustbench_architecture(self.model, self.dataset, self.threat_model)
 
@@ -86,7 +88,7 @@ _PRESETS = [
            (Rule(where="input", names=("act",), tags=("stem", "before_activation")),
             Rule(where="input", names=("act1",), tags=("main_path", "before_activation")),
             Rule(where="input", names=("act2",), tags=("after_add", "before_activation"))),
-           CIFAR, "paper appendix A (Tables 2-8); site index = activation position of spec §5.1",
+           CIFAR, "paper appendix A (Tables 2-8); site index = activation position of msparse.models.resnet",
            "appendix tables sweep alpha 0-0.40; 0.35 is GELU's best APGD in Table 2"),
 ]
 

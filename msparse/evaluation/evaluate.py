@@ -1,6 +1,6 @@
-"""Evaluation: ``evaluate()`` one configuration under one attack, ``sweep()`` grids of configurations.
+"""Evaluation: ``evaluate()`` one configuration under one attack (sweeps are :mod:`msparse.evaluation.sweep`).
 
-Every point is one record in a :class:`~msparse.results.Store`, keyed by a content hash of what
+Every point is one record in a :class:`~msparse.evaluation.store.Store`, keyed by a content hash of what
 determines it (host-model weights, active sites with their α/centre/backward/statistics, attack and
 budget, data, seed, batch size; library versions are provenance, not key). Evaluation runs batch by batch; each
 finished batch is written as a shard, so a run killed at any moment resumes where it stopped, and a
@@ -8,30 +8,31 @@ finished record is reused by every later call (the CLI, notebooks, the book).
 
 >>> res = evaluate(model, x, y, attack="apgd-ce", eps=8/255)          # doctest: +SKIP
 >>> res.clean_acc, res.robust_acc, res.robust_ci                       # doctest: +SKIP
->>> sw = sweep(model, x, y, alphas=[0, 0.1, 0.2], attack="apgd")        # doctest: +SKIP
->>> sw.table()                                                         # doctest: +SKIP
 """
 from __future__ import annotations
 
-import contextlib
-import itertools
 import math
 import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from . import attacks as _atk
-from .results import (Paired, Store, content_hash, data_hash, flags_to_str, mcnemar,
-                      model_checksum, provenance, str_to_flags, tensor_hash, wilson)
+from .._device import model_device
+from ..attacks.autoattack import autoattack_checks, predict, run_attack, square_check
+from ..attacks.base import AttackConfig, canonical_name, parse_attack
+from ..attacks.diagnostics import zero_gradient_fraction
+from ..core.placement import backward_mode, blocked_fractions, named_operators
+from ..errors import InputError, InputTypeError, UnknownNameError
+from .significance import Paired, mcnemar, wilson
+from .store import (Store, content_hash, data_hash, flags_to_str, model_checksum, provenance, str_to_flags,
+                    tensor_hash)
 
-__all__ = ["evaluate", "sweep", "Result", "Sweep", "site_subsets", "describe_model",
-           "EVAL_PROTOCOL"]
+__all__ = ["evaluate", "Result", "describe_model", "EVAL_PROTOCOL", "progress_bar"]
 
 #: bump when the meaning of a record changes (invalidates every stored record)
 EVAL_PROTOCOL = 1
@@ -93,7 +94,7 @@ class Result:
         """Robust flags [N] of one component of a worst-case attack (e.g. ``"bpda:apgd-ce+t"``)."""
         comps = self.components
         if name not in comps:
-            raise KeyError(f"no component {name!r}; this result has {list(comps)}")
+            raise UnknownNameError(f"no component {name!r}; this result has {list(comps)}")
         return np.array([c == _ROBUST for c in comps[name]["outcome"]], dtype=bool)
 
     @property
@@ -110,9 +111,9 @@ class Result:
     def compare(self, base: "Result", which: str = "robust") -> Paired:
         """Exact McNemar test of this result against ``base`` on the same images."""
         if self.spec["data"]["hash"] != base.spec["data"]["hash"]:
-            raise ValueError("paired comparison needs the same images: the data hashes differ")
+            raise InputError("paired comparison needs the same images: the data hashes differ")
         if which not in ("robust", "clean"):
-            raise ValueError(f"which must be 'robust' or 'clean', got {which!r}")
+            raise UnknownNameError(f"which must be 'robust' or 'clean', got {which!r}")
         get = (lambda r: r.robust_flags) if which == "robust" else (lambda r: r.clean_flags)
         return mcnemar(get(base), get(self))
 
@@ -142,7 +143,7 @@ def describe_model(model: nn.Module) -> dict:
     the same description as the plain model (it computes the same function). Each active site
     (α > 0) contributes its α, centre, layout, backward mode and a hash of its statistics.
     """
-    mods = _atk.meansparse_modules(model)
+    mods = named_operators(model)
     prefixes = tuple(f"{name}." for name, _ in mods)
     exclude = {k for k in model.state_dict() if prefixes and k.startswith(prefixes)}
     sites = {}
@@ -151,7 +152,7 @@ def describe_model(model: nn.Module) -> dict:
         if a == 0.0:
             continue
         if not m.calibrated:
-            raise ValueError(f"site {name!r} has alpha={a:g} but no statistics: run "
+            raise InputError(f"site {name!r} has alpha={a:g} but no statistics: run "
                              "msparse.calibrate(model, data) before evaluating")
         sites[name] = {"alpha": _alpha7(a), "centre": m.centre, "layout": m.layout,
                        "backward": m.backward, "stats": tensor_hash(m.mean, m.var, length=16)}
@@ -164,51 +165,45 @@ def describe_model(model: nn.Module) -> dict:
 
 def _check_inputs(model, x, y, eps, norm, seed, batch_size) -> tuple[torch.Tensor, float, str]:
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError(f"x and y must be torch tensors, got {type(x).__name__} and {type(y).__name__}")
+        raise InputTypeError(f"x and y must be torch tensors, got {type(x).__name__} and {type(y).__name__}")
     if x.ndim < 2:
-        raise ValueError(f"x must be a batch of images [N, C, H, W], got shape {tuple(x.shape)}")
+        raise InputError(f"x must be a batch of images [N, C, H, W], got shape {tuple(x.shape)}")
     if len(x) == 0:
-        raise ValueError("no data to evaluate: x is empty (N = 0)")
+        raise InputError("no data to evaluate: x is empty (N = 0)")
     if y.ndim != 1:
-        raise ValueError(f"y must be a vector of labels [N], got shape {tuple(y.shape)}")
+        raise InputError(f"y must be a vector of labels [N], got shape {tuple(y.shape)}")
     if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} images but y has {len(y)} labels")
+        raise InputError(f"x has {len(x)} images but y has {len(y)} labels")
     if y.dtype.is_floating_point or y.dtype == torch.bool:
-        raise ValueError(f"y must hold integer class labels, got dtype {y.dtype}")
+        raise InputError(f"y must hold integer class labels, got dtype {y.dtype}")
     if not x.dtype.is_floating_point:
-        raise ValueError(f"x must be a float tensor of pixels in [0, 1], got dtype {x.dtype}")
+        raise InputError(f"x must be a float tensor of pixels in [0, 1], got dtype {x.dtype}")
     lo, hi = float(x.min()), float(x.max())
     if lo < 0.0 or hi > 1.0 or not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"x must hold pixels in [0, 1] (AutoAttack works in that box), got values "
+        raise InputError(f"x must hold pixels in [0, 1] (AutoAttack works in that box), got values "
                          f"in [{lo:.3g}, {hi:.3g}]; put the normalisation inside the model")
     if int(y.min()) < 0:
-        raise ValueError(f"labels must be >= 0, got {int(y.min())}")
+        raise InputError(f"labels must be >= 0, got {int(y.min())}")
     if isinstance(norm, str) and norm.lower() in _NORMS:
         norm = _NORMS[norm.lower()]
     else:
-        raise ValueError(f"norm must be 'Linf' or 'L2', got {norm!r}")
+        raise InputError(f"norm must be 'Linf' or 'L2', got {norm!r}")
     try:
         e = float(eps)
     except (TypeError, ValueError):
-        raise ValueError(f"eps must be a number > 0, got {eps!r}") from None
+        raise InputError(f"eps must be a number > 0, got {eps!r}") from None
     if not math.isfinite(e) or e <= 0:
-        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+        raise InputError(f"eps must be a finite number > 0, got {eps!r}")
     if norm == "Linf" and e >= 1:
-        raise ValueError(f"eps={e:g} is not a valid Linf radius for pixels in [0, 1] "
+        raise InputError(f"eps={e:g} is not a valid Linf radius for pixels in [0, 1] "
                          f"(did you mean {e:g}/255 = {e / 255:.5f}?)")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        raise InputError(f"seed must be an integer >= 0, got {seed!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     return y.long(), e, norm
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in itertools.chain(model.parameters(), model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def _resolve_store(store) -> Store | None:
@@ -236,17 +231,17 @@ def _eval_batch(model, xb, yb, components, cfg, *, device, source, n_classes, ba
                 run_checks) -> dict:
     t0 = time.perf_counter()
     xb, yb = xb.to(device), yb.to(device)
-    clean = _atk.predict(model, xb).eq(yb)
+    clean = predict(model, xb).eq(yb)
     messages: list[str] = []
     if run_checks:
         names = sorted({a for c in components for a in c.attacks})
-        _, msgs = _atk.autoattack_checks(model, xb, yb, names, cfg, randomized=True)
+        _, msgs = autoattack_checks(model, xb, yb, names, cfg, randomized=True)
         messages += msgs
     comps = {}
     for c in components:
         if c.preset == "none":
             continue
-        out = _atk.run_attack(model, xb, yb, c, cfg, clean=clean, batch_size=batch_size,
+        out = run_attack(model, xb, yb, c, cfg, clean=clean, batch_size=batch_size,
                               device=device, source=source, n_classes=n_classes)
         comps[c.name] = _outcome_string(clean.cpu(), out.broken_by)
         messages += out.messages
@@ -256,14 +251,13 @@ def _eval_batch(model, xb, yb, components, cfg, *, device, source, n_classes, ba
 
 def _diagnostics(model, x, y, device) -> dict:
     """Gradient-masking diagnostics on one batch of clean images."""
-    from .placement import blocked_fractions
     x, y = x.to(device), y.to(device)
     out: dict[str, Any] = {"n_diag": len(x)}
-    out["zero_grad"] = _atk.zero_gradient_fraction(model, x, y)
-    mods = _atk.meansparse_modules(model)
+    out["zero_grad"] = zero_gradient_fraction(model, x, y)
+    mods = named_operators(model)
     if mods and any(float(m.alpha) > 0 for _, m in mods):
-        with _atk.backward_mode(model, "identity"):
-            out["zero_grad_identity"] = _atk.zero_gradient_fraction(model, x, y)
+        with backward_mode(model, "identity"):
+            out["zero_grad_identity"] = zero_gradient_fraction(model, x, y)
         fr = blocked_fractions(model, x)
         out["blocked"] = {k: round(v, 6) for k, v in fr.items()}
         active = [v for (n, m) in mods for k, v in fr.items() if k == n and float(m.alpha) > 0]
@@ -318,7 +312,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
     """Clean and robust accuracy of ``model`` on images x [N, C, H, W] in [0, 1], labels y [N].
 
     Args:
-        attack: see :mod:`msparse.attacks` (``"none"``, ``"apgd-ce"``, ``"apgd"``, ``"aa"``,
+        attack: see :mod:`msparse.attacks.base` (``"none"``, ``"apgd-ce"``, ``"apgd"``, ``"aa"``,
             ``"bpda"``, ``"transfer"``, ``"worst:apgd,bpda"``, ...).
         eps, norm: threat model (``"Linf"`` or ``"L2"``); eps for pixels in [0, 1] (8/255, 0.5).
         seed: AutoAttack seed (fixed and recorded; AutoAttack reseeds at every attack and batch).
@@ -335,14 +329,14 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
         are left as they were.
     """
     y, eps_f, norm = _check_inputs(model, x, y, eps, norm, seed, batch_size)
-    components = _atk.parse_attack(attack)
-    cfg = _atk.AttackConfig(eps=eps_f, norm=norm, seed=int(seed), n_iter=int(n_iter),
+    components = parse_attack(attack)
+    cfg = AttackConfig(eps=eps_f, norm=norm, seed=int(seed), n_iter=int(n_iter),
                             n_restarts=int(n_restarts), n_queries=int(n_queries))
     for v, nm in ((n_iter, "n_iter"), (n_restarts, "n_restarts"), (n_queries, "n_queries")):
         if int(v) < 1:
-            raise ValueError(f"{nm} must be >= 1, got {v!r}")
+            raise InputError(f"{nm} must be >= 1, got {v!r}")
     st = _resolve_store(store)
-    device = _model_device(model)
+    device = model_device(model)
     was_training = model.training
     src_training = source.training if source is not None else False
     model.eval()
@@ -355,7 +349,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
             "model": desc["model"],
             "sites": desc["sites"],
             "source": None if source is None else describe_model(source),
-            "attack": {"name": _atk.canonical_name(components),
+            "attack": {"name": canonical_name(components),
                        **{k: v for k, v in cfg.as_dict().items() if k != "seed"}},
             "data": {"hash": data_hash(x, y), "n": len(x), "shape": list(x.shape[1:])},
             "seed": int(seed),
@@ -374,7 +368,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
         with torch.no_grad():
             n_classes = int(model(x[:1].to(device)).shape[-1])
         if int(y.max()) >= n_classes:
-            raise ValueError(f"labels must be in [0, {n_classes}) for a model with {n_classes} "
+            raise InputError(f"labels must be in [0, {n_classes}) for a model with {n_classes} "
                              f"outputs, got a label {int(y.max())}")
 
         n = len(x)
@@ -388,7 +382,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
                     shards[i] = p
                     resumed += 1
         todo = [i for i in range(n_shards) if shards[i] is None]
-        bar = _progress(len(todo), f"{spec['attack']['name']} eps={eps_f:.4g}", progress)
+        bar = progress_bar(len(todo), f"{spec['attack']['name']} eps={eps_f:.4g}", progress)
         try:
             for i in todo:
                 sl = slice(i * batch_size, min(n, (i + 1) * batch_size))
@@ -408,7 +402,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
         for c in components:   # AutoAttack's check that Square did not beat the gradient attacks
             if "square" in c.attacks and c.mode != "transfer":
                 accs = {"clean": result["clean_acc"], **result["components"][c.name]["after"]}
-                for m in _atk.square_check(accs):
+                for m in square_check(accs):
                     diag["messages"][m] = diag["messages"].get(m, 0) + 1
         if diagnostics:   # on at most 32 clean images: cheap next to any attack
             k = min(n, batch_size, _DIAG_N)
@@ -456,202 +450,10 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, desc: str, enabled: bool, unit: str = "batch"):
+def progress_bar(total: int, desc: str, enabled: bool, unit: str = "batch"):
+    """A tqdm bar over ``total`` steps, or a silent stand-in when ``enabled`` is false or there is nothing to do."""
     if not enabled or total == 0:
         return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:   # pragma: no cover
-        return _NoBar()
+    from tqdm.auto import tqdm
+
     return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# sweeps
-# --------------------------------------------------------------------------------------------------
-
-def site_subsets(model: nn.Module, kind: str = "all") -> dict[str, list[str] | None]:
-    """Named site subsets for sweeps (paper Tables 7 and 8).
-
-    kind: ``"all"`` ({"all": None}), ``"single"`` (one subset per site, ``"single:<index>"``),
-    ``"cumulative"`` (sites 0..i, ``"cumulative:<index>"``), ``"tags"`` (one subset per site tag,
-    ``"tag:<tag>"``, e.g. tag:main_path and tag:after_add).
-    """
-    from .placement import sites as _sites
-    ss = _sites(model)
-    if kind != "all" and not ss:
-        raise ValueError("the model has no MeanSparse sites: call msparse.sparsify(model, ...) first")
-    if kind == "all":
-        return {"all": None}
-    if kind == "single":
-        return {f"single:{s.index}": [s.name] for s in ss}
-    if kind == "cumulative":
-        return {f"cumulative:{s.index}": [t.name for t in ss if t.index <= s.index] for s in ss}
-    if kind == "tags":
-        tags = sorted({t for s in ss for t in s.tags})
-        if not tags:
-            raise ValueError("the sites of this model carry no tags; use a preset placement")
-        return {f"tag:{t}": [s.name for s in ss if t in s.tags] for t in tags}
-    raise ValueError(f"unknown site subset kind {kind!r}; choose from all, single, cumulative, tags")
-
-
-@dataclass
-class Sweep:
-    """Results of a sweep: one point (dict of axis values), one :class:`Result` and one paired
-    comparison with the base model (all α = 0, same attack/ε/images) per entry."""
-    points: list[dict]
-    results: list[Result]
-    base: dict[float, Result]
-    paired: list[Paired | None]
-    paired_clean: list[Paired | None]
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __iter__(self):
-        return iter(zip(self.points, self.results, self.paired))
-
-    def rows(self) -> list[dict]:
-        out = []
-        for pt, r, pr, pc in zip(self.points, self.results, self.paired, self.paired_clean):
-            row = dict(pt)
-            row.update(n=r.n, clean=r.clean_acc, robust=r.robust_acc,
-                       robust_lo=r.robust_ci[0], robust_hi=r.robust_ci[1])
-            if pr is not None:
-                row.update(d_clean=pc.delta, d_robust=pr.delta, gained=pr.gained, lost=pr.lost,
-                           p_value=pr.p_value)
-            row.update(cached=r.cached, key=r.key)
-            out.append(row)
-        return out
-
-    def table(self):
-        """A pandas DataFrame (or list of dicts without pandas): axis columns, n, clean, robust,
-        robust_lo/hi (Wilson 95%), d_clean/d_robust vs the base, gained/lost (discordant pairs),
-        p_value (exact McNemar on robust flags), cached, key."""
-        rows = self.rows()
-        try:
-            import pandas as pd
-        except ImportError:   # pragma: no cover
-            return rows
-        return pd.DataFrame(rows)
-
-
-@contextlib.contextmanager
-def _preserve_sites(model: nn.Module):
-    mods = [m for _, m in _atk.meansparse_modules(model)]
-    saved = [(m, {k: v.detach().clone() for k, v in m.state_dict().items()}, m.backward, m.centre)
-             for m in mods]
-    try:
-        yield
-    finally:
-        for m, sd, b, c in saved:
-            m.load_state_dict(sd)
-            m.set_backward(b)
-            m.centre = c
-
-
-def _as_list(v, default):
-    if v is None:
-        return [default]
-    if isinstance(v, (str, float, int)):
-        return [v]
-    return list(v)
-
-
-def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-          alphas: Iterable[float] = (0.0,), eps: float | Iterable[float] = 8 / 255,
-          attack: str = "apgd-ce", sites: str | Mapping[str, Sequence | None] | None = None,
-          centres: Iterable[str] | None = None, stats: Iterable[str] | None = None,
-          calib_data=None, calib_batch_size: int = 512, backward: Iterable[str] | None = None,
-          norm: str = "Linf", seed: int = 0, batch_size: int = 128, n_iter: int = 100,
-          n_restarts: int = 1, n_queries: int = 5000, store=None, name: str | None = None,
-          data: str | None = None, tags: Mapping[str, Any] | None = None,
-          progress: bool = True, compare: bool = True) -> Sweep:
-    """Evaluate a grid of configurations, one record per point, each compared with the base model.
-
-    Axes (the grid is their product; ``None`` keeps the model's current setting):
-        alphas: α values, applied to every site of the current subset (others get 0).
-        eps: ε values.
-        sites: None (all sites), a kind for :func:`site_subsets` ("single", "cumulative", "tags"),
-            or a mapping label -> list of site names/indices (None = all sites).
-        centres: centre references ("mean", "zero", "global").
-        stats: statistics modes ("exact", "official"); recalibrates on ``calib_data`` once per mode
-            and reuses the statistics for every other point.
-        backward: backward modes ("exact", "identity") used by the attack.
-    The base (every α = 0) is evaluated once per ε; each point gets an exact McNemar test against it
-    on the same images. The model's α, backward, centre and statistics are restored afterwards.
-    """
-    from .placement import set_alpha
-    alphas = [float(a) for a in _as_list(alphas, 0.0)]
-    eps_l = [float(e) for e in _as_list(eps, 8 / 255)]
-    if not alphas or not eps_l:
-        raise ValueError("sweep needs at least one alpha and one eps")
-    if isinstance(sites, str):
-        subsets = site_subsets(model, sites)
-    elif sites is None:
-        subsets = {"all": None}
-    else:
-        subsets = dict(sites)
-    centres_l = _as_list(centres, None)
-    stats_l = _as_list(stats, None)
-    backs_l = _as_list(backward, None)
-    if stats_l != [None] and calib_data is None:
-        raise ValueError("sweep(stats=[...]) recalibrates: pass calib_data (un-augmented training "
-                         "images, a tensor [N, C, H, W] or a loader)")
-    mods = [m for _, m in _atk.meansparse_modules(model)]
-    if not mods and (any(a > 0 for a in alphas) or centres_l != [None] or stats_l != [None]
-                     or backs_l != [None]):
-        raise ValueError("the model has no MeanSparse sites: call msparse.sparsify(model, ...) and "
-                         "msparse.calibrate(model, data) before sweeping alpha")
-    common = dict(norm=norm, seed=seed, batch_size=batch_size, n_iter=n_iter,
-                  n_restarts=n_restarts, n_queries=n_queries, store=store, name=name, data=data,
-                  progress=False)
-    grid = list(itertools.product(stats_l, centres_l, backs_l, list(subsets.items()), alphas, eps_l))
-    points, results, paired, paired_clean = [], [], [], []
-    base: dict[float, Result] = {}
-    bar = _progress(len(grid), f"sweep {attack}", progress, unit="point")
-    try:
-        with _preserve_sites(model):
-            current_stats = object()
-            for st_mode, centre, back, (label, subset), a, e in grid:
-                if st_mode is not None and st_mode != current_stats:
-                    from .stats import calibrate
-                    calibrate(model, calib_data, mode=st_mode, batch_size=calib_batch_size)
-                    current_stats = st_mode
-                if mods:
-                    for m in mods:
-                        if centre is not None:
-                            m.centre = centre
-                        if back is not None:
-                            m.set_backward(back)
-                    if subset is None:
-                        set_alpha(model, a)
-                    else:
-                        set_alpha(model, {s: a for s in subset})
-                pt = {"alpha": a, "eps": e}
-                if len(subsets) > 1 or sites is not None:
-                    pt["sites"] = label
-                if st_mode is not None:
-                    pt["stats"] = st_mode
-                if centre is not None:
-                    pt["centre"] = centre
-                if back is not None:
-                    pt["backward"] = back
-                t = {**(tags or {}), **{k: v for k, v in pt.items() if k not in ("alpha", "eps")}}
-                r = evaluate(model, x, y, attack, eps=e, stats=st_mode, tags=t or None, **common)
-                pr = pc = None
-                if compare:
-                    if e not in base:
-                        with _atk.base_model(model):
-                            base[e] = evaluate(model, x, y, attack, eps=e, tags=tags, **common)
-                    pr, pc = r.compare(base[e]), r.compare(base[e], "clean")
-                points.append(pt)
-                results.append(r)
-                paired.append(pr)
-                paired_clean.append(pc)
-                bar.update(1)
-                if hasattr(bar, "set_postfix_str"):
-                    bar.set_postfix_str(f"alpha={a:g} robust={100 * r.robust_acc:.1f}%")
-    finally:
-        bar.close()
-    return Sweep(points, results, base, paired, paired_clean)

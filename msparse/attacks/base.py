@@ -1,0 +1,129 @@
+"""Attack names: what ``attack="..."`` means everywhere (evaluate, sweep, the CLI, the book).
+
+Attack names (:func:`parse_attack`)::
+
+    none          clean accuracy only
+    apgd-ce       APGD with CE loss (paper Table 1; 100 iterations, 1 restart)
+    apgd          APGD-CE then APGD-DLR (paper appendix tables)
+    apgd-dlr, apgd-t, fab-t, square   single AutoAttack components
+    apgd-ce+t     APGD-CE then APGD-T (RobustBench's "external" attack set)
+    aa            standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square
+    bpda:<name>   <name> with every MeanSparse switched to identity backward (straight-through)
+    transfer:<name>  <name> crafted on the base model (all alpha = 0), evaluated on the model
+    worst:<a>,<b>,...  per-example worst case over several of the above
+    bpda = bpda:apgd-ce+t (RobustBench's adaptive evaluation), transfer = transfer:apgd,
+    worst = worst:apgd,bpda,transfer
+
+A name parses into :class:`Attack` components (one per ``worst:`` part); :class:`AttackConfig` is the threat
+model and budget they run with (:mod:`msparse.attacks.autoattack` runs them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..errors import InputError, UnknownNameError
+
+__all__ = ["PRESETS", "MODES", "SHORTHANDS", "Attack", "AttackConfig", "parse_attack", "canonical_name"]
+
+#: preset name -> AutoAttack attack names, run in this order.
+PRESETS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "apgd-ce": ("apgd-ce",),
+    "apgd-dlr": ("apgd-dlr",),
+    "apgd": ("apgd-ce", "apgd-dlr"),
+    "apgd-t": ("apgd-t",),
+    "apgd-ce+t": ("apgd-ce", "apgd-t"),
+    "fab-t": ("fab-t",),
+    "square": ("square",),
+    "aa": ("apgd-ce", "apgd-t", "fab-t", "square"),
+}
+MODES = ("direct", "bpda", "transfer")
+SHORTHANDS = {
+    "bpda": "bpda:apgd-ce+t",
+    "transfer": "transfer:apgd",
+    "worst": "worst:apgd,bpda,transfer",
+}
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One attack component: an AutoAttack preset run through a gradient path.
+
+    mode: "direct" (the model as it is), "bpda" (MeanSparse backward = identity while crafting),
+    "transfer" (crafted on the base model, i.e. every alpha = 0, or on an explicit source model).
+    """
+    preset: str
+    mode: str = "direct"
+
+    @property
+    def name(self) -> str:
+        return self.preset if self.mode == "direct" else f"{self.mode}:{self.preset}"
+
+    @property
+    def attacks(self) -> tuple[str, ...]:
+        return PRESETS[self.preset]
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Threat model and attack budget (AutoAttack defaults: 100 iterations, 1 restart, 5000 queries)."""
+    eps: float
+    norm: str = "Linf"
+    seed: int = 0
+    n_iter: int = 100
+    n_restarts: int = 1
+    n_queries: int = 5000
+    n_target_classes: int = 9
+
+    def as_dict(self) -> dict:
+        return {"eps": float(self.eps), "norm": self.norm, "seed": int(self.seed),
+                "n_iter": int(self.n_iter), "n_restarts": int(self.n_restarts),
+                "n_queries": int(self.n_queries), "n_target_classes": int(self.n_target_classes)}
+
+
+def _choices() -> str:
+    return ", ".join(list(PRESETS) + list(SHORTHANDS) + ["bpda:<preset>", "transfer:<preset>",
+                                                         "worst:<a>,<b>,..."])
+
+
+def parse_attack(spec: str) -> list[Attack]:
+    """Attack name -> list of components (more than one only for ``worst:...``).
+
+    Raises :class:`~msparse.errors.UnknownNameError` (a ``ValueError``) with the list of valid names for
+    anything unknown, :class:`~msparse.errors.InputError` for a malformed ``worst:`` list.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise InputError(f"attack must be a non-empty string; choose from: {_choices()}")
+    s = spec.strip().lower()
+    s = SHORTHANDS.get(s, s)
+    if s.startswith("worst:"):
+        parts = [p.strip() for p in s[len("worst:"):].split(",") if p.strip()]
+        if not parts:
+            raise InputError("attack 'worst:' needs at least one component, e.g. worst:apgd,bpda")
+        out: list[Attack] = []
+        for p in parts:
+            if p.startswith("worst"):
+                raise InputError("attack 'worst:' cannot be nested")
+            for c in parse_attack(p):
+                if c not in out:
+                    out.append(c)
+        return out
+    mode, preset = "direct", s
+    if ":" in s:
+        mode, preset = s.split(":", 1)
+        if mode not in ("bpda", "transfer"):
+            raise UnknownNameError(f"unknown attack {spec!r}: prefix {mode!r} is not one of bpda, "
+                                   f"transfer, worst; choose from: {_choices()}")
+    if preset not in PRESETS:
+        raise UnknownNameError(f"unknown attack {spec!r}; choose from: {_choices()}")
+    if preset == "none" and mode != "direct":
+        raise InputError(f"attack {spec!r} makes no sense: 'none' has nothing to craft")
+    return [Attack(preset, mode)]
+
+
+def canonical_name(components: Sequence[Attack]) -> str:
+    """The canonical attack name of a list of components (inverse of :func:`parse_attack`)."""
+    if len(components) == 1:
+        return components[0].name
+    return "worst:" + ",".join(c.name for c in components)

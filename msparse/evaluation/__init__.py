@@ -1,0 +1,12 @@
+"""Evaluation: attack a configuration, keep the numbers, and say how sure they are.
+
+* :mod:`~msparse.evaluation.evaluate` -- ``evaluate``: one configuration under one attack, batch by batch,
+  resumable, one record per point (:class:`~msparse.evaluation.evaluate.Result`).
+* :mod:`~msparse.evaluation.sweep` -- ``sweep``: grids of configurations, each compared with the base model.
+* :mod:`~msparse.evaluation.store` -- the results store: content-hashed records, provenance, reading back.
+* :mod:`~msparse.evaluation.significance` -- Wilson intervals and exact McNemar tests.
+* :mod:`~msparse.evaluation.statsfile` -- the statistics file written by ``msparse calibrate``.
+* :mod:`~msparse.evaluation.verify` -- recompute stored records under the running install, per example.
+
+``msparse.evaluate``, ``msparse.sweep``, ``msparse.Store``, ... are exported by :mod:`msparse` itself.
+"""

@@ -1,0 +1,56 @@
+"""The statistics file: every site's mean, variance and sample count, saved once and loaded for evaluation.
+
+``python -m msparse calibrate ... --out stats.pt`` writes one; ``evaluate``/``sweep --stats stats.pt`` reads it.
+The file is a ``torch.save`` dict ``{"format": "msparse-stats-1", "sites": {site name: {"mean", "var",
+"n_samples"}}, <labels>}``, written atomically.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._io import atomic_torch_save
+from ..core.placement import named_operators
+from ..errors import InputError, MissingFileError
+
+__all__ = ["STATS_FORMAT", "save_stats", "load_stats"]
+
+STATS_FORMAT = "msparse-stats-1"
+
+
+def save_stats(model: nn.Module, path: str | os.PathLike, /, **meta) -> None:
+    """Save every site's statistics (mean, var, n_samples) with labels (``meta``, stored as strings), atomically."""
+    sites = {n: {"mean": m.mean.detach().cpu(), "var": m.var.detach().cpu(),
+                 "n_samples": m.n_samples.detach().cpu()} for n, m in named_operators(model)}
+    atomic_torch_save({"format": STATS_FORMAT, "sites": sites, **{k: str(v) for k, v in meta.items()}}, path)
+
+
+def load_stats(model: nn.Module, path: str | os.PathLike) -> dict:
+    """Load statistics saved by :func:`save_stats` into the sites of ``model``; returns the labels.
+
+    Raises :class:`~msparse.errors.MissingFileError` for a missing file and :class:`~msparse.errors.InputError`
+    for a file that is not a statistics file or was made for other sites.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise MissingFileError(f"statistics file {path}: no such file (make one with `msparse calibrate`)")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:   # whatever the unpickler raises, the file is not ours
+        raise InputError(f"{path}: not an msparse statistics file ({type(e).__name__})") from e
+    if not isinstance(obj, dict) or obj.get("format") != STATS_FORMAT:
+        raise InputError(f"{path}: not an msparse statistics file")
+    mods = dict(named_operators(model))
+    missing = sorted(set(mods) - set(obj["sites"]))
+    extra = sorted(set(obj["sites"]) - set(mods))
+    if missing or extra:
+        raise InputError(f"statistics file {path} was made for other sites ({len(extra)} unknown, "
+                         f"{len(missing)} missing, e.g. {(extra or missing)[0]!r}); use the same placement "
+                         f"as for calibrate")
+    for name, m in mods.items():
+        s = obj["sites"][name]
+        m.load_statistics(s["mean"], s["var"], int(s["n_samples"]))
+    return {k: v for k, v in obj.items() if k not in ("sites", "format")}

@@ -1,0 +1,204 @@
+"""Sweeps: a grid of configurations (α, ε, site subsets, centres, statistics modes, backward modes), one record
+per point, each compared with the base model (every α = 0) on the same images.
+
+>>> sw = sweep(model, x, y, alphas=[0, 0.1, 0.2], attack="apgd")        # doctest: +SKIP
+>>> sw.table()                                                         # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..core.calibration import calibrate
+from ..core.placement import base_model, operators, set_alpha, sites as _sites
+from ..errors import InputError, UnknownNameError
+from .evaluate import Result, evaluate, progress_bar
+from .significance import Paired
+
+__all__ = ["sweep", "Sweep", "site_subsets"]
+
+
+def site_subsets(model: nn.Module, kind: str = "all") -> dict[str, list[str] | None]:
+    """Named site subsets for sweeps (paper Tables 7 and 8).
+
+    kind: ``"all"`` ({"all": None}), ``"single"`` (one subset per site, ``"single:<index>"``),
+    ``"cumulative"`` (sites 0..i, ``"cumulative:<index>"``), ``"tags"`` (one subset per site tag,
+    ``"tag:<tag>"``, e.g. tag:main_path and tag:after_add).
+    """
+    ss = _sites(model)
+    if kind != "all" and not ss:
+        raise InputError("the model has no MeanSparse sites: call msparse.sparsify(model, ...) first")
+    if kind == "all":
+        return {"all": None}
+    if kind == "single":
+        return {f"single:{s.index}": [s.name] for s in ss}
+    if kind == "cumulative":
+        return {f"cumulative:{s.index}": [t.name for t in ss if t.index <= s.index] for s in ss}
+    if kind == "tags":
+        tags = sorted({t for s in ss for t in s.tags})
+        if not tags:
+            raise InputError("the sites of this model carry no tags; use a preset placement")
+        return {f"tag:{t}": [s.name for s in ss if t in s.tags] for t in tags}
+    raise UnknownNameError(f"unknown site subset kind {kind!r}; choose from all, single, cumulative, tags")
+
+
+@dataclass
+class Sweep:
+    """Results of a sweep: one point (dict of axis values), one :class:`Result` and one paired
+    comparison with the base model (all α = 0, same attack/ε/images) per entry."""
+    points: list[dict]
+    results: list[Result]
+    base: dict[float, Result]
+    paired: list[Paired | None]
+    paired_clean: list[Paired | None]
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self):
+        return iter(zip(self.points, self.results, self.paired))
+
+    def rows(self) -> list[dict]:
+        out = []
+        for pt, r, pr, pc in zip(self.points, self.results, self.paired, self.paired_clean):
+            row = dict(pt)
+            row.update(n=r.n, clean=r.clean_acc, robust=r.robust_acc,
+                       robust_lo=r.robust_ci[0], robust_hi=r.robust_ci[1])
+            if pr is not None:
+                row.update(d_clean=pc.delta, d_robust=pr.delta, gained=pr.gained, lost=pr.lost,
+                           p_value=pr.p_value)
+            row.update(cached=r.cached, key=r.key)
+            out.append(row)
+        return out
+
+    def table(self):
+        """A pandas DataFrame: axis columns, n, clean, robust,
+        robust_lo/hi (Wilson 95%), d_clean/d_robust vs the base, gained/lost (discordant pairs),
+        p_value (exact McNemar on robust flags), cached, key."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows())
+
+
+@contextlib.contextmanager
+def _preserve_sites(model: nn.Module):
+    mods = operators(model)
+    saved = [(m, {k: v.detach().clone() for k, v in m.state_dict().items()}, m.backward, m.centre)
+             for m in mods]
+    try:
+        yield
+    finally:
+        for m, sd, b, c in saved:
+            m.load_state_dict(sd)
+            m.set_backward(b)
+            m.centre = c
+
+
+def _as_list(v, default):
+    if v is None:
+        return [default]
+    if isinstance(v, (str, float, int)):
+        return [v]
+    return list(v)
+
+
+def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+          alphas: Iterable[float] = (0.0,), eps: float | Iterable[float] = 8 / 255,
+          attack: str = "apgd-ce", sites: str | Mapping[str, Sequence | None] | None = None,
+          centres: Iterable[str] | None = None, stats: Iterable[str] | None = None,
+          calib_data=None, calib_batch_size: int = 512, backward: Iterable[str] | None = None,
+          norm: str = "Linf", seed: int = 0, batch_size: int = 128, n_iter: int = 100,
+          n_restarts: int = 1, n_queries: int = 5000, store=None, name: str | None = None,
+          data: str | None = None, tags: Mapping[str, Any] | None = None,
+          progress: bool = True, compare: bool = True) -> Sweep:
+    """Evaluate a grid of configurations, one record per point, each compared with the base model.
+
+    Axes (the grid is their product; ``None`` keeps the model's current setting):
+        alphas: α values, applied to every site of the current subset (others get 0).
+        eps: ε values.
+        sites: None (all sites), a kind for :func:`site_subsets` ("single", "cumulative", "tags"),
+            or a mapping label -> list of site names/indices (None = all sites).
+        centres: centre references ("mean", "zero", "global").
+        stats: statistics modes ("exact", "official"); recalibrates on ``calib_data`` once per mode
+            and reuses the statistics for every other point.
+        backward: backward modes ("exact", "identity") used by the attack.
+    The base (every α = 0) is evaluated once per ε; each point gets an exact McNemar test against it
+    on the same images. The model's α, backward, centre and statistics are restored afterwards.
+    """
+    alphas = [float(a) for a in _as_list(alphas, 0.0)]
+    eps_l = [float(e) for e in _as_list(eps, 8 / 255)]
+    if not alphas or not eps_l:
+        raise InputError("sweep needs at least one alpha and one eps")
+    if isinstance(sites, str):
+        subsets = site_subsets(model, sites)
+    elif sites is None:
+        subsets = {"all": None}
+    else:
+        subsets = dict(sites)
+    centres_l = _as_list(centres, None)
+    stats_l = _as_list(stats, None)
+    backs_l = _as_list(backward, None)
+    if stats_l != [None] and calib_data is None:
+        raise InputError("sweep(stats=[...]) recalibrates: pass calib_data (un-augmented training "
+                         "images, a tensor [N, C, H, W] or a loader)")
+    mods = operators(model)
+    if not mods and (any(a > 0 for a in alphas) or centres_l != [None] or stats_l != [None]
+                     or backs_l != [None]):
+        raise InputError("the model has no MeanSparse sites: call msparse.sparsify(model, ...) and "
+                         "msparse.calibrate(model, data) before sweeping alpha")
+    common = dict(norm=norm, seed=seed, batch_size=batch_size, n_iter=n_iter,
+                  n_restarts=n_restarts, n_queries=n_queries, store=store, name=name, data=data,
+                  progress=False)
+    grid = list(itertools.product(stats_l, centres_l, backs_l, list(subsets.items()), alphas, eps_l))
+    points, results, paired, paired_clean = [], [], [], []
+    base: dict[float, Result] = {}
+    bar = progress_bar(len(grid), f"sweep {attack}", progress, unit="point")
+    try:
+        with _preserve_sites(model):
+            current_stats = object()
+            for st_mode, centre, back, (label, subset), a, e in grid:
+                if st_mode is not None and st_mode != current_stats:
+                    calibrate(model, calib_data, mode=st_mode, batch_size=calib_batch_size)
+                    current_stats = st_mode
+                if mods:
+                    for m in mods:
+                        if centre is not None:
+                            m.centre = centre
+                        if back is not None:
+                            m.set_backward(back)
+                    if subset is None:
+                        set_alpha(model, a)
+                    else:
+                        set_alpha(model, {s: a for s in subset})
+                pt = {"alpha": a, "eps": e}
+                if len(subsets) > 1 or sites is not None:
+                    pt["sites"] = label
+                if st_mode is not None:
+                    pt["stats"] = st_mode
+                if centre is not None:
+                    pt["centre"] = centre
+                if back is not None:
+                    pt["backward"] = back
+                t = {**(tags or {}), **{k: v for k, v in pt.items() if k not in ("alpha", "eps")}}
+                r = evaluate(model, x, y, attack, eps=e, stats=st_mode, tags=t or None, **common)
+                pr = pc = None
+                if compare:
+                    if e not in base:
+                        with base_model(model):
+                            base[e] = evaluate(model, x, y, attack, eps=e, tags=tags, **common)
+                    pr, pc = r.compare(base[e]), r.compare(base[e], "clean")
+                points.append(pt)
+                results.append(r)
+                paired.append(pr)
+                paired_clean.append(pc)
+                bar.update(1)
+                if hasattr(bar, "set_postfix_str"):
+                    bar.set_postfix_str(f"alpha={a:g} robust={100 * r.robust_acc:.1f}%")
+    finally:
+        bar.close()
+    return Sweep(points, results, base, paired, paired_clean)
