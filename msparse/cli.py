@@ -24,7 +24,7 @@ from .core.placement import base_model, set_alpha, set_backward, sites, sparsify
 from .core.presets import PRESETS
 from .data import load_data
 from .errors import DataError, MsparseError, UsageError
-from .evaluation.evaluate import evaluate
+from .evaluation.evaluate import DEFAULT_BATCH_SIZE, evaluate
 from .evaluation.statsfile import load_stats, save_stats
 from .evaluation.store import Store, load_records, to_table
 from .evaluation.sweep import sweep
@@ -248,7 +248,7 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
             return "-"
         if c in ("clean", "robust", "d_clean", "d_robust") and isinstance(v, float):
             return f"{100 * v:+.2f}" if c.startswith("d_") else f"{100 * v:.2f}"
-        if c == "p_value" and isinstance(v, float):
+        if c in ("p_robust", "p_clean") and isinstance(v, float):
             return f"{v:.3g}"
         if c == "eps" and isinstance(v, float):
             k = round(v * 255)
@@ -329,7 +329,7 @@ def cmd_evaluate(args) -> int:
         rows = [_result_row(res)]
     cols = ["attack", "eps", "alpha", "n", "clean", "robust", "robust 95% CI"]
     if len(rows) > 1:
-        cols += ["d_robust", "p_value"]
+        cols += ["d_robust", "p_robust"]
     print(format_table(rows, cols + ["cached", "key"]))
     _print_warnings(res)
     return 0
@@ -337,7 +337,7 @@ def cmd_evaluate(args) -> int:
 
 def _paired(res, base) -> dict:
     p = res.compare(base)
-    return {"d_robust": p.delta, "p_value": p.p_value, "gained": p.gained, "lost": p.lost}
+    return {"d_robust": p.delta, "p_robust": p.p_value, "gained": p.gained, "lost": p.lost}
 
 
 def _print_warnings(res) -> None:
@@ -369,9 +369,9 @@ def cmd_sweep(args) -> int:
     for r in rows:
         r["cached"] = "yes" if r["cached"] else "no"
         r["key"] = r["key"][:12]
-        r["+/-"] = f"+{r.get('gained', 0)}/-{r.get('lost', 0)}"
+        r["+/-"] = f"+{r['gained'] or 0}/-{r['lost'] or 0}"
     cols = axes + ["eps", "alpha", "n", "clean", "robust", "d_clean", "d_robust", "+/-",
-                   "p_value", "cached", "key"]
+                   "p_robust", "cached", "key"]
     print(f"{args.attack} on {label}; d_* = change vs the base model (all alpha = 0) on the same "
           "images, +/- = discordant pairs, p = exact McNemar test")
     print(format_table(rows, cols))
@@ -485,8 +485,8 @@ def _common_attack(p):
                    help="radius for pixels in [0, 1], e.g. 8/255 or 0.5 (default 8/255)")
     g.add_argument("--norm", choices=("Linf", "L2"), default="Linf")
     g.add_argument("--seed", type=_nonneg_int, default=0, help="AutoAttack seed (default 0)")
-    g.add_argument("--batch-size", type=_positive_int, default=128,
-                   help="images per batch = per resumable shard (default 128)")
+    g.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+                   help=f"images per batch = per resumable shard (default {DEFAULT_BATCH_SIZE}, as the book)")
     g.add_argument("--n-iter", type=_positive_int, default=100, help="APGD/FAB iterations (100)")
     g.add_argument("--n-restarts", type=_positive_int, default=1, help="APGD-CE/DLR restarts (1)")
     g.add_argument("--n-queries", type=_positive_int, default=5000, help="Square queries (5000)")

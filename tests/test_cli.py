@@ -116,7 +116,7 @@ def test_calibrate_evaluate_sweep_results(files, tmp_path, capsys):
             "--alpha", "0.2", "--base"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "robust" in out and "p_value" in out and out.count("apgd-ce") == 2
+    assert "robust" in out and "p_robust" in out and out.count("apgd-ce") == 2
     assert len(Store(store).keys()) == 2
     assert main(argv) == 0                       # second run: served from the store
     assert out.count(" no ") == 2 and capsys.readouterr().out.count(" yes ") == 2

@@ -214,7 +214,7 @@ def test_sweep_end_to_end_with_paired_tests(tmp_path, data):
                progress=False, **FAST)
     assert [p["alpha"] for p in sw.points] == [0.0, 0.2, 0.5]
     rows = sw.rows()
-    assert {"alpha", "clean", "robust", "d_robust", "gained", "lost", "p_value"} <= set(rows[0])
+    assert {"alpha", "clean", "robust", "d_robust", "gained", "lost", "p_robust", "p_clean", "clean_lo", "robust_flags"} <= set(rows[0])
     assert len(sw.table()) == 3
     first = sw.paired[0]
     assert first.gained == first.lost == 0 and first.p_value == 1.0       # alpha 0 is the base

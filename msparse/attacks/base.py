@@ -122,6 +122,21 @@ def parse_attack(spec: str) -> list[Attack]:
     return [Attack(preset, mode)]
 
 
+def direct_equivalent(components: Sequence[Attack]) -> list[Attack]:
+    """The components as the direct attacks they compute on a model with no active MeanSparse site.
+
+    With every α = 0, BPDA (identity backward at the sites) is the direct gradient, and a transfer attack
+    crafted on the α = 0 base is crafted on the model itself: ``bpda:apgd-ce+t`` → ``apgd-ce+t``,
+    ``transfer:apgd`` → ``apgd``, ``worst:apgd,bpda:apgd`` → ``apgd``. Order is kept, duplicates dropped.
+    """
+    out: list[Attack] = []
+    for c in components:
+        d = Attack(c.preset, "direct")
+        if d not in out:
+            out.append(d)
+    return out
+
+
 def canonical_name(components: Sequence[Attack]) -> str:
     """The canonical attack name of a list of components (inverse of :func:`parse_attack`)."""
     if len(components) == 1:

@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from .._device import model_device
 from ..attacks.autoattack import autoattack_checks, predict, run_attack, square_check
-from ..attacks.base import AttackConfig, canonical_name, parse_attack
+from ..attacks.base import AttackConfig, canonical_name, direct_equivalent, parse_attack
 from ..attacks.diagnostics import zero_gradient_fraction
 from ..core.placement import backward_mode, blocked_fractions, named_operators
 from ..errors import InputError, InputTypeError, UnknownNameError
@@ -32,10 +32,13 @@ from .significance import Paired, mcnemar, wilson
 from .store import (Store, content_hash, data_hash, flags_to_str, model_checksum, provenance, str_to_flags,
                     tensor_hash)
 
-__all__ = ["evaluate", "Result", "describe_model", "EVAL_PROTOCOL", "progress_bar"]
+__all__ = ["evaluate", "Result", "describe_model", "EVAL_PROTOCOL", "DEFAULT_BATCH_SIZE", "progress_bar"]
 
 #: bump when the meaning of a record changes (invalidates every stored record)
 EVAL_PROTOCOL = 1
+#: images per batch for every new evaluation (the CLI, sweeps and the book alike), so a point computed by
+#: one is reused by the others; the key records min(batch size, n), the batch the attack actually saw
+DEFAULT_BATCH_SIZE = 500
 _NORMS = {"linf": "Linf", "l2": "L2"}
 _ROBUST, _CLEAN_WRONG = "1", "0"
 _DIAG_N = 32
@@ -303,7 +306,7 @@ def _merge(shards: list[dict], components, n: int) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "apgd-ce", *,
-             eps: float = 8 / 255, norm: str = "Linf", seed: int = 0, batch_size: int = 128,
+             eps: float = 8 / 255, norm: str = "Linf", seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
              n_iter: int = 100, n_restarts: int = 1, n_queries: int = 5000,
              source: nn.Module | None = None, store: Store | str | os.PathLike | bool | None = None,
              name: str | None = None, data: str | None = None, stats: str | None = None,
@@ -313,10 +316,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
 
     Args:
         attack: see :mod:`msparse.attacks.base` (``"none"``, ``"apgd-ce"``, ``"apgd"``, ``"aa"``,
-            ``"bpda"``, ``"transfer"``, ``"worst:apgd,bpda"``, ...).
+            ``"bpda"``, ``"transfer"``, ``"worst:apgd,bpda"``, ...). On a model with no active site and no
+            ``source``, BPDA and transfer compute the direct attack and share its record
+            (:func:`msparse.attacks.base.direct_equivalent`).
         eps, norm: threat model (``"Linf"`` or ``"L2"``); eps for pixels in [0, 1] (8/255, 0.5).
         seed: AutoAttack seed (fixed and recorded; AutoAttack reseeds at every attack and batch).
-        batch_size: images per batch; one batch = one resumable shard. Part of the key.
+        batch_size: images per batch; one batch = one resumable shard. The key holds min(batch_size, N),
+            the batch AutoAttack actually sees (its random starts depend on it).
         n_iter, n_restarts, n_queries: attack budget (AutoAttack: 100, 1, 5000).
         source: model to craft ``transfer`` attacks on (default: this model with every α = 0).
         store: a Store or folder (default: ``$MSPARSE_RESULTS`` or ``<repo>/results``); False =
@@ -344,6 +350,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
         source.eval()
     try:
         desc = describe_model(model)
+        if not desc["sites"] and source is None:
+            components = direct_equivalent(components)
+        batch_size = min(int(batch_size), len(x))
         spec = {
             "protocol": EVAL_PROTOCOL,
             "model": desc["model"],

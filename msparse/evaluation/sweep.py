@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -17,10 +18,10 @@ import torch.nn as nn
 from ..core.calibration import calibrate
 from ..core.placement import base_model, operators, set_alpha, sites as _sites
 from ..errors import InputError, UnknownNameError
-from .evaluate import Result, evaluate, progress_bar
+from .evaluate import DEFAULT_BATCH_SIZE, Result, evaluate, progress_bar
 from .significance import Paired
 
-__all__ = ["sweep", "Sweep", "site_subsets"]
+__all__ = ["sweep", "Sweep", "site_subsets", "COLUMNS"]
 
 
 def site_subsets(model: nn.Module, kind: str = "all") -> dict[str, list[str] | None]:
@@ -47,10 +48,20 @@ def site_subsets(model: nn.Module, kind: str = "all") -> dict[str, list[str] | N
     raise UnknownNameError(f"unknown site subset kind {kind!r}; choose from all, single, cumulative, tags")
 
 
+#: columns of :meth:`Sweep.table`, in order (accuracies and differences are fractions in [0, 1] / [-1, 1])
+COLUMNS = ("attack", "eps", "n", "clean", "clean_lo", "clean_hi", "robust", "robust_lo", "robust_hi",
+           "d_clean", "d_robust", "gained", "lost", "p_clean", "p_robust", "cached", "key", "robust_flags")
+
+
 @dataclass
 class Sweep:
     """Results of a sweep: one point (dict of axis values), one :class:`Result` and one paired
-    comparison with the base model (all α = 0, same attack/ε/images) per entry."""
+    comparison with the base model (all α = 0, same attack/ε/images) per entry.
+
+    :meth:`rows` / :meth:`table` is the one row schema every caller uses (the CLI, the experiments, the
+    book): the point's axes (``alpha``, ``eps``, and ``sites``/``stats``/``centre``/``backward`` when swept),
+    then :data:`COLUMNS`. Accuracies, intervals and differences are fractions; percent is for display only.
+    """
     points: list[dict]
     results: list[Result]
     base: dict[float, Result]
@@ -67,22 +78,32 @@ class Sweep:
         out = []
         for pt, r, pr, pc in zip(self.points, self.results, self.paired, self.paired_clean):
             row = dict(pt)
-            row.update(n=r.n, clean=r.clean_acc, robust=r.robust_acc,
-                       robust_lo=r.robust_ci[0], robust_hi=r.robust_ci[1])
+            row.update(attack=r.attack, eps=r.eps, n=r.n, clean=r.clean_acc, clean_lo=r.clean_ci[0],
+                       clean_hi=r.clean_ci[1], robust=r.robust_acc, robust_lo=r.robust_ci[0],
+                       robust_hi=r.robust_ci[1], d_clean=None, d_robust=None, gained=None, lost=None,
+                       p_clean=None, p_robust=None)
             if pr is not None:
                 row.update(d_clean=pc.delta, d_robust=pr.delta, gained=pr.gained, lost=pr.lost,
-                           p_value=pr.p_value)
-            row.update(cached=r.cached, key=r.key)
+                           p_clean=pc.p_value, p_robust=pr.p_value)
+            row.update(cached=r.cached, key=r.key, robust_flags=r.result["robust_flags"])
             out.append(row)
         return out
 
     def table(self):
-        """A pandas DataFrame: axis columns, n, clean, robust,
-        robust_lo/hi (Wilson 95%), d_clean/d_robust vs the base, gained/lost (discordant pairs),
-        p_value (exact McNemar on robust flags), cached, key."""
+        """A pandas DataFrame of :meth:`rows`: the axis columns, then :data:`COLUMNS` — n, clean and robust
+        accuracy with Wilson 95% bounds, d_clean/d_robust vs the base, gained/lost (discordant pairs), exact
+        McNemar p-values on clean and robust flags, cached, key, per-example robust flags."""
         import pandas as pd
 
         return pd.DataFrame(self.rows())
+
+    def records(self, store=None) -> list[dict]:
+        """The stored records behind the points (and the bases), for provenance."""
+        from .store import Store
+
+        st = store if isinstance(store, Store) else Store(store)
+        keys = dict.fromkeys([r.key for r in self.results] + [b.key for b in self.base.values()])
+        return [rec for rec in (st.get(k) for k in keys) if rec is not None]
 
 
 @contextlib.contextmanager
@@ -112,10 +133,10 @@ def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
           attack: str = "apgd-ce", sites: str | Mapping[str, Sequence | None] | None = None,
           centres: Iterable[str] | None = None, stats: Iterable[str] | None = None,
           calib_data=None, calib_batch_size: int = 512, backward: Iterable[str] | None = None,
-          norm: str = "Linf", seed: int = 0, batch_size: int = 128, n_iter: int = 100,
-          n_restarts: int = 1, n_queries: int = 5000, store=None, name: str | None = None,
-          data: str | None = None, tags: Mapping[str, Any] | None = None,
-          progress: bool = True, compare: bool = True) -> Sweep:
+          norm: str = "Linf", seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE, n_iter: int = 100,
+          n_restarts: int = 1, n_queries: int = 5000, source: nn.Module | None = None, store=None,
+          name: str | None = None, data: str | None = None, stats_label: str | None = None,
+          tags: Mapping[str, Any] | None = None, progress: bool | str = True, compare: bool = True) -> Sweep:
     """Evaluate a grid of configurations, one record per point, each compared with the base model.
 
     Axes (the grid is their product; ``None`` keeps the model's current setting):
@@ -127,8 +148,11 @@ def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         stats: statistics modes ("exact", "official"); recalibrates on ``calib_data`` once per mode
             and reuses the statistics for every other point.
         backward: backward modes ("exact", "identity") used by the attack.
-    The base (every α = 0) is evaluated once per ε; each point gets an exact McNemar test against it
-    on the same images. The model's α, backward, centre and statistics are restored afterwards.
+    The base (every α = 0) is evaluated once per ε (a point with every α = 0 *is* the base: one
+    record); each point gets an exact McNemar test against it on the same images. ``source``: the model
+    ``transfer:`` attacks are crafted on (default: the model at α = 0). ``stats_label``: the statistics'
+    label in the records' meta. ``progress``: True = a bar, ``"lines"`` = one line per point (the book's
+    log), False = silent. The model's α, backward, centre and statistics are restored afterwards.
     """
     alphas = [float(a) for a in _as_list(alphas, 0.0)]
     eps_l = [float(e) for e in _as_list(eps, 8 / 255)]
@@ -153,11 +177,11 @@ def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                          "msparse.calibrate(model, data) before sweeping alpha")
     common = dict(norm=norm, seed=seed, batch_size=batch_size, n_iter=n_iter,
                   n_restarts=n_restarts, n_queries=n_queries, store=store, name=name, data=data,
-                  progress=False)
+                  progress=False, source=source)
     grid = list(itertools.product(stats_l, centres_l, backs_l, list(subsets.items()), alphas, eps_l))
     points, results, paired, paired_clean = [], [], [], []
     base: dict[float, Result] = {}
-    bar = progress_bar(len(grid), f"sweep {attack}", progress, unit="point")
+    bar = progress_bar(len(grid), f"sweep {attack}", progress is True, unit="point")
     try:
         with _preserve_sites(model):
             current_stats = object()
@@ -185,12 +209,21 @@ def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                 if back is not None:
                     pt["backward"] = back
                 t = {**(tags or {}), **{k: v for k, v in pt.items() if k not in ("alpha", "eps")}}
-                r = evaluate(model, x, y, attack, eps=e, stats=st_mode, tags=t or None, **common)
+                t0 = time.perf_counter()
+                r = evaluate(model, x, y, attack, eps=e, stats=st_mode or stats_label, tags=t or None, **common)
+                if progress == "lines":
+                    print(f"  α={a:<5g} {attack:<10s} clean {100 * r.clean_acc:5.1f}%  robust "
+                          f"{100 * r.robust_acc:5.1f}%  [{100 * r.robust_ci[0]:.1f}, {100 * r.robust_ci[1]:.1f}]  "
+                          f"{'stored' if r.cached else f'{time.perf_counter() - t0:.1f}s'}", flush=True)
                 pr = pc = None
                 if compare:
                     if e not in base:
-                        with base_model(model):
-                            base[e] = evaluate(model, x, y, attack, eps=e, tags=tags, **common)
+                        if all(float(m.alpha) == 0.0 for m in mods):   # this point is the base itself
+                            base[e] = r
+                        else:
+                            with base_model(model):
+                                base[e] = evaluate(model, x, y, attack, eps=e, stats=st_mode or stats_label,
+                                                   tags=tags, **common)
                     pr, pc = r.compare(base[e]), r.compare(base[e], "clean")
                 points.append(pt)
                 results.append(r)
