@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from msparse import book as mb
+from msparse.experiments import setup as es, sweeps as sw
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -35,14 +36,14 @@ RANDOM = "random:resnet18-gelu-w16"  # the pages' rendering does not depend on t
 ])
 def test_check_params_rejects_broken_parameters(params, message):
     with pytest.raises(ValueError, match=message):
-        mb.check_params(**params)
+        es.check_params(**params)
 
 
 def test_check_params_accepts_good_parameters():
-    p = mb.check_params(model="msparse/default", n_examples=10, alphas=[0, 0.25], attack="bpda", eps=8 / 255,
+    p = es.check_params(model="msparse/default", n_examples=10, alphas=[0, 0.25], attack="bpda", eps=8 / 255,
                         device="cpu", seed=0, use_stored=True)
     assert p["alphas"] == [0.0, 0.25]
-    mb.check_params(model=RANDOM)
+    es.check_params(model=RANDOM)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -80,7 +81,7 @@ def test_every_notebook_has_parameters_and_validates_them_first(tmp_path):
         nb = mb.read_notebook(path.stem)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert "parameters" in code[0].metadata.get("tags", []), path.name
-        assert "mb.check_params(" in code[1].source, f"{path.name}: the first cell must validate the parameters"
+        assert "es.check_params(" in code[1].source, f"{path.name}: the first cell must validate the parameters"
         jupytext.write(nb, tmp_path / f"{path.stem}.ipynb", fmt="ipynb")
         declared = pm.inspect_notebook(str(tmp_path / f"{path.stem}.ipynb"))
         assert {"model", "device", "seed", "use_stored"} <= set(declared), path.name
@@ -237,9 +238,13 @@ def test_every_page_of_a_full_build_has_figures_a_verdict_and_no_traceback(name,
 
 
 def test_adaptive_attacks_at_alpha_zero_reuse_the_direct_record():
-    assert mb._direct_at_zero("bpda") == "apgd-ce+t"
-    assert mb._direct_at_zero("transfer:apgd") == "apgd"
-    assert mb._direct_at_zero("apgd-ce") == "apgd-ce"
+    from msparse.attacks.base import canonical_name, direct_equivalent, parse_attack
+    def direct(name):
+        return canonical_name(direct_equivalent(parse_attack(name)))
+    assert direct("bpda") == "apgd-ce+t"
+    assert direct("transfer:apgd") == "apgd"
+    assert direct("apgd-ce") == "apgd-ce"
+    assert direct("worst:apgd,bpda:apgd") == "apgd"
 
 
 def test_worst_case_counts_an_image_robust_only_if_it_survives_every_attack():
@@ -247,12 +252,12 @@ def test_worst_case_counts_an_image_robust_only_if_it_survives_every_attack():
          dict(alpha=0.3, n=4, clean=100.0, robust=75.0, attack="apgd", robust_flags="1101", d_robust=0.0, p_robust=1.0)]
     b = [dict(alpha=0.0, n=4, clean=100.0, robust=50.0, attack="transfer:apgd", robust_flags="0110"),
          dict(alpha=0.3, n=4, clean=100.0, robust=25.0, attack="transfer:apgd", robust_flags="0001")]
-    w = mb.worst_case(a, b)
+    w = sw.worst_case(a, b)
     assert [r["robust_flags"] for r in w] == ["0110", "0001"] and [r["robust"] for r in w] == [50.0, 25.0]
     assert w[0]["attack"] == "worst of apgd, transfer:apgd" and "p_robust" not in w[0]
     assert w[1]["d_robust"] == pytest.approx(-25.0)          # recomputed against the worst case at alpha 0
     with pytest.raises(ValueError, match="same alpha"):
-        mb.worst_case(a, b[::-1])
+        sw.worst_case(a, b[::-1])
 
 
 def test_a_cell_that_runs_past_its_timeout_fails_the_notebook_and_names_the_cell(tmp_path):

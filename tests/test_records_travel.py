@@ -144,19 +144,20 @@ def test_every_committed_record_has_the_library_free_key():
 def test_the_book_lookups_hit_the_committed_store_under_another_torch(monkeypatch):
     """The appendix sweep of Table 2 (GELU member, 6 α, APGD-50 on 500 images) resolves to committed
     records when the running torch differs from the records' (nothing is computed: a batch would raise)."""
-    from msparse import book
+    from msparse.experiments import setup as es, sweeps
+    from msparse.report import tables
     _fake_versions(monkeypatch, "2.2.0")
 
     def no_compute(*a, **k):
         raise AssertionError("a record was recomputed: the lookup missed the committed store")
 
     monkeypatch.setattr(_modules(), "_eval_batch", no_compute)
-    s = book.setup("msparse/resnet18-gelu-w8-pgdat", n_examples=500, n_train=1000, results_dir=str(COMMITTED))
-    rows = book.evaluate_alphas(s, [0.0, 0.1, 0.2, 0.3, 0.35, 0.4], attack="apgd", n_iter=50, label="appendix",
+    s = es.setup("msparse/resnet18-gelu-w8-pgdat", n_examples=500, n_train=1000, results_dir=str(COMMITTED))
+    rows = sweeps.evaluate_alphas(s, [0.0, 0.1, 0.2, 0.3, 0.35, 0.4], attack="apgd", n_iter=50, label="appendix",
                                 progress=False)
     assert all(r["cached"] for r in rows)
     recs = [R.Store(COMMITTED).get(r["key"]) for r in rows]
-    note = book.versions_note(recs)
+    note = tables.versions_note(recs)
     assert note.startswith(f"6 of 6 records on this page were computed with torch {R.record_versions(recs[0])['torch']}")
     assert "this build runs torch 2.2.0" in note
 

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from msparse import book as mb
 from msparse.evaluation.significance import mcnemar
 from msparse.report import verdicts as V
 
@@ -346,33 +345,33 @@ def test_verdict_status_is_checked_and_rendered():
 # ------------------------------------------------------------------------------------------------
 # the book's wrappers keep their signatures and use the rules
 def test_book_verdict_accepts_statuses_verdicts_and_the_legacy_status():
-    assert mb.verdict("reproduced", "x") == "**Verdict: reproduced** — x."
-    assert mb.verdict("not yet run here", "random weights.") == "**Verdict: not evaluated here** — random weights."
+    assert V.verdict("reproduced", "x") == "**Verdict: reproduced** — x."
+    assert V.verdict("not yet run here", "random weights.") == "**Verdict: not evaluated here** — random weights."
     v = V.not_evaluated("c", "d")
-    assert mb.verdict(v) == v.markdown()
+    assert V.verdict(v) == v.markdown()
     with pytest.raises(ValueError, match="status"):
-        mb.verdict("maybe", "x")
+        V.verdict("maybe", "x")
 
 
 def test_claim_check_uses_gain_claim():
     r = rows(*table(38, 5, 2, 55))
-    holds, text = mb.claim_check(r, 0.35)
+    holds, text = V.claim_check(r, 0.35)
     assert holds is None and "inconclusive at n = 100; this n detects differences of about" in text
-    holds, text = mb.claim_check(rows(*table(78, 20, 2, 100)), 0.35)
+    holds, text = V.claim_check(rows(*table(78, 20, 2, 100)), 0.35)
     assert holds is True and "significant robust gain" in text
-    holds, text = mb.claim_check(rows(*table(78, 20, 2, 100), clean_new=81.0), 0.35)
+    holds, text = V.claim_check(rows(*table(78, 20, 2, 100), clean_new=81.0), 0.35)
     assert holds is False and "clean accuracy drops by 3.0 pp" in text
-    assert mb.claim_check(rows(*table(78, 20, 2, 100), clean_new=81.0), 0.35, max_clean_drop=5.0)[0] is True
-    holds, text = mb.claim_check(r, 0.2)
+    assert V.claim_check(rows(*table(78, 20, 2, 100), clean_new=81.0), 0.35, max_clean_drop=5.0)[0] is True
+    holds, text = V.claim_check(r, 0.2)
     assert holds is None and "no α=0.2 and α=0 pair" in text
 
 
 def test_alpha_verdict_reports_the_rule_not_not_yet_run_here():
     s = SimpleNamespace(is_random=False, model_name="msparse/resnet18-gelu-w8-pgdat")
-    text = mb.alpha_verdict(s, rows(*table(38, 5, 2, 55)), "ResNet-18 GELU (PGD-AT)", 0.35, "APGD rises with alpha")
+    text = V.alpha_verdict(s, rows(*table(38, 5, 2, 55)), "ResNet-18 GELU (PGD-AT)", 0.35, "APGD rises with alpha")
     assert text.startswith("**Verdict: inconclusive at n = 100** — ")
     assert "not yet run here" not in text and "APGD rises with alpha" in text
     assert "at α=0.35 vs α=0, robust 40.0% → 43.0%" in text and "ResNet-18 GELU (PGD-AT)" in text
-    assert mb.alpha_verdict(s, rows(*table(78, 20, 2, 100)), "M", 0.35).startswith("**Verdict: reproduced** — ")
+    assert V.alpha_verdict(s, rows(*table(78, 20, 2, 100)), "M", 0.35).startswith("**Verdict: reproduced** — ")
     rnd = SimpleNamespace(is_random=True, model_name="random:resnet18-gelu-w16")
-    assert mb.alpha_verdict(rnd, [], "M", 0.35).startswith("**Verdict: not evaluated here** — ")
+    assert V.alpha_verdict(rnd, [], "M", 0.35).startswith("**Verdict: not evaluated here** — ")

@@ -133,13 +133,13 @@ class _Rebuilder:
 
     def model(self, name: str):
         if name not in self.models:
-            from .. import book   # the book's model names (``random:<family>``) and default placement
+            from ..experiments import setup as book   # model names (``random:<family>``) and default placement
             try:
                 m = book.load(name, self.device)
             except Exception as e:  # any load failure is a reason, reported per record
                 raise _CannotRebuild(f"model {name!r} cannot be loaded here ({type(e).__name__}: "
                                      f"{str(e).splitlines()[0] if str(e) else ''})") from None
-            sparsify(m, book._default_placement(m))
+            sparsify(m, book.default_placement(m))
             m.eval()
             self.models[name] = (m, None)
         return self.models[name][0]
@@ -169,7 +169,7 @@ class _Rebuilder:
         """Load the statistics whose per-site hashes equal ``wanted`` ({site: stats hash}); returns the label."""
         import torch
 
-        from .. import book   # the book's statistics snapshots
+        from ..experiments import setup as book   # statistics snapshots
         mods = dict(named_operators(model))
         snaps = self.stats.setdefault(name, [])
 

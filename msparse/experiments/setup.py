@@ -1,0 +1,229 @@
+"""Setting up an experiment: a model with MeanSparse at its placement, calibrated statistics, test and
+training images, and the results store — cached in-process so a page (or a widget) does not redo it.
+
+Every page of the book starts with :func:`check_params` (the notebook's papermill parameters, with a clear error
+for a bad value) and :func:`setup`. Model names are those of :mod:`msparse.models.registry`, plus
+``random:<family name>`` (random weights, for infrastructure tests only).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["RANDOM_PREFIX", "check_model_name", "check_params", "Setup", "setup", "try_setup", "load",
+           "default_placement", "stats_snapshot", "restore_stats", "sigma_ratios", "activation_of"]
+
+
+RANDOM_PREFIX = "random:"  # "random:resnet18-gelu-w16": random weights, for infrastructure tests only
+
+
+_DATA_SOURCES = ("auto", "offline", "official")
+
+
+def _positive_int(name, v):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"notebook parameter {name} must be a positive integer, got {v!r}")
+    return v
+
+
+def check_model_name(name: str) -> str:
+    """Raise :class:`~msparse.errors.InputError` unless ``name`` is a model the registry knows for CIFAR-10 L∞
+    (:func:`msparse.models.registry.model_entry`), a family checkpoint ``*.pt``, or ``random:<name>``."""
+    from ..errors import InputError, ModelLoadError
+    from ..models.registry import model_entry
+
+    if not isinstance(name, str) or not name:
+        raise InputError(f"notebook parameter model must be a model name, got {name!r}")
+    bare = name[len(RANDOM_PREFIX):] if name.startswith(RANDOM_PREFIX) else name
+    if bare.endswith(".pt"):  # a family checkpoint with its card
+        return name
+    try:
+        model_entry(bare, "cifar10", "Linf")
+    except ModelLoadError as e:   # "unknown model ...", with close matches
+        raise InputError(str(e)) from None
+    except InputError as e:       # a malformed family name, e.g. an unknown activation
+        raise InputError(f"unknown model {name!r}: {e}") from None
+    return name
+
+
+def check_params(**p) -> dict:
+    """Validate a notebook's parameters (called in its first cell); returns them normalised.
+
+    Raises ValueError with a clear message for an unknown model, n ≤ 0, α < 0, an unknown attack, ε ≤ 0, ...
+    """
+    from ..attacks.base import parse_attack
+    from ..core.operator import check_alpha
+
+    out = dict(p)
+    if "model" in p:
+        check_model_name(p["model"])
+    if "dataset" in p and p["dataset"] != "cifar10":
+        raise ValueError(f"notebook parameter dataset={p['dataset']!r}: the book's notebooks run on 'cifar10' "
+                         "(ImageNet/CIFAR-100 models need data and checkpoints that are not available offline)")
+    if "data_source" in p and p["data_source"] not in _DATA_SOURCES:
+        raise ValueError(f"notebook parameter data_source must be one of {_DATA_SOURCES}, got {p['data_source']!r}")
+    for k in ("n_examples", "n_train", "n_iter"):
+        if k in p:
+            _positive_int(k, p[k])
+    for k in ("alphas", "train_alphas", "alpha"):
+        if k in p:
+            vals = p[k] if isinstance(p[k], (list, tuple)) else [p[k]]
+            if not vals:
+                raise ValueError(f"notebook parameter {k} must not be empty")
+            try:
+                out[k] = check_alpha(p[k]) if k == "alpha" else [check_alpha(a) for a in vals]
+            except ValueError as e:
+                raise ValueError(f"notebook parameter {k}: {e}") from None
+    for k in ("attack", "adaptive_attack"):
+        if k in p:
+            parse_attack(p[k])
+    if "eps" in p:
+        e = p["eps"]
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or e <= 0 or e >= 1:
+            raise ValueError(f"notebook parameter eps must be in (0, 1) for pixels in [0, 1] (e.g. 8/255), got {e!r}")
+    if "eps_grid" in p:
+        if not p["eps_grid"] or any(not isinstance(e, (int, float)) or e <= 0 or e > 255 for e in p["eps_grid"]):
+            raise ValueError(f"notebook parameter eps_grid lists ε in units of 1/255 in (0, 255], got {p['eps_grid']!r}")
+    if "device" in p:
+        import torch
+
+        d = p["device"]
+        if d not in ("cpu", "auto") and not str(d).startswith("cuda"):
+            raise ValueError(f"notebook parameter device must be 'cpu', 'cuda[:k]' or 'auto', got {d!r}")
+        if str(d).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={d!r} but no CUDA device is available here; use 'cpu' or 'auto'")
+    if "seed" in p and (isinstance(p["seed"], bool) or not isinstance(p["seed"], int) or p["seed"] < 0):
+        raise ValueError(f"notebook parameter seed must be an integer >= 0, got {p['seed']!r}")
+    if "use_stored" in p and not isinstance(p["use_stored"], bool):
+        raise ValueError(f"notebook parameter use_stored must be True or False, got {p['use_stored']!r}")
+    return out
+
+
+@dataclass
+class Setup:
+    """A model ready for MeanSparse experiments: sparsified, calibrated, α = 0; data on the device."""
+
+    model_name: str
+    model: object
+    sites: list
+    placement: str
+    x: object  # test images [N, 3, 32, 32]
+    y: object
+    x_train: object  # the statistics images (also used for "train" evaluations)
+    y_train: object
+    data_info: dict
+    train_info: dict
+    stats: dict
+    device: str
+    store: object  # what evaluate(store=...) gets
+    card: dict = field(default_factory=dict)
+
+    @property
+    def is_random(self) -> bool:
+        return self.model_name.startswith(RANDOM_PREFIX)
+
+    def describe(self) -> str:
+        """One line saying which model, data and statistics produced the numbers."""
+        weights = "RANDOM weights (infrastructure test, numbers meaningless)" if self.is_random else \
+            self.card.get("source", "")
+        return (f"model **{self.model_name}** ({weights}); {len(self.sites)} MeanSparse sites "
+                f"(placement {self.placement}); statistics: {self.stats['mode']} on {self.stats['n_samples']} "
+                f"training images; test data: {self.data_info.get('source')} (n={self.data_info.get('n')}, "
+                f"indices {self.data_info.get('indices')}); device {self.device}")
+
+
+_SETUPS: dict = {}
+
+
+def default_placement(model) -> str:
+    from ..models.resnet import ResNet18
+
+    return "ResNet-18/cifar10/Linf/v1" if isinstance(model, ResNet18) else "activations"
+
+
+def load(model: str, device: str = "cpu"):
+    """:func:`msparse.models.registry.load_model` plus ``random:<name>`` (the architecture, random weights)."""
+    from ..models.registry import load_model
+
+    if model is None:
+        raise ValueError("no model given (None): this model is not available here")
+    if model.endswith(".pt"):
+        return load_model(checkpoint=model, device=device)
+    if model.startswith(RANDOM_PREFIX):
+        import torch
+
+        torch.manual_seed(0)
+        return load_model(model[len(RANDOM_PREFIX):], pretrained=False, device=device)
+    return load_model(model, device=device)
+
+
+def setup(model: str = "msparse/default", *, n_examples: int = 200, n_train: int = 1000, data_source: str = "auto",
+          placement: str | None = None, stats_mode: str = "exact", device: str = "cpu", use_stored: bool = True,
+          results_dir: str | None = None, split_start: int = 0) -> Setup:
+    """Load ``model``, put MeanSparse at its placement (the paper's ResNet-18 preset for the project's
+    ResNet-18 family), calibrate on the first ``n_train`` training images, load ``n_examples`` test images.
+    Cached per argument set, so a notebook re-run (or a widget) does not redo it."""
+    from .._device import resolve_device
+    from ..core.calibration import calibrate
+    from ..core.placement import sparsify
+    from ..data import load_data
+
+    device = str(resolve_device(device))
+    key = (model, n_examples, n_train, data_source, placement, stats_mode, device, split_start)
+    if key not in _SETUPS:
+        m = load(model, device)
+        pl = placement or default_placement(m)
+        sites = sparsify(m, pl)
+        xt, yt, tinfo = load_data("cifar10", "train", n=n_train, source=data_source, return_info=True)
+        stats = calibrate(m, xt.to(device), mode=stats_mode)
+        x, y, info = load_data("cifar10", "test", n=n_examples, source=data_source, start=split_start,
+                               return_info=True)
+        _SETUPS[key] = Setup(model, m, sites, pl, x.to(device), y.to(device), xt.to(device), yt.to(device),
+                             info.to_dict(), tinfo.to_dict(), stats, device, None,
+                             dict(getattr(m, "msparse_card", {}) or {}))
+    s = _SETUPS[key]
+    s.store = False if not use_stored else (results_dir or None)
+    return s
+
+
+def try_setup(model: str, **kw) -> tuple[Setup | None, str]:
+    """:func:`setup`, or ``(None, reason)`` when the model is not available here (e.g. not trained yet)."""
+    try:
+        return setup(model, **kw), ""
+    except Exception as e:  # ModelLoadError, FileNotFoundError, ...
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def stats_snapshot(model) -> dict:
+    """A copy of every site's statistics ``{site name: (mean, var)}``."""
+    from ..core.placement import operators
+
+    return {op.site.name: (op.mean.detach().clone(), op.var.detach().clone(), int(op.n_samples))
+            for op in operators(model)}
+
+
+def restore_stats(model, snap: Mapping) -> None:
+    """Put back statistics saved by :func:`stats_snapshot`."""
+    from ..core.placement import operators
+
+    for op in operators(model):
+        m, v, n = snap[op.site.name]
+        op.load_statistics(m, v, max(n, 1))
+
+
+def sigma_ratios(snap: Mapping, ref: Mapping) -> dict:
+    """Per site: the median over channels of σ / σ_ref (channels with σ_ref > 0)."""
+    import torch
+
+    out = {}
+    for name, (_, v, _) in snap.items():
+        vr = ref[name][1]
+        ok = vr > 0
+        out[name] = float(torch.median((v[ok] / vr[ok]).sqrt())) if ok.any() else float("nan")
+    return out
+
+
+def activation_of(model) -> str:
+    """The activation name of a model of the ResNet-18 family (``""`` otherwise)."""
+    return str(getattr(model, "activation", ""))

@@ -1,0 +1,224 @@
+"""Tables for the pages: display rows (percent) of the engine's fraction rows, our numbers beside the paper's,
+provenance of every record a page shows (with a note when records were made under other library versions),
+RobustBench's reference tables, gradient-masking diagnostics, and the sentences that state a page's budget.
+
+Percent appears here and only here: :func:`display_rows` turns a :class:`msparse.evaluation.sweep.Sweep` (fractions)
+into the rows the plots, tables and verdict sentences read.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+__all__ = ["display_rows", "result_row", "versions_note", "provenance_table", "setup_provenance", "compare_table",
+           "headline_table", "bpda_table", "diagnostics_table", "robustbench_bpda", "budget_note",
+           "no_paper_model_note"]
+
+_PERCENT = ("clean", "clean_lo", "clean_hi", "robust", "robust_lo", "robust_hi", "d_clean", "d_robust")
+
+
+def display_rows(sw, **extra) -> list[dict]:
+    """Rows of a sweep for display: accuracies, bounds and differences in percent (pp), ``p_robust`` kept; the
+    base point's own comparison (with itself) is left out; ``extra`` added to every row."""
+    base_keys = {b.key for b in sw.base.values()}
+    out = []
+    for row in sw.rows():
+        row = {**row, **extra}
+        for k in _PERCENT:
+            if row.get(k) is not None:
+                row[k] = 100 * row[k]
+        if row["key"] in base_keys or row.get("d_robust") is None:
+            for k in ("d_clean", "d_robust", "gained", "lost", "p_clean", "p_robust"):
+                row.pop(k, None)
+        out.append(row)
+    return out
+
+
+def result_row(r, **extra) -> dict:
+    """A :class:`msparse.evaluation.evaluate.Result` as a flat row, accuracies in % with 95% Wilson bounds."""
+    row = dict(extra)
+    row.update(n=r.n, clean=100 * r.clean_acc, clean_lo=100 * r.clean_ci[0], clean_hi=100 * r.clean_ci[1],
+               robust=100 * r.robust_acc, robust_lo=100 * r.robust_ci[0], robust_hi=100 * r.robust_ci[1],
+               attack=r.attack, eps=r.eps, key=r.key, cached=r.cached, robust_flags=r.result["robust_flags"])
+    return row
+
+
+def versions_note(records: Sequence[Mapping]) -> str:
+    """One sentence saying which of ``records`` were computed under other library versions than the running
+    ones, e.g. "12 of 14 records were computed with torch 2.15.0 on cpu; this build runs torch 2.14.1 ..."
+    (empty string when every record matches the running versions)."""
+    from collections import Counter
+
+    from ..evaluation.store import versions, versions_differ
+
+    now = versions()
+    other = Counter()
+    for rec in records:
+        diff = versions_differ(rec, now)
+        if diff:
+            dev = str((rec.get("provenance") or {}).get("device", "?")).split(" (")[0]
+            other[", ".join(f"{lib} {have}" for lib, (have, _) in sorted(diff.items())) + f" on {dev}"] += 1
+    if not other:
+        return ""
+    made = "; ".join(f"{k} ({v} record{'s' * (v != 1)})" for k, v in other.most_common())
+    libs = sorted({lib for rec in records for lib in versions_differ(rec, now)})
+    running = ", ".join(f"{lib} {now.get(lib)}" for lib in libs)
+    return (f"{sum(other.values())} of {len(records)} records on this page were computed with {made}; this build "
+            f"runs {running}. Records are keyed by what determines the experiment, not by library versions; "
+            "`python -m msparse results verify KEY` recomputes one here and compares every image, and "
+            "`python -m msparse book --recompute-other-versions` rebuilds the book recomputing them.")
+
+
+def provenance_table(rows: Sequence[Mapping], store=None):
+    """Provenance of the records behind ``rows`` (key, model, attack, ε, n, torch, device, commit, created, wall
+    time); displays :func:`versions_note` above the table when records were made under other library versions."""
+    import pandas as pd
+
+    from ..evaluation.store import Store, record_versions
+
+    st = store if isinstance(store, Store) else Store(store if store not in (None, False, True) else None)
+    out, recs = [], []
+    for r in rows:
+        rec = st.get(r["key"]) if store is not False and r.get("key") else None
+        if rec is not None:
+            recs.append(rec)
+        prov = (rec or {}).get("provenance", {})
+        out.append({"record": (r.get("key") or "")[:12], "model": (rec or {}).get("meta", {}).get("model"),
+                    "attack": r.get("attack"), "ε·255": round(255 * r.get("eps", 0), 2),
+                    "α": r.get("alpha"), "n": r.get("n"),
+                    "torch": record_versions(rec)["torch"] if rec is not None else None,
+                    "device": prov.get("device", "not stored"),
+                    "commit": (prov.get("commit") or "")[:8], "created": prov.get("created"),
+                    "wall s": prov.get("wall_s"), "reused": r.get("cached")})
+    note = versions_note(recs)
+    if note:
+        try:
+            from IPython.display import Markdown, display
+
+            display(Markdown(f"_{note}_"))
+        except ImportError:  # pragma: no cover - IPython ships with the book extra
+            print(note)
+    return pd.DataFrame(out)
+
+
+_BPDA_OF = {"RaWRN-70-16": "Amini2024MeanSparse_Ra_WRN_70_16", "WRN-94-16": "Amini2024MeanSparse_S-WRN-94-16",
+            "WRN-70-16 (L2)": ("Amini2024MeanSparse_S-WRN-70-16", "cifar10", "L2"),
+            "WRN-70-16 (CIFAR-100)": ("Amini2024MeanSparse_S-WRN-70-16", "cifar100", "Linf"),
+            "Swin-L": "Amini2024MeanSparse_Swin-L", "ConvNeXt-L": "Amini2024MeanSparse_ConvNeXt-L"}
+
+
+def robustbench_bpda(model: str) -> float | None:
+    """RobustBench's BPDA ('external') accuracy of the MeanSparse version of a paper model label, or None."""
+    from ..report import paper
+
+    key = _BPDA_OF.get(model)
+    if key is None:
+        return None
+    e = paper.robustbench(*key) if isinstance(key, tuple) else paper.robustbench(key)
+    return e.external
+
+
+def headline_table():
+    """The v2 README headline table with RobustBench's BPDA number beside each MeanSparse AA (reference values)."""
+    import pandas as pd
+
+    from ..report import paper
+
+    df = paper.table("readme_v2").frame().rename(columns={
+        "clean_base": "clean base (README)", "aa_base": "AA base (README)", "clean_ms": "clean MeanSparse (README)",
+        "aa_ms": "AA MeanSparse (README)"})
+    df["BPDA MeanSparse (RobustBench)"] = [robustbench_bpda(m) for m in df.index]
+    df["BPDA − AA base"] = [None if b is None else round(b - a, 2)
+                            for b, a in zip(df["BPDA MeanSparse (RobustBench)"], df["AA base (README)"])]
+    return df.astype(object).where(pd.notna(df), "—")
+
+
+def bpda_table():
+    """RobustBench's MeanSparse entries: base AA, the authors' AA, RobustBench's BPDA (reference values)."""
+    import pandas as pd
+
+    from ..report import paper
+
+    rows = []
+    for b, m in paper.bpda_pairs():
+        rows.append({"MeanSparse entry": m.name, "dataset / threat": f"{m.dataset} {m.threat_model} {m.eps}",
+                     "base": b.name, "base AA": b.aa, "MeanSparse AA (authors)": m.aa,
+                     "MeanSparse BPDA (RobustBench)": m.external, "BPDA − base AA": round(m.external - b.aa, 2),
+                     "note": m.external_note})
+    return pd.DataFrame(rows)
+
+
+def diagnostics_table(rows: Sequence[Mapping], store=None):
+    """Gradient-masking diagnostics stored with each record: mean blocked fraction over active sites, fraction of
+    exactly-zero input gradients (official backward, and with the identity backward), AutoAttack's warnings."""
+    import pandas as pd
+
+    from ..evaluation.store import Store
+
+    if store is False:
+        return pd.DataFrame([{"note": "use_stored=False: diagnostics are kept in the records only"}])
+    st = store if isinstance(store, Store) else Store(store if store not in (None, True) else None)
+    out = []
+    for r in rows:
+        rec = st.get(r["key"]) or {}
+        d = rec.get("result", {}).get("diagnostics", {})
+        out.append({"attack": r.get("attack"), "α": r.get("alpha"), "blocked (mean over sites)": d.get("blocked_mean"),
+                    "zero input gradient (official)": d.get("zero_grad"),
+                    "zero input gradient (identity backward)": d.get("zero_grad_identity"),
+                    "AutoAttack warnings": "; ".join(f"{k} ×{v}" for k, v in (d.get("messages") or {}).items()) or "—",
+                    "record": r["key"][:12]})
+    return pd.DataFrame(out)
+
+
+def setup_provenance(s):
+    """Provenance of numbers computed directly from the model and data (not from records): the weights'
+    checksum, the data source and indices, the statistics pass, the code commit."""
+    import pandas as pd
+
+    from ..evaluation.store import git_commit
+
+    rows = {"model": s.model_name, "weights source": s.card.get("source"), "weights sha256": s.card.get("sha256"),
+            "test data": f"{s.data_info.get('source')} (indices {s.data_info.get('indices')})",
+            "training data (statistics)": f"{s.train_info.get('source')} (indices {s.train_info.get('indices')})",
+            "statistics": f"{s.stats['mode']}, {s.stats['n_samples']} images, {s.stats['n_batches']} batches",
+            "placement": f"{s.placement} ({len(s.sites)} sites)", "device": s.device,
+            "msparse commit": git_commit()}
+    return pd.DataFrame({"value": rows})
+
+
+def compare_table(rows: Sequence[Mapping], reference: Mapping[str, Mapping] | None = None, index: str = "alpha",
+                  metrics: Sequence[str] = ("clean", "robust")):
+    """Ours (value [95% CI], in %) beside labelled reference columns ``{label: {index value: value}}``."""
+    import pandas as pd
+
+    table = {}
+    for r in rows:
+        line = table.setdefault(r[index], {})
+        for m in metrics:
+            line[f"ours: {m} % [95% CI]"] = f"{r[m]:.1f} [{r[m + '_lo']:.1f}, {r[m + '_hi']:.1f}]"
+        if "d_robust" in r:
+            line["ours: Δrobust vs α=0 (pp), McNemar p"] = f"{r['d_robust']:+.1f}, p={r['p_robust']:.2g}"
+    for lab, vals in (reference or {}).items():
+        for k, v in vals.items():
+            for idx in table:
+                if isinstance(idx, (int, float)) and isinstance(k, (int, float)) and math.isclose(idx, k, abs_tol=1e-9):
+                    table[idx][lab] = v
+    df = pd.DataFrame.from_dict(table, orient="index").fillna("—")
+    df.index.name = index
+    return df
+
+
+def budget_note(s, attack: str, n_iter: int, paper_iter: int = 100) -> str:
+    """Says the attack budget of this page and how it differs from the paper's."""
+    n = len(s.x)
+    low = n_iter < paper_iter or n < 10000
+    return (f"Budget: **{attack}**, {n_iter} iterations per attack (paper: {paper_iter}), on the first {n} CIFAR-10 "
+            f"test images (paper: all 10 000)." + (" Reduced to fit 2 CPU cores (the committed result records let the "
+            "book build in minutes); re-run with `-p n_iter 100 -p n_examples 10000` for the paper's budget."
+            if low else ""))
+
+
+def no_paper_model_note(s, paper_model: str) -> str:
+    """The standard note: which model produced the numbers and that the paper's model is not here."""
+    return (f"The paper's numbers come from **{paper_model}**, whose weights are not available offline; the "
+            f"numbers below are from {s.describe()}. Compare trends, not levels.")
