@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import InputError, StateError
+
 __all__ = ["NOTEBOOKS", "PROFILES", "BUILD_PARAMETERS", "run_notebooks", "fetch_widget_js", "build_book",
            "BuildReport", "NotebookRun", "main", "run", "add_arguments"]
 
@@ -136,7 +138,7 @@ def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default
     import papermill as pm
 
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        raise InputError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     notebook_dir = Path(notebook_dir or NOTEBOOK_DIR)
     out_dir = Path(out_dir or BOOK_DIR / EXECUTED)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -144,7 +146,7 @@ def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default
     names = list(names) if names else known
     bad = [n for n in names if not notebook_path(n, notebook_dir).is_file()]
     if bad:
-        raise ValueError(f"no notebook {', '.join(bad)} in {notebook_dir} (looked for <name>{NOTEBOOK_SUFFIX}); "
+        raise InputError(f"no notebook {', '.join(bad)} in {notebook_dir} (looked for <name>{NOTEBOOK_SUFFIX}); "
                          f"notebooks: {', '.join(known)}")
     runs = []
     t_all = time.perf_counter()
@@ -275,7 +277,7 @@ def fetch_widget_js(dest: Path | None = None, log=print) -> Path:
         return dest
     npm = shutil.which("npm")
     if npm is None:
-        raise RuntimeError("npm is not installed: the book fetches the ipywidgets JavaScript from the npm registry "
+        raise StateError("npm is not installed: the book fetches the ipywidgets JavaScript from the npm registry "
                            "at build time (apt-get install nodejs npm), or build with --no-widget-js")
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -283,15 +285,15 @@ def fetch_widget_js(dest: Path | None = None, log=print) -> Path:
         proc = subprocess.run([npm, "pack", "--silent", *_NPM], cwd=tmp, capture_output=True, text=True,
                               timeout=300)
         if proc.returncode != 0:
-            raise RuntimeError(f"npm pack failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+            raise StateError(f"npm pack failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
         tgz = {p.name: p for p in Path(tmp).glob("*.tgz")}
         for spec, (integrity, files) in _NPM.items():
             name, version = spec.rsplit("@", 1)
             fname = f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
             if fname not in tgz:
-                raise RuntimeError(f"npm pack did not produce {fname} (got {sorted(tgz)})")
+                raise StateError(f"npm pack did not produce {fname} (got {sorted(tgz)})")
             if _sha512(tgz[fname]) != integrity:
-                raise RuntimeError(f"{fname}: sha512 does not match the pinned integrity {integrity}")
+                raise StateError(f"{fname}: sha512 does not match the pinned integrity {integrity}")
             with tarfile.open(tgz[fname]) as tf:
                 for member in tf.getmembers():
                     for pattern, target in files.items():

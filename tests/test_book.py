@@ -269,3 +269,36 @@ def test_a_cell_that_runs_past_its_timeout_fails_the_notebook_and_names_the_cell
     runs = mb.run_notebooks(["slow"], notebook_dir=tmp_path, out_dir=tmp_path / "out", timeout=5, progress=False)
     assert len(runs) == 1 and not runs[0].ok
     assert "import time; time.sleep(60)" in runs[0].error and "cell" in runs[0].error
+
+
+@pytest.mark.skipif(not _FULL, reason="set MSPARSE_BOOK_HTML to a built book (python -m msparse book)")
+@pytest.mark.parametrize("name", [n for n, _ in mb.NOTEBOOKS])
+def test_every_number_a_page_cites_is_its_records_number(name):
+    """Each record in a page's provenance table is a committed (or freshly computed) record of the store, with
+    the page's n and α, and its accuracy (robust; clean for clean-only records) is printed on the page."""
+    import html as _html
+
+    from msparse.evaluation.store import Store
+
+    page = Path(_FULL).resolve() / "_executed" / f"{name}.html"
+    text = page.read_text()
+    plain = _html.unescape(re.sub(r"<[^>]+>", " ", text))
+    st = Store(os.environ.get("MSPARSE_RESULTS") or REPO / "results")
+    keys = st.keys()
+    cited = 0
+    for tbl in re.findall(r"<table.*?</table>", text, flags=re.S):
+        head = re.findall(r"<th>(.*?)</th>", tbl.split("</thead>")[0])
+        if "record" not in head or "<tbody>" not in tbl:
+            continue
+        for tr in re.findall(r"<tr>(.*?)</tr>", tbl.split("<tbody>")[1], flags=re.S):
+            row = dict(zip(head[1:], re.findall(r"<td>(.*?)</td>", tr)))
+            hits = [k for k in keys if k.startswith(row["record"])]
+            assert len(hits) == 1, f"{name}: record {row['record']} is not in the store"
+            rec = st.get(hits[0])
+            res = rec["result"]
+            assert int(row["n"]) == res["n"], f"{name}: record {row['record']} has n={res['n']}, page says {row['n']}"
+            acc = res["clean_acc"] if rec["spec"]["attack"]["name"] == "none" else res["robust_acc"]
+            assert f"{100 * acc:.1f}" in plain, f"{name}: record {row['record']}'s {100 * acc:.1f}% is not on the page"
+            cited += 1
+    if name not in PAGES_WITHOUT_NUMBERS:
+        assert cited, f"{name} cites no record"

@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..errors import InputError
+
 __all__ = ["RANDOM_PREFIX", "check_model_name", "check_params", "Setup", "setup", "try_setup", "load",
            "default_placement", "stats_snapshot", "restore_stats", "sigma_ratios", "activation_of"]
 
@@ -23,7 +25,7 @@ _DATA_SOURCES = ("auto", "offline", "official")
 
 def _positive_int(name, v):
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"notebook parameter {name} must be a positive integer, got {v!r}")
+        raise InputError(f"notebook parameter {name} must be a positive integer, got {v!r}")
     return v
 
 
@@ -59,10 +61,10 @@ def check_params(**p) -> dict:
     if "model" in p:
         check_model_name(p["model"])
     if "dataset" in p and p["dataset"] != "cifar10":
-        raise ValueError(f"notebook parameter dataset={p['dataset']!r}: the book's notebooks run on 'cifar10' "
+        raise InputError(f"notebook parameter dataset={p['dataset']!r}: the book's notebooks run on 'cifar10' "
                          "(ImageNet/CIFAR-100 models need data and checkpoints that are not available offline)")
     if "data_source" in p and p["data_source"] not in _DATA_SOURCES:
-        raise ValueError(f"notebook parameter data_source must be one of {_DATA_SOURCES}, got {p['data_source']!r}")
+        raise InputError(f"notebook parameter data_source must be one of {_DATA_SOURCES}, got {p['data_source']!r}")
     for k in ("n_examples", "n_train", "n_iter"):
         if k in p:
             _positive_int(k, p[k])
@@ -70,33 +72,33 @@ def check_params(**p) -> dict:
         if k in p:
             vals = p[k] if isinstance(p[k], (list, tuple)) else [p[k]]
             if not vals:
-                raise ValueError(f"notebook parameter {k} must not be empty")
+                raise InputError(f"notebook parameter {k} must not be empty")
             try:
                 out[k] = check_alpha(p[k]) if k == "alpha" else [check_alpha(a) for a in vals]
             except ValueError as e:
-                raise ValueError(f"notebook parameter {k}: {e}") from None
+                raise InputError(f"notebook parameter {k}: {e}") from None
     for k in ("attack", "adaptive_attack"):
         if k in p:
             parse_attack(p[k])
     if "eps" in p:
         e = p["eps"]
         if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or e <= 0 or e >= 1:
-            raise ValueError(f"notebook parameter eps must be in (0, 1) for pixels in [0, 1] (e.g. 8/255), got {e!r}")
+            raise InputError(f"notebook parameter eps must be in (0, 1) for pixels in [0, 1] (e.g. 8/255), got {e!r}")
     if "eps_grid" in p:
         if not p["eps_grid"] or any(not isinstance(e, (int, float)) or e <= 0 or e > 255 for e in p["eps_grid"]):
-            raise ValueError(f"notebook parameter eps_grid lists ε in units of 1/255 in (0, 255], got {p['eps_grid']!r}")
+            raise InputError(f"notebook parameter eps_grid lists ε in units of 1/255 in (0, 255], got {p['eps_grid']!r}")
     if "device" in p:
         import torch
 
         d = p["device"]
         if d not in ("cpu", "auto") and not str(d).startswith("cuda"):
-            raise ValueError(f"notebook parameter device must be 'cpu', 'cuda[:k]' or 'auto', got {d!r}")
+            raise InputError(f"notebook parameter device must be 'cpu', 'cuda[:k]' or 'auto', got {d!r}")
         if str(d).startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={d!r} but no CUDA device is available here; use 'cpu' or 'auto'")
+            raise InputError(f"device={d!r} but no CUDA device is available here; use 'cpu' or 'auto'")
     if "seed" in p and (isinstance(p["seed"], bool) or not isinstance(p["seed"], int) or p["seed"] < 0):
-        raise ValueError(f"notebook parameter seed must be an integer >= 0, got {p['seed']!r}")
+        raise InputError(f"notebook parameter seed must be an integer >= 0, got {p['seed']!r}")
     if "use_stored" in p and not isinstance(p["use_stored"], bool):
-        raise ValueError(f"notebook parameter use_stored must be True or False, got {p['use_stored']!r}")
+        raise InputError(f"notebook parameter use_stored must be True or False, got {p['use_stored']!r}")
     return out
 
 
@@ -147,7 +149,7 @@ def load(model: str, device: str = "cpu"):
     from ..models.registry import load_model
 
     if model is None:
-        raise ValueError("no model given (None): this model is not available here")
+        raise InputError("no model given (None): this model is not available here")
     if model.endswith(".pt"):
         return load_model(checkpoint=model, device=device)
     if model.startswith(RANDOM_PREFIX):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from ..errors import InputError
+
 from .setup import Setup
 
 __all__ = ["evaluate_alphas", "worst_case", "data_label"]
@@ -57,7 +59,7 @@ def worst_case(*row_lists: Sequence[Mapping]) -> list[dict]:
     out, base = [], None
     for rows in zip(*row_lists):
         if len({r["alpha"] for r in rows}) != 1 or len({r["n"] for r in rows}) != 1:
-            raise ValueError("worst_case needs rows of the same alpha and the same images, in the same order")
+            raise InputError("worst_case needs rows of the same alpha and the same images, in the same order")
         flags = [all(c == "1" for c in chars) for chars in zip(*(r["robust_flags"] for r in rows))]
         k, n = sum(flags), len(flags)
         lo, hi = wilson(k, n)

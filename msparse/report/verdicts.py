@@ -630,7 +630,7 @@ def verdict(status, detail: str = "") -> str:
         return status.markdown() + (f" {detail}" if detail else "")
     status = {"not yet run here": "not evaluated here"}.get(status, status)
     if status not in STATUSES:
-        raise ValueError(f"verdict status must be one of {list(STATUSES)}, got {status!r}")
+        raise InputError(f"verdict status must be one of {list(STATUSES)}, got {status!r}")
     return Verdict(status, "", detail).markdown()
 
 
