@@ -1,0 +1,146 @@
+"""The appendix-A pages' experiment functions (Tables 2–5), run with their default parameters on the committed
+records: nothing is recomputed, every number they return is the number of the record it cites, their verdicts
+are worded by the tested rules (msparse.report.verdicts), and their tables have the expected shapes."""
+import sys
+from pathlib import Path
+
+import pytest
+
+from msparse.evaluation.store import Store
+
+COMMITTED = Path(__file__).resolve().parent.parent / "results"
+ALPHAS = [0.0, 0.1, 0.2, 0.3, 0.35, 0.4]
+ACTIVATION_MODELS = ["msparse/resnet18-gelu-w8-pgdat", "msparse/resnet18-relu-w8-pgdat",
+                     "msparse/resnet18-elu-w8-pgdat", "msparse/resnet18-silu-w8-pgdat",
+                     "msparse/resnet18-psilu-w8-pgdat", "msparse/resnet18-pssilu-w8-pgdat"]
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Fail if any evaluation batch would be computed (the committed store must serve every point)."""
+    def refuse(*a, **k):
+        raise AssertionError("a record was recomputed: the committed store does not cover this page")
+
+    monkeypatch.setattr(sys.modules["msparse.evaluation.evaluate"], "_eval_batch", refuse)
+
+
+def assert_rows_match_records(rows):
+    """Every display row equals its record: n, clean and robust accuracy (percent) and the per-image flags."""
+    st = Store(COMMITTED)
+    assert rows
+    for r in rows:
+        rec = st.get(r["key"])
+        assert rec is not None, f"row {r.get('alpha')} cites no committed record"
+        res = rec["result"]
+        assert r["n"] == res["n"]
+        assert r["clean"] == pytest.approx(100 * res["clean_acc"])
+        assert r["robust"] == pytest.approx(100 * res["robust_acc"])
+        assert r["robust_flags"] == res["robust_flags"]
+
+
+def _verdict(line):
+    assert line.startswith("**Verdict: "), line
+
+
+def _sweep_table(t, metrics=("clean", "robust")):
+    """A compare table of one α sweep: one line per α, ours for each metric, and the Δ column."""
+    assert list(t.index) == ALPHAS
+    for m in metrics:
+        assert f"ours: {m} % [95% CI]" in t.columns
+    assert "ours: Δrobust vs α=0 (pp), McNemar p" in t.columns
+
+
+def test_table2(no_compute):
+    from msparse.experiments import table2
+
+    res = table2.run(results_dir=str(COMMITTED), progress=False)
+    assert list(res.rows) == ACTIVATION_MODELS and not res.missing and not res.missing_verdicts
+    assert {res.label(m) for m in res.rows} == {"GELU", "ReLU", "ELU", "SiLU", "PSiLU", "PSSiLU"}
+    for name, rows in res.rows.items():
+        assert [r["alpha"] for r in rows] == ALPHAS
+        assert [r["alpha"] for r in res.bpda[name]] == [0.0, 0.2, 0.35]
+        assert [r["attack"] for r in res.bpda[name]][1:] == ["bpda:apgd", "bpda:apgd"]
+        t = table2.table(res, name)
+        _sweep_table(t)
+        act = res.label(name)
+        assert [f"{act} clean (paper)", f"{act} apgd (paper)"] == [c for c in t.columns if "(paper)" in c]
+        _verdict(res.verdicts[name])
+    assert res.verdicts[res.setup.model_name] == res.verdict
+    assert all(r["cached"] for r in res.all_rows) and len(res.all_rows) == 6 * (6 + 3)
+    assert_rows_match_records(res.all_rows)
+    _verdict(res.verdict)
+    assert len(res.bpda_verdicts) == 12
+    for prefix, v in res.bpda_verdicts:
+        assert prefix.startswith("`msparse/resnet18-")
+        _verdict(v)
+    b = table2.bpda_table(res)
+    assert b.shape == (12, 6) and set(b.index.get_level_values("α")) == {0.2, 0.35}
+    # every BPDA record cited on the page is shown in the BPDA table (α = 0 shares the direct attack's record)
+    for name, rb in res.bpda.items():
+        assert rb[0]["key"] == res.rows[name][0]["key"]
+        for r in rb[1:]:
+            assert b.loc[(name, r["alpha"]), "BPDA apgd (%)"] == round(r["robust"], 1)
+    assert table2.caption(res, res.setup.model_name).startswith("**GELU**")
+
+
+def test_table3(no_compute):
+    from msparse.experiments import table3
+
+    res = table3.run(results_dir=str(COMMITTED), progress=False)
+    assert [r["alpha"] for r in res.linf] == ALPHAS and [r["alpha"] for r in res.l2] == ALPHAS
+    assert all(r["cached"] for r in res.rows) and len(res.rows) == 12
+    assert_rows_match_records(res.rows)
+    assert list(res.verdicts) == ["Linf", "L2"]
+    for v in res.verdicts.values():
+        _verdict(v)
+    t = table3.table(res, "Linf")
+    _sweep_table(t)
+    assert {"clean (paper)", "APGD L∞ (paper)"} <= set(t.columns)
+    t2 = table3.table(res, "L2")
+    _sweep_table(t2, metrics=("robust",))
+    assert "APGD L2 (paper)" in t2.columns and "ours: clean % [95% CI]" not in t2.columns
+    with pytest.raises(ValueError):
+        table3.caption(res, "L1")
+
+
+def test_table4(no_compute):
+    from msparse.experiments import table4
+
+    res = table4.run(results_dir=str(COMMITTED), progress=False)
+    assert list(res.methods.values()) == ["PGD-AT", "TRADES", "ANCRA"] and not res.missing
+    assert all([r["alpha"] for r in rows] == ALPHAS for rows in res.rows.values())
+    assert list(res.aux_paths) == [0, 1] and all(r["attack"] == "transfer:apgd" for rs in res.aux_paths.values()
+                                                 for r in rs)
+    assert all(r["cached"] for r in res.all_rows) and len(res.all_rows) == 5 * 6
+    assert_rows_match_records(res.all_rows)
+    for label, v in res.verdicts.items():
+        _verdict(v)
+    _verdict(res.ancra_verdict)
+    assert res.ancra_note in res.ancra_verdict
+    for label, method in res.methods.items():
+        t = table4.table(res, label)
+        _sweep_table(t)
+        paper_cols = [c for c in t.columns if "(paper)" in c]
+        assert paper_cols == ([] if method == "ANCRA" else [f"{method} clean (paper)", f"{method} apgd (paper)"])
+    a = table4.ancra_table(res)
+    assert list(a.index) == ALPHAS and a.shape == (6, 5)
+    for b, rows in res.aux_paths.items():   # every gate-attack record is shown in the ANCRA table
+        assert list(a[f"apgd on RA block {b + 1}'s gate (%)"]) == [round(r["robust"], 1) for r in rows]
+    assert [w["robust_flags"] for w in res.worst] == [
+        "".join("1" if all(c == "1" for c in cs) else "0" for cs in zip(*(r["robust_flags"] for r in rs)))
+        for rs in zip(res.rows[res.ancra_label], *res.aux_paths.values())]
+
+
+def test_table5(no_compute):
+    from msparse.experiments import table5
+
+    res = table5.run(results_dir=str(COMMITTED), progress=False)
+    assert list(res.rows) == ["zero", "global", "mean"]
+    assert all(r["cached"] for r in res.all_rows) and len(res.all_rows) == 18
+    assert_rows_match_records(res.all_rows)
+    for c, rows in res.rows.items():
+        assert [r["alpha"] for r in rows] == ALPHAS
+        _verdict(res.verdicts[c])
+        t = table5.table(res, c)
+        _sweep_table(t)
+        assert [c2 for c2 in t.columns if "(paper)" in c2] == [f"{c} clean (paper)", f"{c} apgd (paper)"]
