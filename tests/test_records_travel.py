@@ -215,3 +215,14 @@ def test_robustbench_imports_after_msparse():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
+
+
+def test_reading_a_record_never_rewrites_it(tmp_path):
+    """A cache hit with other labels (model name, tags) serves them in memory; the file stays byte for byte."""
+    m, x, y = _tiny()
+    first = ms.evaluate(m, x, y, attack="none", store=tmp_path, name="a", tags={"book": "x"})
+    path = R.Store(tmp_path).path(first.key)
+    before = path.read_bytes()
+    again = ms.evaluate(m, x, y, attack="none", store=tmp_path, name="b", tags={"centre": "zero"})
+    assert again.cached and again.meta["model"] == "a" and again.meta["tags"] == {"book": "x", "centre": "zero"}
+    assert path.read_bytes() == before

@@ -372,7 +372,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
             if rec is not None:
                 if st.shard_dir(key).exists():   # killed between writing the record and cleanup
                     st.drop_shards(key)
-                return Result.from_record(_merge_meta(st, rec, meta), cached=True)
+                return Result.from_record(_merge_meta(rec, meta), cached=True)
 
         with torch.no_grad():
             n_classes = int(model(x[:1].to(device)).shape[-1])
@@ -430,8 +430,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
             source.train(src_training)
 
 
-def _merge_meta(st: Store, rec: dict, meta: dict) -> dict:
-    """Add labels of a new request to a stored record (first labels win; tags are merged)."""
+def _merge_meta(rec: dict, meta: dict) -> dict:
+    """A stored record with the labels of a new request added in memory (first labels win; tags are merged).
+
+    Reading a record never rewrites it: the committed store stays byte for byte what was committed."""
     old = rec.get("meta", {})
     new = dict(old)
     for k, v in meta.items():
@@ -439,13 +441,7 @@ def _merge_meta(st: Store, rec: dict, meta: dict) -> dict:
             new["tags"] = {**v, **(old.get("tags") or {})}
         elif k not in old:
             new[k] = v
-    if new != old:
-        rec = {**rec, "meta": new}
-        try:
-            st.put(rec)
-        except OSError:   # a read-only store (e.g. a committed folder) still serves the record
-            pass
-    return rec
+    return rec if new == old else {**rec, "meta": new}
 
 
 class _NoBar:
