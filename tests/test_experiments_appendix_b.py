@@ -1,0 +1,131 @@
+"""Pages of the appendix (Tables 6–8), the standard-training control and the statistics page, run with their
+default parameters on the committed records: nothing is recomputed, every number they return is the number of the
+record it cites, and their verdicts are worded by the tested rules (msparse.report.verdicts)."""
+import sys
+from pathlib import Path
+
+import pytest
+
+from msparse.evaluation.store import Store
+
+COMMITTED = Path(__file__).resolve().parent.parent / "results"
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Fail if any evaluation batch would be computed (the committed store must serve every point)."""
+    def refuse(*a, **k):
+        raise AssertionError("a record was recomputed: the committed store does not cover this page")
+
+    monkeypatch.setattr(sys.modules["msparse.evaluation.evaluate"], "_eval_batch", refuse)
+
+
+def assert_rows_match_records(rows):
+    """Every display row equals its record: n, clean and robust accuracy (percent) and the per-image flags."""
+    st = Store(COMMITTED)
+    assert rows
+    for r in rows:
+        rec = st.get(r["key"])
+        assert rec is not None, f"row {r.get('alpha')} cites no committed record"
+        res = rec["result"]
+        assert r["n"] == res["n"]
+        assert r["clean"] == pytest.approx(100 * res["clean_acc"])
+        assert r["robust"] == pytest.approx(100 * res["robust_acc"])
+        assert r["robust_flags"] == res["robust_flags"]
+
+
+def test_table6(no_compute):
+    from msparse.experiments import table6
+
+    res = table6.run(results_dir=str(COMMITTED), progress=False)
+    assert list(res.by_alpha) == [0.0, 0.2, 0.35]
+    for rows in res.by_alpha.values():
+        assert [r["eps_255"] for r in rows] == [1, 2, 4, 8, 12, 16]
+        assert all(r["n"] == 500 for r in rows)
+    assert len(res.rows) == 18 and all(r["cached"] for r in res.rows)
+    assert_rows_match_records(res.rows)
+    assert res.verdict.startswith("**Verdict: ") and res.verdict.startswith(res.check.markdown())
+    for a in res.by_alpha:
+        t = table6.table(res, a)
+        assert list(t.index) == [1, 2, 4, 8, 12, 16]
+        assert f"α={a:g} (paper)" in t.columns
+        assert "n = 500" in table6.caption(res, a)
+    assert len(table6.figure(res).axes) == 1
+
+
+def test_table7(no_compute):
+    from msparse.experiments import table7
+
+    res = table7.run(results_dir=str(COMMITTED), progress=False)
+    assert list(res.by_kind) == [("single", 0.35), ("cumulative", 0.35)]
+    for rows in res.by_kind.values():
+        assert [r["site"] for r in rows] == list(range(17))
+        assert all(r["alpha"] == 0.35 and "d_robust" in r for r in rows)
+    assert res.base["alpha"] == 0.0
+    assert len(res.rows) == 2 * 17 + 1 and all(r["cached"] for r in res.rows)
+    assert_rows_match_records(res.rows)
+    assert len(res.verdicts) == 2 and all(v.startswith("**Verdict: ") for v in res.verdicts)
+    for kind in table7.KINDS:
+        t = table7.table(res, kind, 0.35)
+        assert t.shape[0] == 17 and list(t.index) == list(range(17)) and "APGD (paper)" in t.columns
+        assert "ε = 8/255" in table7.caption(res, kind, 0.35)
+    assert table7.base_table(res).shape[0] == 1
+    assert len(table7.figure(res).axes) == 2
+
+
+def test_table8(no_compute):
+    from msparse.experiments import table8
+
+    res = table8.run(results_dir=str(COMMITTED), progress=False)
+    assert res.groups == {"main_path": list(range(1, 16, 2)), "after_add": list(range(2, 17, 2))}
+    for rows in res.by_group.values():
+        assert [r["alpha"] for r in rows] == [0.0, 0.1, 0.2, 0.3, 0.35, 0.4]
+    assert len(res.rows) == 12 and all(r["cached"] for r in res.rows)
+    assert_rows_match_records(res.rows)
+    assert list(res.verdicts) == ["main_path", "after_add"]
+    assert all(v.startswith("**Verdict: ") for v in res.verdicts.values())
+    for g in res.by_group:
+        t = table8.table(res, g)
+        assert list(t.index) == [0.0, 0.1, 0.2, 0.3, 0.35, 0.4]
+        assert {"clean (paper)", "apgd (paper)"} <= set(t.columns)
+        assert "ε = 8/255" in table8.caption(res, g)
+    assert len(table8.figure(res).axes) == 2
+
+
+def test_standard_training(no_compute):
+    from msparse.experiments import standard
+
+    res = standard.run(results_dir=str(COMMITTED), progress=False)
+    assert [r["alpha"] for r in res.rows] == [0.0, 0.25, 0.5]
+    assert all(r["cached"] and r["n"] == 64 for r in res.rows)
+    assert_rows_match_records(res.rows)
+    assert res.verdict.startswith("**Verdict: ") and res.verdict.startswith(res.check.markdown())
+    assert list(standard.table(res).index) == [0.0, 0.25, 0.5]
+    assert "ε = 8/255" in standard.caption(res) and "n = 64" in standard.caption(res)
+
+
+def test_statistics_page_restores_the_exact_statistics(no_compute):
+    import torch
+
+    from msparse.experiments import setup as es, stats_page
+
+    s = es.setup("msparse/default", n_examples=200, n_train=3000, results_dir=str(COMMITTED))
+    before = es.stats_snapshot(s.model)
+    res = stats_page.run(results_dir=str(COMMITTED), progress=False)
+    assert res.setup is s
+    after = es.stats_snapshot(s.model)
+    assert before.keys() == after.keys()
+    for k, (m, v, n) in before.items():
+        assert torch.equal(m, after[k][0]) and torch.equal(v, after[k][1]) and n == after[k][2], k
+
+    assert list(res.acc) == list(stats_page.STATISTICS)
+    assert [r["n_train"] for r in res.size_rows] == [100, 300, 1000, 3000]
+    assert list(res.err) == [100, 300, 1000, 3000]
+    assert res.err[3000] == pytest.approx(0.0, abs=1e-6)   # the full set is the reference itself
+    assert len(res.rows) == 7 and all(r["cached"] for r in res.rows)
+    assert_rows_match_records(res.rows)
+    assert all(r["attack"] == "none" and r["alpha"] == 0.25 for r in res.rows)
+    assert res.verdict.startswith("**Verdict: ") and res.verdict.startswith(res.check.markdown())
+    assert stats_page.ratio_table(res).shape == (2, 2)
+    assert stats_page.accuracy_table(res).shape == (3, 3)
+    assert stats_page.size_table(res).shape == (4, 3)
