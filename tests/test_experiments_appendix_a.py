@@ -1,41 +1,16 @@
 """The appendix-A pages' experiment functions (Tables 2–5), run with their default parameters on the committed
 records: nothing is recomputed, every number they return is the number of the record it cites, their verdicts
 are worded by the tested rules (msparse.report.verdicts), and their tables have the expected shapes."""
-import sys
 from pathlib import Path
 
 import pytest
 
-from msparse.evaluation.store import Store
 
 COMMITTED = Path(__file__).resolve().parent.parent / "results"
 ALPHAS = [0.0, 0.1, 0.2, 0.3, 0.35, 0.4]
 ACTIVATION_MODELS = ["msparse/resnet18-gelu-w8-pgdat", "msparse/resnet18-relu-w8-pgdat",
                      "msparse/resnet18-elu-w8-pgdat", "msparse/resnet18-silu-w8-pgdat",
                      "msparse/resnet18-psilu-w8-pgdat", "msparse/resnet18-pssilu-w8-pgdat"]
-
-
-@pytest.fixture
-def no_compute(monkeypatch):
-    """Fail if any evaluation batch would be computed (the committed store must serve every point)."""
-    def refuse(*a, **k):
-        raise AssertionError("a record was recomputed: the committed store does not cover this page")
-
-    monkeypatch.setattr(sys.modules["msparse.evaluation.evaluate"], "_eval_batch", refuse)
-
-
-def assert_rows_match_records(rows):
-    """Every display row equals its record: n, clean and robust accuracy (percent) and the per-image flags."""
-    st = Store(COMMITTED)
-    assert rows
-    for r in rows:
-        rec = st.get(r["key"])
-        assert rec is not None, f"row {r.get('alpha')} cites no committed record"
-        res = rec["result"]
-        assert r["n"] == res["n"]
-        assert r["clean"] == pytest.approx(100 * res["clean_acc"])
-        assert r["robust"] == pytest.approx(100 * res["robust_acc"])
-        assert r["robust_flags"] == res["robust_flags"]
 
 
 def _verdict(line):
@@ -50,7 +25,7 @@ def _sweep_table(t, metrics=("clean", "robust")):
     assert "ours: Δrobust vs α=0 (pp), McNemar p" in t.columns
 
 
-def test_table2(no_compute):
+def test_table2(no_compute, rows_match_records):
     from msparse.experiments import table2
 
     res = table2.run(results_dir=str(COMMITTED), progress=False)
@@ -67,7 +42,7 @@ def test_table2(no_compute):
         _verdict(res.verdicts[name])
     assert res.verdicts[res.setup.model_name] == res.verdict
     assert all(r["cached"] for r in res.all_rows) and len(res.all_rows) == 6 * (6 + 3)
-    assert_rows_match_records(res.all_rows)
+    rows_match_records(res.all_rows)
     _verdict(res.verdict)
     assert len(res.bpda_verdicts) == 12
     for prefix, v in res.bpda_verdicts:
@@ -83,13 +58,13 @@ def test_table2(no_compute):
     assert table2.caption(res, res.setup.model_name).startswith("**GELU**")
 
 
-def test_table3(no_compute):
+def test_table3(no_compute, rows_match_records):
     from msparse.experiments import table3
 
     res = table3.run(results_dir=str(COMMITTED), progress=False)
     assert [r["alpha"] for r in res.linf] == ALPHAS and [r["alpha"] for r in res.l2] == ALPHAS
     assert all(r["cached"] for r in res.rows) and len(res.rows) == 12
-    assert_rows_match_records(res.rows)
+    rows_match_records(res.rows)
     assert list(res.verdicts) == ["Linf", "L2"]
     for v in res.verdicts.values():
         _verdict(v)
@@ -103,7 +78,7 @@ def test_table3(no_compute):
         table3.caption(res, "L1")
 
 
-def test_table4(no_compute):
+def test_table4(no_compute, rows_match_records):
     from msparse.experiments import table4
 
     res = table4.run(results_dir=str(COMMITTED), progress=False)
@@ -112,7 +87,7 @@ def test_table4(no_compute):
     assert list(res.aux_paths) == [0, 1] and all(r["attack"] == "transfer:apgd" for rs in res.aux_paths.values()
                                                  for r in rs)
     assert all(r["cached"] for r in res.all_rows) and len(res.all_rows) == 5 * 6
-    assert_rows_match_records(res.all_rows)
+    rows_match_records(res.all_rows)
     for label, v in res.verdicts.items():
         _verdict(v)
     _verdict(res.ancra_verdict)
@@ -131,13 +106,13 @@ def test_table4(no_compute):
         for rs in zip(res.rows[res.ancra_label], *res.aux_paths.values())]
 
 
-def test_table5(no_compute):
+def test_table5(no_compute, rows_match_records):
     from msparse.experiments import table5
 
     res = table5.run(results_dir=str(COMMITTED), progress=False)
     assert list(res.rows) == ["zero", "global", "mean"]
     assert all(r["cached"] for r in res.all_rows) and len(res.all_rows) == 18
-    assert_rows_match_records(res.all_rows)
+    rows_match_records(res.all_rows)
     for c, rows in res.rows.items():
         assert [r["alpha"] for r in rows] == ALPHAS
         _verdict(res.verdicts[c])

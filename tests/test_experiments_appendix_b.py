@@ -1,40 +1,15 @@
 """Pages of the appendix (Tables 6–8), the standard-training control and the statistics page, run with their
 default parameters on the committed records: nothing is recomputed, every number they return is the number of the
 record it cites, and their verdicts are worded by the tested rules (msparse.report.verdicts)."""
-import sys
 from pathlib import Path
 
 import pytest
 
-from msparse.evaluation.store import Store
 
 COMMITTED = Path(__file__).resolve().parent.parent / "results"
 
 
-@pytest.fixture
-def no_compute(monkeypatch):
-    """Fail if any evaluation batch would be computed (the committed store must serve every point)."""
-    def refuse(*a, **k):
-        raise AssertionError("a record was recomputed: the committed store does not cover this page")
-
-    monkeypatch.setattr(sys.modules["msparse.evaluation.evaluate"], "_eval_batch", refuse)
-
-
-def assert_rows_match_records(rows):
-    """Every display row equals its record: n, clean and robust accuracy (percent) and the per-image flags."""
-    st = Store(COMMITTED)
-    assert rows
-    for r in rows:
-        rec = st.get(r["key"])
-        assert rec is not None, f"row {r.get('alpha')} cites no committed record"
-        res = rec["result"]
-        assert r["n"] == res["n"]
-        assert r["clean"] == pytest.approx(100 * res["clean_acc"])
-        assert r["robust"] == pytest.approx(100 * res["robust_acc"])
-        assert r["robust_flags"] == res["robust_flags"]
-
-
-def test_table6(no_compute):
+def test_table6(no_compute, rows_match_records):
     from msparse.experiments import table6
 
     res = table6.run(results_dir=str(COMMITTED), progress=False)
@@ -43,7 +18,7 @@ def test_table6(no_compute):
         assert [r["eps_255"] for r in rows] == [1, 2, 4, 8, 12, 16]
         assert all(r["n"] == 500 for r in rows)
     assert len(res.rows) == 18 and all(r["cached"] for r in res.rows)
-    assert_rows_match_records(res.rows)
+    rows_match_records(res.rows)
     assert res.verdict.startswith("**Verdict: ") and res.verdict.startswith(res.check.markdown())
     for a in res.by_alpha:
         t = table6.table(res, a)
@@ -53,7 +28,7 @@ def test_table6(no_compute):
     assert len(table6.figure(res).axes) == 1
 
 
-def test_table7(no_compute):
+def test_table7(no_compute, rows_match_records):
     from msparse.experiments import table7
 
     res = table7.run(results_dir=str(COMMITTED), progress=False)
@@ -63,7 +38,7 @@ def test_table7(no_compute):
         assert all(r["alpha"] == 0.35 and "d_robust" in r for r in rows)
     assert res.base["alpha"] == 0.0
     assert len(res.rows) == 2 * 17 + 1 and all(r["cached"] for r in res.rows)
-    assert_rows_match_records(res.rows)
+    rows_match_records(res.rows)
     assert len(res.verdicts) == 2 and all(v.startswith("**Verdict: ") for v in res.verdicts)
     for kind in table7.KINDS:
         t = table7.table(res, kind, 0.35)
@@ -73,7 +48,7 @@ def test_table7(no_compute):
     assert len(table7.figure(res).axes) == 2
 
 
-def test_table8(no_compute):
+def test_table8(no_compute, rows_match_records):
     from msparse.experiments import table8
 
     res = table8.run(results_dir=str(COMMITTED), progress=False)
@@ -81,7 +56,7 @@ def test_table8(no_compute):
     for rows in res.by_group.values():
         assert [r["alpha"] for r in rows] == [0.0, 0.1, 0.2, 0.3, 0.35, 0.4]
     assert len(res.rows) == 12 and all(r["cached"] for r in res.rows)
-    assert_rows_match_records(res.rows)
+    rows_match_records(res.rows)
     assert list(res.verdicts) == ["main_path", "after_add"]
     assert all(v.startswith("**Verdict: ") for v in res.verdicts.values())
     for g in res.by_group:
@@ -92,19 +67,19 @@ def test_table8(no_compute):
     assert len(table8.figure(res).axes) == 2
 
 
-def test_standard_training(no_compute):
+def test_standard_training(no_compute, rows_match_records):
     from msparse.experiments import standard
 
     res = standard.run(results_dir=str(COMMITTED), progress=False)
     assert [r["alpha"] for r in res.rows] == [0.0, 0.25, 0.5]
     assert all(r["cached"] and r["n"] == 64 for r in res.rows)
-    assert_rows_match_records(res.rows)
+    rows_match_records(res.rows)
     assert res.verdict.startswith("**Verdict: ") and res.verdict.startswith(res.check.markdown())
     assert list(standard.table(res).index) == [0.0, 0.25, 0.5]
     assert "ε = 8/255" in standard.caption(res) and "n = 64" in standard.caption(res)
 
 
-def test_statistics_page_restores_the_exact_statistics(no_compute):
+def test_statistics_page_restores_the_exact_statistics(no_compute, rows_match_records):
     import torch
 
     from msparse.experiments import setup as es, stats_page
@@ -123,7 +98,7 @@ def test_statistics_page_restores_the_exact_statistics(no_compute):
     assert list(res.err) == [100, 300, 1000, 3000]
     assert res.err[3000] == pytest.approx(0.0, abs=1e-6)   # the full set is the reference itself
     assert len(res.rows) == 7 and all(r["cached"] for r in res.rows)
-    assert_rows_match_records(res.rows)
+    rows_match_records(res.rows)
     assert all(r["attack"] == "none" and r["alpha"] == 0.25 for r in res.rows)
     assert res.verdict.startswith("**Verdict: ") and res.verdict.startswith(res.check.markdown())
     assert stats_page.ratio_table(res).shape == (2, 2)

@@ -1,37 +1,12 @@
 """The figure pages' experiment functions (Fig. 1–2, Fig. 3, the α explorer, the adaptive evaluation), run with
 their default parameters on the committed records: nothing is recomputed, every number they return is the number
 of the record it cites, and their verdicts are worded by the tested rules (msparse.report.verdicts)."""
-import sys
 from pathlib import Path
 
 import pytest
 
-from msparse.evaluation.store import Store
 
 COMMITTED = Path(__file__).resolve().parent.parent / "results"
-
-
-@pytest.fixture
-def no_compute(monkeypatch):
-    """Fail if any evaluation batch would be computed (the committed store must serve every point)."""
-    def refuse(*a, **k):
-        raise AssertionError("a record was recomputed: the committed store does not cover this page")
-
-    monkeypatch.setattr(sys.modules["msparse.evaluation.evaluate"], "_eval_batch", refuse)
-
-
-def assert_rows_match_records(rows):
-    """Every display row equals its record: n, clean and robust accuracy (percent) and the per-image flags."""
-    st = Store(COMMITTED)
-    assert rows
-    for r in rows:
-        rec = st.get(r["key"])
-        assert rec is not None, f"row {r.get('alpha')} cites no committed record"
-        res = rec["result"]
-        assert r["n"] == res["n"]
-        assert r["clean"] == pytest.approx(100 * res["clean_acc"])
-        assert r["robust"] == pytest.approx(100 * res["robust_acc"])
-        assert r["robust_flags"] == res["robust_flags"]
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +36,7 @@ def test_fig1(no_compute):
     assert len(fig1.figure2().axes) == 3
 
 
-def test_headline(no_compute):
+def test_headline(no_compute, rows_match_records):
     from msparse.experiments import headline
 
     res = headline.run(results_dir=str(COMMITTED), progress=False)
@@ -71,7 +46,7 @@ def test_headline(no_compute):
     assert res.adaptive[0]["key"] == res.aa[0]["key"]      # BPDA at α = 0 is the direct attack's record
     assert res.rows == res.aa + res.adaptive
     assert all(r["cached"] for r in res.rows)
-    assert_rows_match_records(res.rows)
+    rows_match_records(res.rows)
     assert len(res.verdicts) == 2 and all(v.startswith("**Verdict: ") for v in res.verdicts)
     assert "apgd-ce+t robust accuracy" in res.verdicts[0] and "under BPDA" in res.verdicts[1]
     assert headline.table(res).shape == (2, 3)             # clean, robust, Δ vs α=0
@@ -80,7 +55,7 @@ def test_headline(no_compute):
     assert "AutoAttack" in res.note
 
 
-def test_explorer(no_compute):
+def test_explorer(no_compute, rows_match_records):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,7 +65,7 @@ def test_explorer(no_compute):
     alphas = [0.0, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
     assert [r["alpha"] for r in res.rows] == alphas
     assert all(r["cached"] for r in res.rows)
-    assert_rows_match_records(res.rows)
+    rows_match_records(res.rows)
     assert res.live_widget is None
     assert "carries no verdict" in res.note and "**Verdict: " not in res.note
     assert [label for label, _ in res.frames] == [f"α = {a:g}" for a in alphas]
@@ -109,7 +84,7 @@ def test_explorer_shares_table1s_records(no_compute):
     assert [r["key"] for r in ex.rows] == [r["key"] for r in t1.test]
 
 
-def test_adaptive(no_compute):
+def test_adaptive(no_compute, rows_match_records):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,7 +95,7 @@ def test_adaptive(no_compute):
     assert all([r["alpha"] for r in rows] == [0.0, 0.35] for rows in res.by_attack.values())
     assert res.rows == [r for rows in res.by_attack.values() for r in rows]
     assert all(r["cached"] for r in res.rows)
-    assert_rows_match_records(res.rows)
+    rows_match_records(res.rows)
     assert res.verdict.startswith("**Verdict: ") and "under BPDA" in res.verdict
     assert "at α=0.35" in res.verdict
     assert list(res.blocked) == [0.35] and all(0 <= f <= 1 for f in res.blocked[0.35].values())
