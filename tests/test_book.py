@@ -121,7 +121,7 @@ def test_broken_parameters_fail_the_notebook_with_a_clear_message(tmp_path):
     nb = nbformat.read(str(tmp_path / "fig1_operator.ipynb"), as_version=4)  # papermill keeps the failed copy
     assert nb.metadata["papermill"]["parameters"] == {"n_train": 0}
     assert nb.metadata["papermill"]["input_path"] == "notebooks/fig1_operator.md"
-    assert any(o.get("ename") == "ValueError" for c in nb.cells for o in c.get("outputs", []))
+    assert any(o.get("ename") == "InputError" for c in nb.cells for o in c.get("outputs", []))
     assert sorted(p.name for p in (REPO / "notebooks").iterdir()) == before, "nothing may be written to notebooks/"
 
 

@@ -67,6 +67,7 @@ def test_table8(no_compute, rows_match_records):
     assert len(table8.figure(res).axes) == 2
 
 
+@pytest.mark.slow
 def test_standard_training(no_compute, rows_match_records):
     from msparse.experiments import standard
 
@@ -79,6 +80,7 @@ def test_standard_training(no_compute, rows_match_records):
     assert "ε = 8/255" in standard.caption(res) and "n = 64" in standard.caption(res)
 
 
+@pytest.mark.slow
 def test_statistics_page_restores_the_exact_statistics(no_compute, rows_match_records):
     import torch
 

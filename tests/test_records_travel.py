@@ -166,6 +166,7 @@ def test_the_book_lookups_hit_the_committed_store_under_another_torch(monkeypatc
 # drift verified
 # --------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cheap_committed_records_reproduce_here(capsys):
     """The fixed CI sample: recomputed under this install, every example's flags agree."""
     assert cli(["results", "verify", "--store", str(COMMITTED), *VERIFY_SAMPLE]) == 0
@@ -194,6 +195,7 @@ def test_verify_says_why_a_record_cannot_be_rebuilt(tmp_path, capsys):
     assert "cannot rebuild" in out and "'my-own-model' cannot be loaded here" in out
 
 
+@pytest.mark.slow
 def test_verify_sample_and_unknown_keys(tmp_path, capsys):
     shutil.copytree(COMMITTED / "records", tmp_path / "records")
     assert cli(["results", "verify", "--store", str(tmp_path), "--sample", "1", "--max-cost", "200"]) == 0

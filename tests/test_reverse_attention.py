@@ -141,6 +141,7 @@ def test_aux_path_surrogate_returns_the_gating_logits_and_is_keyed_apart(batch):
         RAAuxPath(resnet18("gelu", 4))
 
 
+@pytest.mark.slow
 def test_gate_attack_accuracies_and_their_worst_case():
     from msparse.training.metrics import gate_apgd_ce_accuracy
 

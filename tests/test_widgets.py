@@ -91,8 +91,9 @@ def test_static_slider_frames_and_errors():
         widgets.static_slider([])
 
 
-def test_pgd_indicator_never_exceeds_clean_accuracy_on_correct_points():
+def test_pgd_indicator_is_clean_accuracy_without_budget_and_falls_with_a_large_one():
     model, x, y = _tiny()
     with torch.no_grad():
         y = model(x).argmax(1)  # every point clean-correct
-    assert widgets.pgd_accuracy(model, x[:8], y[:8], eps=8 / 255, steps=2) <= 1.0
+    assert widgets.pgd_accuracy(model, x[:8], y[:8], eps=1e-12, steps=2) == 1.0
+    assert widgets.pgd_accuracy(model, x[:8], y[:8], eps=0.5, steps=10) < 1.0
