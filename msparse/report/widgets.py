@@ -265,7 +265,7 @@ def explorer_frames(ex: AlphaExplorer, alphas: Sequence[float], site: int = 0, c
             ax.axvline(a, color="grey", ls=":")
             ax.set_xlabel("α")
             ax.set_ylabel("accuracy (%)")
-            ax.set_title("stored records (AutoAttack)")
+            ax.set_title(f"stored records: {records[xs[0]][2]}")
             ax.legend(fontsize=8)
         frames.append((f"α = {a:g}", plots.to_png(fig, dpi=dpi)))
         plt.close(fig)
