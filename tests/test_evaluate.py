@@ -200,7 +200,6 @@ def test_uncalibrated_site_with_alpha_is_refused(data):
     sparsify(m, "activations", input_size=(3, 8, 8))
     for _, op in meansparse_modules(m):
         op.alpha.fill_(0.2)
-        op._alpha = 0.2
     with pytest.raises(ValueError, match="no statistics"):
         evaluate(m, x, y, "none", store=False)
 
@@ -284,3 +283,12 @@ def test_site_subsets_and_sweep_errors(data):
         sweep(m, x, y, alphas=[0.2], stats=["exact"], progress=False, store=False)
     with pytest.raises(ValueError, match="no MeanSparse sites"):
         sweep(tiny_model(), x, y, alphas=[0.2], progress=False, store=False)
+
+
+def test_sweep_refuses_an_unknown_centre_before_computing(tmp_path, data):
+    """An unknown centre used to be computed as the global mean and stored under the unknown name."""
+    x, y = data
+    m = sparse_model(0.0)
+    with pytest.raises(ValueError, match="unknown centre 'median'"):
+        sweep(m, x, y, alphas=[0.0, 0.3], centres=["median"], attack="none", store=tmp_path, progress=False)
+    assert not list(tmp_path.rglob("*.json"))

@@ -134,7 +134,7 @@ def test_state_dict_round_trip_keeps_alpha_and_calibration():
     op = make_op([1.0, 2.0], [1.0, 4.0], 0.3)
     copy = MeanSparse(2)
     copy.load_state_dict(op.state_dict())
-    assert copy.calibrated and copy._alpha == pytest.approx(0.3)
+    assert copy.calibrated and float(copy.alpha) == pytest.approx(0.3)
     x = torch.randn(3, 2, 4, 4)
     assert torch.equal(copy(x), op(x))
 
@@ -190,3 +190,26 @@ def test_bfloat16_input_keeps_its_dtype():
     x = torch.tensor([0.1, 2.0]).view(1, 1, 1, 2).bfloat16()
     out = op(x)
     assert out.dtype == torch.bfloat16 and out.flatten().tolist() == [0.0, 2.0]
+
+
+def test_alpha_has_one_source_of_truth_the_buffer():
+    """Writing the buffer directly (or loading a state dict) changes what forward computes and what a record's
+    key says alike: the two can never disagree."""
+    op = MeanSparse(2, "nchw")
+    op.load_statistics(torch.zeros(2), torch.ones(2), 10)
+    x = torch.tensor([0.1, 2.0]).view(1, 2, 1, 1)
+    assert torch.equal(op(x), x)                        # α = 0: identity
+    op.alpha.fill_(0.5)                                 # not through set_alpha
+    assert torch.equal(op(x), torch.tensor([0.0, 2.0]).view(1, 2, 1, 1))
+    op.load_state_dict({**op.state_dict(), "alpha": torch.tensor(0.0)})
+    assert torch.equal(op(x), x)
+
+
+def test_centre_and_backward_are_checked_on_every_assignment():
+    op = MeanSparse(2, "nchw")
+    with pytest.raises(ValueError, match="unknown centre 'median'"):
+        op.centre = "median"
+    with pytest.raises(ValueError, match="unknown backward mode 'Identity'"):
+        op.backward = "Identity"
+    op.centre, op.backward = "zero", "identity"
+    assert (op.centre, op.backward) == ("zero", "identity")

@@ -139,11 +139,11 @@ def test_set_alpha_everywhere_per_site_or_as_a_sequence():
     sites = calibrated(model)
     ops = pl.operators(model)
     ms.set_alpha(model, 0.3)
-    assert [op._alpha for op in ops] == pytest.approx([0.3] * 5)
+    assert [float(op.alpha) for op in ops] == pytest.approx([0.3] * 5)
     ms.set_alpha(model, {sites[1].name: 0.2, 3: 0.1})  # by name or index; the others go to 0
-    assert [op._alpha for op in ops] == pytest.approx([0, 0.2, 0, 0.1, 0])
+    assert [float(op.alpha) for op in ops] == pytest.approx([0, 0.2, 0, 0.1, 0])
     ms.set_alpha(model, [0.1, 0.2, 0.3, 0.4, 0.5])
-    assert [op._alpha for op in ops] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert [float(op.alpha) for op in ops] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
 
 
 def test_set_alpha_rejects_bad_values_and_keys_without_changing_anything():
@@ -154,7 +154,7 @@ def test_set_alpha_rejects_bad_values_and_keys_without_changing_anything():
             ms.set_alpha(model, bad)
     with pytest.raises(KeyError, match="no site 'blocks.9.act1.msparse_in'"):
         ms.set_alpha(model, {"blocks.9.act1.msparse_in": 0.2})
-    assert [op._alpha for op in pl.operators(model)] == pytest.approx([0.25] * 5)
+    assert [float(op.alpha) for op in pl.operators(model)] == pytest.approx([0.25] * 5)
 
 
 def test_switches_need_a_sparsified_model():

@@ -105,7 +105,7 @@ def test_pass_runs_in_eval_mode_with_alpha_held_at_zero_and_restores_both():
     ms.calibrate(model, DATA)  # would see sparsified upstream features if α were not held at 0
     for op, var in zip(pl.operators(model), first):
         assert torch.allclose(op.var, var)
-        assert op._alpha == pytest.approx(0.7)
+        assert float(op.alpha) == pytest.approx(0.7)
     assert model.training
     assert torch.equal(bn.running_mean, running)  # eval mode: BatchNorm statistics untouched
 

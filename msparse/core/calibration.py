@@ -112,7 +112,7 @@ def calibrate(model: nn.Module, data, mode: str = "exact", *, batch_size: int = 
     device = torch.device(device) if device is not None else model_device(model)
     collector_cls = _Exact if mode == "exact" else _Official
     collectors = [collector_cls(op) for op in ops]
-    saved_alpha = [op._alpha for op in ops]
+    saved_alpha = [float(op.alpha) for op in ops]
     was_training = model.training
     n_batches, n_samples, start = 0, 0, time.perf_counter()
     iterator = _batches(data, batch_size)

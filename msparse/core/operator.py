@@ -85,7 +85,8 @@ class MeanSparse(nn.Module):
         self.register_buffer("var", torch.zeros(channels))
         self.register_buffer("alpha", torch.zeros(()))
         self.register_buffer("n_samples", torch.zeros((), dtype=torch.int64))
-        self._alpha = 0.0  # python mirror of the buffer: no device sync in forward
+        self._alpha = 0.0  # cache of the ``alpha`` buffer (the one source of truth), see _alpha_value
+        self._alpha_stamp = None
         self._calibrated = False
         self._collector = None  # set by msparse.core.calibration.calibrate during the statistics pass
         self.site = None  # msparse.core.placement.Site, set by sparsify
@@ -95,11 +96,44 @@ class MeanSparse(nn.Module):
     def calibrated(self) -> bool:
         return self._calibrated
 
+    @property
+    def centre(self) -> str:
+        """The band centre and replacement value (one of :data:`CENTRES`; checked on every assignment)."""
+        return self._centre
+
+    @centre.setter
+    def centre(self, value: str) -> None:
+        self._centre = _check_choice("centre", value, CENTRES)
+
+    @property
+    def backward(self) -> str:
+        """The backward mode (one of :data:`BACKWARDS`; checked on every assignment)."""
+        return self._backward
+
+    @backward.setter
+    def backward(self, value: str) -> None:
+        self._backward = _check_choice("backward mode", value, BACKWARDS)
+
+    def _alpha_value(self) -> float:
+        """α as a Python float. The ``alpha`` buffer is the one source of truth (set_alpha, a loaded state
+        dict and a direct ``op.alpha.fill_(...)`` all write it); the float is re-read only when the buffer
+        was replaced or written in place (its version counter moved), so forward needs no device sync."""
+        a = self.alpha
+        if a.device.type == "meta":
+            return 0.0
+        try:
+            stamp = (id(a), a._version)
+        except RuntimeError:   # an inference-mode tensor keeps no version counter: read it every time
+            return float(a)
+        if stamp != self._alpha_stamp:
+            self._alpha = float(a)
+            self._alpha_stamp = stamp
+        return self._alpha
+
     def set_alpha(self, alpha) -> None:
         """Set α (a finite number ≥ 0)."""
         value = check_alpha(alpha)
-        self.alpha.fill_(value)
-        self._alpha = float(self.alpha)  # the float32 value actually used
+        self.alpha.fill_(value)   # the float32 value actually used is read back by _alpha_value
 
     def set_backward(self, mode: str) -> None:
         self.backward = _check_choice("backward mode", mode, BACKWARDS)
@@ -124,11 +158,10 @@ class MeanSparse(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._alpha = float(self.alpha) if self.alpha.device.type != "meta" else 0.0
         self._calibrated = self.n_samples.device.type != "meta" and int(self.n_samples) > 0
 
     def extra_repr(self) -> str:
-        return (f"{self.channels}, layout={self.layout!r}, alpha={self._alpha:g}, centre={self.centre!r}, "
+        return (f"{self.channels}, layout={self.layout!r}, alpha={self._alpha_value():g}, centre={self.centre!r}, "
                 f"backward={self.backward!r}, calibrated={self._calibrated}")
 
     # -- forward -------------------------------------------------------------------------------
@@ -160,7 +193,7 @@ class MeanSparse(nn.Module):
         if not self._calibrated:
             where = f" at site {self.site.name!r}" if self.site is not None else ""
             raise StateError(
-                f"MeanSparse{where} has alpha={self._alpha:g} but no statistics: run "
+                f"MeanSparse{where} has alpha={self._alpha_value():g} but no statistics: run "
                 "msparse.calibrate(model, data) before setting alpha > 0")
         shape = self._view_shape()
         centre = self._centre_vector().view(shape)
@@ -173,7 +206,7 @@ class MeanSparse(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._collector is not None:
             self._collector.update(x)
-        if self._alpha == 0.0:
+        if self._alpha_value() == 0.0:
             return x
         blocked, centre = self.band(x)
         centre = centre.to(x.dtype)
@@ -184,7 +217,7 @@ class MeanSparse(nn.Module):
     @torch.no_grad()
     def blocked_fraction(self, x: torch.Tensor) -> float:
         """Fraction of the entries of ``x`` that fall inside the band (0 when α = 0)."""
-        if self._alpha == 0.0:
+        if self._alpha_value() == 0.0:
             self._check_input(x)
             return 0.0
         blocked, _ = self.band(x)
