@@ -32,7 +32,7 @@ from .significance import Paired, mcnemar, wilson
 from .store import (Store, content_hash, data_hash, flags_to_str, model_checksum, provenance, str_to_flags,
                     tensor_hash)
 
-__all__ = ["evaluate", "Result", "describe_model", "EVAL_PROTOCOL", "DEFAULT_BATCH_SIZE", "progress_bar"]
+__all__ = ["evaluate", "Result", "describe_model", "host_checksum", "EVAL_PROTOCOL", "DEFAULT_BATCH_SIZE", "progress_bar"]
 
 #: bump when the meaning of a record changes (invalidates every stored record)
 EVAL_PROTOCOL = 1
@@ -139,6 +139,12 @@ def _alpha7(a: float) -> float:
     return float(f"{float(a):.7g}")
 
 
+def host_checksum(model: nn.Module) -> str:
+    """Checksum of the host model's weights: every state-dict tensor except the MeanSparse buffers."""
+    prefixes = tuple(f"{name}." for name, _ in named_operators(model))
+    return model_checksum(model, exclude={k for k in model.state_dict() if prefixes and k.startswith(prefixes)})
+
+
 def describe_model(model: nn.Module) -> dict:
     """``{"model": host checksum, "sites": {...active sites...}}`` for the record key.
 
@@ -146,11 +152,8 @@ def describe_model(model: nn.Module) -> dict:
     the same description as the plain model (it computes the same function). Each active site
     (α > 0) contributes its α, centre, layout, backward mode and a hash of its statistics.
     """
-    mods = named_operators(model)
-    prefixes = tuple(f"{name}." for name, _ in mods)
-    exclude = {k for k in model.state_dict() if prefixes and k.startswith(prefixes)}
     sites = {}
-    for name, m in mods:
+    for name, m in named_operators(model):
         a = float(m.alpha)
         if a == 0.0:
             continue
@@ -159,7 +162,7 @@ def describe_model(model: nn.Module) -> dict:
                              "msparse.calibrate(model, data) before evaluating")
         sites[name] = {"alpha": _alpha7(a), "centre": m.centre, "layout": m.layout,
                        "backward": m.backward, "stats": tensor_hash(m.mean, m.var, length=16)}
-    return {"model": model_checksum(model, exclude=exclude), "sites": sites}
+    return {"model": host_checksum(model), "sites": sites}
 
 
 # --------------------------------------------------------------------------------------------------
