@@ -6,7 +6,6 @@ import os
 # spinning threads made torch 4-5x slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,9 @@ def no_compute(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("a record was recomputed: the committed store does not cover this page")
 
-    monkeypatch.setattr(sys.modules["msparse.evaluation.evaluate"], "_eval_batch", refuse)
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("msparse.evaluation.evaluate"), "_eval_batch", refuse)
 
 
 @pytest.fixture

@@ -123,11 +123,10 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500,
 
 def caption(res: Table2, name: str) -> str:
     """One line saying what :func:`table` shows for ``name``: model, activation, attack, n, α."""
-    r = res.rows[name]
-    alphas = ", ".join(f"{x['alpha']:g}" for x in r)
-    return (f"**{res.label(name)}** — `{name}`: clean and {res.attack} (L∞ {255 * r[0]['eps']:.0f}/255, "
-            f"{res.n_iter} iterations) on n = {r[0]['n']} test images, α ∈ {{{alphas}}}; beside the paper's "
-            f"ResNet-18 {res.label(name)} columns")
+    from ..report.tables import sweep_caption
+
+    return (f"**{res.label(name)}** — `{name}`: {sweep_caption(res.rows[name], res.attack, res.n_iter)}; beside "
+            f"the paper's ResNet-18 {res.label(name)} columns")
 
 
 def bpda_caption(res: Table2) -> str:

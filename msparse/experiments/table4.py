@@ -119,15 +119,14 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500,
 
 def caption(res: Table4, label: str) -> str:
     """One line saying what :func:`table` shows for ``label``: model, training method, attack, n, α."""
-    r = res.rows[label]
-    alphas = ", ".join(f"{x['alpha']:g}" for x in r)
+    from ..report.tables import sweep_caption
+
     method = res.methods[label]
     beside = (f"beside the paper's {method} columns" if method in ("PGD-AT", "TRADES")
               else "no paper values exist for this method")
     trained = " (ours: FGSM-RS, one-step PGD-AT)" if method == "PGD-AT" else ""
-    return (f"**{method}**{trained} — `{res.setups[method].model_name}`: clean and {res.attack} (L∞ "
-            f"{255 * r[0]['eps']:.0f}/255, {res.n_iter} iterations) on n = {r[0]['n']} test images, "
-            f"α ∈ {{{alphas}}}; {beside}")
+    return (f"**{method}**{trained} — `{res.setups[method].model_name}`: "
+            f"{sweep_caption(res.rows[label], res.attack, res.n_iter)}; {beside}")
 
 
 def ancra_caption(res: Table4) -> str:

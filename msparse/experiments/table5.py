@@ -68,11 +68,11 @@ def _refcols(c: str) -> dict | None:
 
 def caption(res: Table5, centre: str) -> str:
     """One line saying what :func:`table` shows for ``centre``: centre, attack, n, α, model."""
-    r = res.rows[centre]
-    alphas = ", ".join(f"{x['alpha']:g}" for x in r)
-    return (f"**centre = {centre}** (paper: {PAPER_CENTRE.get(centre, centre)}) — clean and {res.attack} (L∞ "
-            f"{255 * r[0]['eps']:.0f}/255, {res.n_iter} iterations) on `{res.setup.model_name}`, n = {r[0]['n']} "
-            f"test images, α ∈ {{{alphas}}}; beside the paper's {PAPER_MODEL} columns for this centre")
+    from ..report.tables import sweep_caption
+
+    return (f"**centre = {centre}** (paper: {PAPER_CENTRE.get(centre, centre)}) — `{res.setup.model_name}`: "
+            f"{sweep_caption(res.rows[centre], res.attack, res.n_iter)}; beside the paper's {PAPER_MODEL} columns "
+            "for this centre")
 
 
 def figure(res: Table5):

@@ -10,11 +10,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["display_rows", "result_row", "versions_note", "provenance_table", "setup_provenance", "compare_table",
+__all__ = ["display_rows", "sweep_caption", "result_row", "versions_note", "provenance_table", "setup_provenance", "compare_table",
            "headline_table", "bpda_table", "diagnostics_table", "robustbench_bpda", "budget_note",
            "no_paper_model_note"]
 
 _PERCENT = ("clean", "clean_lo", "clean_hi", "robust", "robust_lo", "robust_hi", "d_clean", "d_robust")
+
+
+def sweep_caption(rows: Sequence[Mapping], attack: str, n_iter: int, norm: str = "L∞") -> str:
+    """What an α sweep's table shows: "clean and <attack> (L∞ 8/255, 50 iterations) on n = 500 test images,
+    α ∈ {0, 0.1, ...}" (display rows of one sweep, same ε and n)."""
+    alphas = ", ".join(f"{r['alpha']:g}" for r in rows)
+    return (f"clean and {attack} ({norm} {255 * rows[0]['eps']:.0f}/255, {n_iter} iterations) on "
+            f"n = {rows[0]['n']} test images, α ∈ {{{alphas}}}")
 
 
 def display_rows(sw, **extra) -> list[dict]:
