@@ -384,6 +384,8 @@ def cmd_results(args) -> int:
         return cmd_results_verify(args)
     if action == "migrate":
         return cmd_results_migrate(args)
+    if action == "repair":
+        return cmd_results_repair(args)
     where = {}
     for w in args.where or []:
         if "=" not in w:
@@ -421,6 +423,15 @@ def cmd_results_verify(args) -> int:
     print(f"{len(checks) - len(bad) - len(unbuilt)} agree, {len(bad)} disagree, {len(unbuilt)} could not be "
           f"rebuilt (of {len(checks)} records)")
     return 1 if bad or unbuilt else 0
+
+
+def cmd_results_repair(args) -> int:
+    st = Store(args.store) if args.store else Store()
+    moved = st.repair()
+    for p in moved:
+        print(f"moved aside: {p.name} -> {p.name}.corrupt")
+    print(f"{st.root}: {len(moved)} corrupted record file(s) moved aside; they are recomputed when next needed")
+    return 0
 
 
 def cmd_results_migrate(args) -> int:
@@ -590,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--where", action="append", metavar="FIELD=VALUE",
                    help="filter, e.g. --where attack=apgd-ce --where model=Peng2023Robust")
     s.set_defaults(func=cmd_results, action="list")
-    rsub = s.add_subparsers(dest="action", metavar="{list,verify,migrate}")
+    rsub = s.add_subparsers(dest="action", metavar="{list,verify,migrate,repair}")
     r = rsub.add_parser("list", help="list stored records (the default)", formatter_class=fmt)
     r.add_argument("--store", default=argparse.SUPPRESS, help="results folder")
     r.add_argument("--where", action="append", metavar="FIELD=VALUE", default=argparse.SUPPRESS,
@@ -610,6 +621,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only records costing at most this many image-iterations (e.g. 2000)")
     r.add_argument("--store", default=argparse.SUPPRESS, help="results folder")
     r.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    _debug_flag(r)
+    r = rsub.add_parser("repair", formatter_class=fmt,
+                        help="move record files that do not verify aside (*.corrupt)",
+                        description="Reading the store never changes it; this moves every record file whose "
+                                    "checksum, key or JSON does not verify to <file>.corrupt, so the next "
+                                    "evaluation that needs it recomputes it.")
+    r.add_argument("--store", default=argparse.SUPPRESS, help="results folder")
     _debug_flag(r)
     r = rsub.add_parser("migrate", formatter_class=fmt,
                         help="rewrite records of the old key format (library versions in the key) once",

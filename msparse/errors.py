@@ -80,5 +80,9 @@ class WeightsChecksumError(ChecksumError, ModelLoadError):
     """A weights file does not match the sha256 in its model card: a checksum error and a model-load error."""
 
 
+class StoreError(MsparseError, OSError):
+    """The results store cannot be written (read-only folder, a file where the folder should be, full disk)."""
+
+
 class CorruptRecord(MsparseError, ValueError):
     """A stored record or shard that cannot be trusted (bad JSON, key or checksum mismatch)."""

@@ -142,3 +142,40 @@ def test_registry_model_with_auto_placement(capsys, tmp_path):
     rec = Store(tmp_path).get(Store(tmp_path).keys()[0])
     assert rec["meta"]["model"] == "pyautoattack/resnet18-standard"
     assert rec["meta"]["data"].startswith("cifar10/test")
+
+
+def test_results_listing_never_changes_the_store_and_repair_is_explicit(tmp_path, capsys):
+    (tmp_path / "records").mkdir()
+    bad = tmp_path / "records" / ("a" * 32 + ".json")
+    bad.write_text("{truncated")
+    with pytest.warns(RuntimeWarning, match="corrupted"):
+        assert main(["results", "--store", str(tmp_path)]) == 0
+    assert bad.exists()
+    with pytest.warns(RuntimeWarning, match="corrupted"):
+        assert main(["results", "repair", "--store", str(tmp_path)]) == 0
+    assert not bad.exists() and "1 corrupted record file(s) moved aside" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["read-only", "a file"])
+def test_an_unwritable_store_fails_before_any_work_in_one_line(tmp_path, capsys, monkeypatch, kind):
+    import sys
+    store = tmp_path / "store"
+    if kind == "read-only":   # root may write into a chmod 0500 folder, so the refusal is simulated
+        store.mkdir()
+
+        def refuse(*a, **k):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(sys.modules["msparse.evaluation.store"], "atomic_write_text", refuse)
+    else:
+        store.write_text("not a folder")
+
+    def no_batches(*a, **k):
+        raise AssertionError("work started before the store was checked")
+
+    monkeypatch.setattr(sys.modules["msparse.evaluation.evaluate"], "_eval_batch", no_batches)
+    code = main(["evaluate", "--model", "msparse/default", "--data", "cifar10:test", "--n", "4",
+                 "--attack", "none", "--store", str(store)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"the results store {store} cannot be written" in err

@@ -127,10 +127,13 @@ def test_corrupted_record_is_detected_and_quarantined(tmp_path, damage):
         doc = json.loads(text)
         doc["spec"]["seed"] = 1
         p.write_text(json.dumps(doc))
+    damaged = p.read_bytes()
     with pytest.warns(RuntimeWarning, match="corrupted"):
         assert st.get(rec["key"]) is None
-    assert not p.exists() and p.with_name(p.name + ".corrupt").exists()
-    st.put(rec)   # recomputed record replaces it
+    assert p.read_bytes() == damaged and not p.with_name(p.name + ".corrupt").exists()   # reading changes nothing
+    with pytest.warns(RuntimeWarning, match="corrupted"):
+        st.put(rec)   # the recomputed record replaces it; the damaged file is kept aside
+    assert p.with_name(p.name + ".corrupt").read_bytes() == damaged
     assert st.get(rec["key"])["result"]["robust_acc"] == 0.5
 
 
@@ -185,3 +188,13 @@ def test_default_store_dir_env_override(monkeypatch, tmp_path):
 def test_corrupt_record_is_a_value_error():
     assert issubclass(CorruptRecord, ValueError)
     assert math.isfinite(wilson(1, 3)[0])
+
+
+def test_repair_moves_only_files_that_do_not_verify(tmp_path):
+    st = Store(tmp_path)
+    good = st.put(_record())
+    bad = tmp_path / "records" / ("0" * 32 + ".json")
+    bad.write_text("{not json")
+    with pytest.warns(RuntimeWarning, match="corrupted"):
+        assert st.repair() == [bad]
+    assert good.exists() and not bad.exists() and bad.with_name(bad.name + ".corrupt").exists()

@@ -376,6 +376,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
                 if st.shard_dir(key).exists():   # killed between writing the record and cleanup
                     st.drop_shards(key)
                 return Result.from_record(_merge_meta(rec, meta), cached=True)
+            st.check_writable()   # fail now, not after the first batch
 
         with torch.no_grad():
             n_classes = int(model(x[:1].to(device)).shape[-1])

@@ -310,7 +310,7 @@ class Store:
     """A folder of records; see the module docstring for the layout.
 
     >>> store = Store("results")          # or Store() for the default folder
-    >>> rec = store.get(key)              # None if absent or corrupted (corrupted files are moved aside)
+    >>> rec = store.get(key)              # None if absent or corrupted (reading never changes a file)
 
     ``reuse_other_versions=False`` (default: True unless ``$MSPARSE_RECOMPUTE_OTHER_VERSIONS=1``) makes
     :meth:`get` ignore records computed under another torch minor or pyautoattack version, so callers
@@ -331,15 +331,18 @@ class Store:
         return self.root / "records" / f"{key}.json"
 
     def get(self, key: str) -> dict | None:
-        """The verified record for ``key``; None if missing. A corrupted file is renamed
-        ``*.corrupt`` (kept for inspection), a warning is issued, and None is returned. A schema-1
-        record is served under its schema-2 key (see :func:`upgrade_record`)."""
+        """The verified record for ``key``; None if missing or corrupted (a warning names the file). Reading
+        never renames, rewrites or deletes anything: a corrupted file is moved aside (``*.corrupt``) only by
+        :meth:`put` when its record is recomputed, or by :meth:`repair`. A schema-1 record is served under its
+        schema-2 key (see :func:`upgrade_record`)."""
         p = self.path(key)
         if p.exists():
             try:
                 rec = _verify(json.loads(p.read_text(encoding="utf-8")), key)
             except (ValueError, OSError) as e:    # JSONDecodeError and CorruptRecord are ValueErrors
-                self._quarantine(p, e)
+                warnings.warn(f"msparse: corrupted result file {p} ({e}); it is ignored and will be recomputed "
+                              "when needed (`python -m msparse results repair` moves such files aside)",
+                              RuntimeWarning, stacklevel=2)
                 return None
         else:
             legacy = self._legacy().get(key)
@@ -356,7 +359,8 @@ class Store:
         try:
             return upgrade_record(_verify(json.loads(p.read_text(encoding="utf-8")), p.stem))
         except (ValueError, OSError, KeyError) as e:
-            self._quarantine(p, e)
+            warnings.warn(f"msparse: corrupted result file {p} ({e}); it is ignored (`python -m msparse results "
+                          "repair` moves such files aside)", RuntimeWarning, stacklevel=3)
             return None
 
     def _legacy(self) -> dict[str, Path]:
@@ -390,8 +394,40 @@ class Store:
             raise InputError("record key is not the hash of its spec")
         doc = _seal({**{k: v for k, v in record.items() if k != "checksum"}, "schema": SCHEMA})
         p = self.path(record["key"])
+        if p.exists():   # a corrupted file being replaced is kept for inspection
+            try:
+                _verify(json.loads(p.read_text(encoding="utf-8")), record["key"])
+            except (ValueError, OSError) as e:
+                self._quarantine(p, e)
         atomic_write_text(p, json.dumps(doc, indent=1, sort_keys=True, default=_canon_default))
         return p
+
+    def check_writable(self) -> None:
+        """Raise :class:`~msparse.errors.StoreError` unless a record can be written here (checked before an
+        evaluation starts, so a read-only or misplaced store fails at once, not after the first batch)."""
+        from ..errors import StoreError
+        d = self.root / "records"
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(d / ".write-check", "")
+            (d / ".write-check").unlink()
+        except OSError as e:
+            raise StoreError(f"the results store {self.root} cannot be written ({type(e).__name__}: "
+                             f"{e.strerror or e}); pass another folder (--store DIR / store=...) or "
+                             "--no-store (store=False)") from None
+
+    def repair(self) -> list[Path]:
+        """Move every record file that does not verify aside (``<file>.corrupt``); returns the moved files."""
+        moved = []
+        d = self.root / "records"
+        for p in sorted(d.glob("*.json")) if d.exists() else []:
+            try:
+                _verify(json.loads(p.read_text(encoding="utf-8")), p.stem)
+                continue
+            except (ValueError, OSError) as e:
+                self._quarantine(p, e)
+            moved.append(p)
+        return moved
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
