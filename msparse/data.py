@@ -120,6 +120,12 @@ def offline_manifest() -> dict:
 
 _OFFLINE_CACHE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
+#: sha256 of the official CIFAR-10 labels (int64) of the shipped subset: test 0..999, train 0..2999. Pinned in
+#: the code, not the manifest, so an edited manifest cannot change a label unnoticed (the manifest's own sha256
+#: values cover the image files and the decoded pixels).
+OFFLINE_LABELS_SHA256 = {"test": "6327b0e49549c8cf6ad65317a0fb463ec49ade30d02f63daec6b149052db4922",
+                         "train": "9259a22282f65ce6adca92f6bbd4f2dff0d5b7e042b43c18fa5254411e4c1d67"}
+
 
 def _decode_grid(data: bytes, n: int, cols: int) -> np.ndarray:
     from PIL import Image
@@ -150,6 +156,12 @@ def _load_offline(split: str) -> tuple[np.ndarray, np.ndarray, dict]:
                 f"decoded pixels of {path} do not match the recorded sha256 ({got} != "
                 f"{entry['pixels_sha256']}); the image decoder is not lossless here")
         y = np.asarray(entry["labels"], dtype=np.int64)
+        got = hashlib.sha256(y.tobytes()).hexdigest()
+        if got != OFFLINE_LABELS_SHA256[split]:
+            raise ChecksumError(
+                f"the labels of the shipped {split} subset in {OFFLINE_DIR / 'manifest.json'} do not match the "
+                f"official CIFAR-10 labels (sha256 {got[:16]}... != {OFFLINE_LABELS_SHA256[split][:16]}...); "
+                "the manifest was edited or corrupted: reinstall msparse")
         _OFFLINE_CACHE[split] = (x, y)
     x, y = _OFFLINE_CACHE[split]
     return x, y, entry

@@ -1,9 +1,11 @@
 """msparse.data: the shipped exact subset, official files, the JPEG copy, provenance, clear errors."""
 import hashlib
+import json
 import io
 import pickle
 import shutil
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,3 +241,23 @@ def test_image_folder_loader(tmp_path):
         Image.fromarray(np.full((300, 260, 3), 128, np.uint8)).save(tmp_path / "train" / c / "a.JPEG")
     xb, yb = next(iter(D.image_folder_loader(tmp_path / "train", batch_size=2, num_workers=0)))
     assert xb.shape == (2, 3, 224, 224) and yb.tolist() == [0, 1]
+
+
+def test_an_edited_label_in_the_manifest_is_refused(no_official, fresh_caches, monkeypatch):
+    """The labels are pinned by sha256 in the code: a manifest whose label was changed is refused."""
+    real = D.offline_manifest()
+    edited = json.loads(json.dumps(real))
+    edited["splits"]["test"]["labels"][0] = (edited["splits"]["test"]["labels"][0] + 1) % 10
+    monkeypatch.setattr(D, "offline_manifest", lambda: edited)
+    with pytest.raises(ChecksumError, match="labels of the shipped test subset"):
+        load_data("cifar10", "test", n=10)
+
+
+def test_the_pinned_labels_are_the_official_ones():
+    """Against the exact official labels in ../shared/data (when present)."""
+    ref = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_partial.npz"
+    if not ref.is_file():
+        pytest.skip(f"no {ref}")
+    d = np.load(ref)
+    for split, n, key in (("test", 1000, "y_test"), ("train", 3000, "y_train")):
+        assert hashlib.sha256(d[key][:n].astype(np.int64).tobytes()).hexdigest() == D.OFFLINE_LABELS_SHA256[split]

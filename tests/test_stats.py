@@ -153,3 +153,17 @@ def test_bad_inputs():
         ms.calibrate(model, [])
     with pytest.raises(ValueError, match="batch_size"):
         ms.calibrate(model, DATA, batch_size=0)
+
+
+def test_a_deep_site_that_overflows_leaves_every_site_untouched():
+    """Statistics are written all or nothing: an overflow at the last site (float32 inf) updates no site."""
+    model = tiny_cnn()
+    ms.sparsify(model, "activations", input_size=(3, 8, 8))
+    ms.calibrate(model, torch.rand(16, 3, 8, 8))
+    before = [(op.mean.clone(), op.var.clone(), int(op.n_samples)) for op in pl.operators(model)]
+    with torch.no_grad():
+        model[3].weight.fill_(1e30)          # the conv feeding the last site: its activations overflow
+    with pytest.raises(RuntimeError, match="not finite"):
+        ms.calibrate(model, torch.rand(16, 3, 8, 8))
+    for op, (m, v, n) in zip(pl.operators(model), before):
+        assert torch.equal(op.mean, m) and torch.equal(op.var, v) and int(op.n_samples) == n

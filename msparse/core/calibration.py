@@ -139,8 +139,15 @@ def calibrate(model: nn.Module, data, mode: str = "exact", *, batch_size: int = 
     for op, c in zip(ops, collectors):
         if c.n_images == 0:
             raise StateError(f"site {op.site.name if op.site else op!r} was never reached by the forward pass")
+    finals = []   # all or nothing: every site's statistics are checked before any site is written
     for op, c in zip(ops, collectors):
-        mean, var = c.result()
-        op.load_statistics(mean.float(), var.float(), c.n_images)
+        mean, var = (t.float() for t in c.result())
+        if not (torch.isfinite(mean).all() and torch.isfinite(var).all()):
+            raise StateError(f"statistics of site {op.site.name if op.site else op!r} are not finite in float32 "
+                             "(the activations overflow there); no site was updated. Check the inputs' range "
+                             "and the model's dtype")
+        finals.append((op, mean, var, c.n_images))
+    for op, mean, var, n in finals:
+        op.load_statistics(mean, var, n)
     return {"mode": mode, "n_samples": n_samples, "n_batches": n_batches, "n_sites": len(ops),
             "seconds": time.perf_counter() - start}
