@@ -396,7 +396,7 @@ def cmd_results(args) -> int:
         except argparse.ArgumentTypeError:
             val = v
         where[k.strip()] = val
-    st = Store(args.store) if args.store else Store()
+    st = Store(args.store or None)
     recs = load_records(st, **where)
     if not recs:
         print(f"no records in {st.root}" + (f" matching {where}" if where else ""))
@@ -413,7 +413,7 @@ def cmd_results(args) -> int:
 
 
 def cmd_results_verify(args) -> int:
-    st = Store(args.store) if args.store else Store()
+    st = Store(args.store or None)
     if args.sample is not None and args.keys:
         raise UsageError("give either --sample K or record keys, not both")
     checks = verify(st, args.keys or None, sample=args.sample, seed=args.seed, max_cost=args.max_cost,
@@ -426,7 +426,7 @@ def cmd_results_verify(args) -> int:
 
 
 def cmd_results_repair(args) -> int:
-    st = Store(args.store) if args.store else Store()
+    st = Store(args.store or None)
     moved = st.repair()
     for p in moved:
         print(f"moved aside: {p.name} -> {p.name}.corrupt")
@@ -435,7 +435,7 @@ def cmd_results_repair(args) -> int:
 
 
 def cmd_results_migrate(args) -> int:
-    st = Store(args.store) if args.store else Store()
+    st = Store(args.store or None)
     done = st.migrate()
     print(f"{st.root}: {done['migrated']} schema-1 records rewritten under their schema-2 key, "
           f"{done['already_present']} already present, {done['unreadable']} unreadable")
@@ -602,41 +602,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="filter, e.g. --where attack=apgd-ce --where model=Peng2023Robust")
     s.set_defaults(func=cmd_results, action="list")
     rsub = s.add_subparsers(dest="action", metavar="{list,verify,migrate,repair}")
-    r = rsub.add_parser("list", help="list stored records (the default)", formatter_class=fmt)
-    r.add_argument("--store", default=argparse.SUPPRESS, help="results folder")
+    def action(name, help, description=None):
+        a = rsub.add_parser(name, help=help, description=description, formatter_class=fmt)
+        a.add_argument("--store", default=argparse.SUPPRESS, help="results folder")
+        _debug_flag(a)
+        return a
+
+    r = action("list", "list stored records (the default)")
     r.add_argument("--where", action="append", metavar="FIELD=VALUE", default=argparse.SUPPRESS,
                    help="filter, e.g. --where attack=apgd-ce")
-    _debug_flag(r)
-    r = rsub.add_parser("verify", formatter_class=fmt,
-                        help="recompute records under the running install; compare every example's flags",
-                        description="Rebuild each record's experiment from the record alone (model, images, "
-                                    "statistics, sites, attack, seed, batch size), recompute it without "
-                                    "touching the store, and report per record how many examples' clean "
-                                    "and robust flags agree. Exit status 1 on any disagreement or record "
-                                    "that could not be rebuilt.")
+    r = action("verify", "recompute records under the running install; compare every example's flags",
+               "Rebuild each record's experiment from the record alone (model, images, statistics, sites, "
+               "attack, seed, batch size), recompute it without touching the store, and report per record how "
+               "many examples' clean and robust flags agree. Exit status 1 on any disagreement or record that "
+               "could not be rebuilt.")
     r.add_argument("keys", nargs="*", metavar="KEY", help="record keys or unique prefixes (default: all)")
     r.add_argument("--sample", type=_positive_int, help="check K records drawn at random (--seed)")
     r.add_argument("--seed", type=_nonneg_int, default=0, help="seed of --sample (default 0)")
     r.add_argument("--max-cost", type=parse_number,
                    help="only records costing at most this many image-iterations (e.g. 2000)")
-    r.add_argument("--store", default=argparse.SUPPRESS, help="results folder")
     r.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    _debug_flag(r)
-    r = rsub.add_parser("repair", formatter_class=fmt,
-                        help="move record files that do not verify aside (*.corrupt)",
-                        description="Reading the store never changes it; this moves every record file whose "
-                                    "checksum, key or JSON does not verify to <file>.corrupt, so the next "
-                                    "evaluation that needs it recomputes it.")
-    r.add_argument("--store", default=argparse.SUPPRESS, help="results folder")
-    _debug_flag(r)
-    r = rsub.add_parser("migrate", formatter_class=fmt,
-                        help="rewrite records of the old key format (library versions in the key) once",
-                        description="Rewrite every schema-1 record (torch/pyautoattack versions in its "
-                                    "key) as a schema-2 record: same results, meta and provenance, the old "
-                                    "key kept in provenance.key_history. Reading needs no migration; this "
-                                    "only tidies the folder.")
-    r.add_argument("--store", default=argparse.SUPPRESS, help="results folder")
-    _debug_flag(r)
+    action("repair", "move record files that do not verify aside (*.corrupt)",
+           "Reading the store never changes it; this moves every record file whose checksum, key or JSON does "
+           "not verify to <file>.corrupt, so the next evaluation that needs it recomputes it.")
+    action("migrate", "rewrite records of the old key format (library versions in the key) once",
+           "Rewrite every schema-1 record (torch/pyautoattack versions in its key) as a schema-2 record: same "
+           "results, meta and provenance, the old key kept in provenance.key_history. Reading needs no "
+           "migration; this only tidies the folder.")
 
     s = sub.add_parser("demo", help="MeanSparse on the shipped offline default, paper vs BPDA evaluation",
                        formatter_class=fmt, description=_demo.__doc__)

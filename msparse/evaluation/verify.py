@@ -133,13 +133,13 @@ class _Rebuilder:
 
     def model(self, name: str):
         if name not in self.models:
-            from ..experiments import setup as book   # model names (``random:<family>``) and default placement
+            from ..experiments import setup as es   # model names (``random:<family>``) and default placement
             try:
-                m = book.load(name, self.device)
+                m = es.load(name, self.device)
             except Exception as e:  # any load failure is a reason, reported per record
                 raise _CannotRebuild(f"model {name!r} cannot be loaded here ({type(e).__name__}: "
                                      f"{str(e).splitlines()[0] if str(e) else ''})") from None
-            sparsify(m, book.default_placement(m))
+            sparsify(m, es.default_placement(m))
             m.eval()
             self.models[name] = (m, None)
         return self.models[name][0]
@@ -169,7 +169,7 @@ class _Rebuilder:
         """Load the statistics whose per-site hashes equal ``wanted`` ({site: stats hash}); returns the label."""
         import torch
 
-        from ..experiments import setup as book   # statistics snapshots
+        from ..experiments import setup as es   # statistics snapshots
         mods = dict(named_operators(model))
         snaps = self.stats.setdefault(name, [])
 
@@ -177,7 +177,7 @@ class _Rebuilder:
             return {s: tensor_hash(mods[s].mean, mods[s].var, length=16) for s in wanted if s in mods}
 
         for label, snap in snaps:
-            book.restore_stats(model, snap)
+            es.restore_stats(model, snap)
             if hashes() == wanted:
                 return label
         for label, mode, n, sort in STATS_RECIPES:
@@ -188,7 +188,7 @@ class _Rebuilder:
                 x = x[torch.argsort(y, stable=True)]
             kw = {"batch_size": 512} if mode == "official" else {}
             calibrate(model, x.to(self.device), mode=mode, **kw)
-            snaps.append((label, book.stats_snapshot(model)))
+            snaps.append((label, es.stats_snapshot(model)))
             if hashes() == wanted:
                 return label
         raise _CannotRebuild("none of the statistics recipes (msparse.evaluation.verify.STATS_RECIPES) gives the "
