@@ -246,6 +246,60 @@ def test_declared_layout_must_fit_the_tensor():
         ms.sparsify(Net(), "activations", layout="nlc")
 
 
+class WideAsChannels(nn.Module):
+    """Conv 3→8 on 8×8 images: the (1, 8, 8, 8) tensor has as many columns as channels, so 'nhwc' fits its rank
+    and even its channel count at the probe size."""
+
+    def __init__(self, residual=False):
+        super().__init__()
+        self.conv, self.bn, self.act, self.residual = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), residual
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return self.act(y + x.mean(1, keepdim=True) if self.residual else y).mean((1, 2, 3))
+
+
+class ChannelsLastMlp(nn.Module):
+    """ConvNeXt-style block: an NCHW map permuted to (N, H, W, C), Linear → GELU → Linear, permuted back."""
+
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv, self.fc1, self.act, self.fc2 = nn.Conv2d(3, c, 3, padding=1), nn.Linear(c, 4 * c), nn.GELU(), \
+            nn.Linear(4 * c, c)
+
+    def forward(self, x):
+        y = self.conv(x).permute(0, 2, 3, 1)
+        return self.fc2(self.act(self.fc1(y))).permute(0, 3, 1, 2).mean((1, 2, 3))
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["after-batchnorm", "after-residual-sum"])
+def test_nhwc_declared_on_an_nchw_tensor_is_refused_naming_site_layout_and_shape(residual):
+    """Before: the site ran silently with per-column statistics (channels=8 = the width)."""
+    model = WideAsChannels(residual)
+    with pytest.raises(ms.errors.InputError) as info:
+        ms.sparsify(model, "activations", layout="nhwc", input_size=(3, 8, 8))
+    msg = str(info.value)
+    assert "'act.msparse_in'" in msg and "'nhwc'" in msg and "(1, 8, 8, 8)" in msg
+    assert ("BatchNorm2d 'bn'" in msg and "declare layout 'nchw'" in msg) if not residual else \
+        ("changes with the input size" in msg and "'nchw' for (N, C, H, W)" in msg)
+    assert pl.sites(model) == [] and model.training and not model.act._forward_pre_hooks
+    assert [s.channels for s in ms.sparsify(model, "activations", input_size=(3, 8, 8))] == [8]
+
+
+def test_nchw_declared_on_a_linear_output_is_refused():
+    with pytest.raises(ms.errors.InputError, match=r"output of Linear 'fc1'.*declare layout 'nhwc'"):
+        ms.sparsify(ChannelsLastMlp(), "activations", input_size=(3, 4, 4))
+
+
+def test_channels_last_mlp_and_tokens_keep_their_declared_layouts():
+    (site,) = ms.sparsify(ChannelsLastMlp(), "activations", layout="nhwc", input_size=(3, 4, 4))
+    assert (site.layout, site.channels) == ("nhwc", 16)
+    tokens = nn.Sequential(nn.Flatten(2), nn.Unflatten(1, (3, 1)), nn.Flatten(1, 2))  # (N, 3, H*W)
+    model = nn.Sequential(tokens, nn.Linear(16, 6), nn.GELU())                      # tokens (N, 3, 6), C = 6
+    (site,) = ms.sparsify(model, "activations", layout="nlc", input_size=(3, 4, 4))
+    assert (site.layout, site.channels) == ("nlc", 6)
+
+
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(KeyError, match="unknown placement.*Did you mean.*'Peng2023Robust/cifar10/Linf/v2'"):
         ms.sparsify(Net(), "Peng2023Robust/cifar10/Linf/v3")

@@ -135,18 +135,135 @@ _SLOTS = {"input": ("msparse_in",), "output": ("msparse_out",),
 
 
 class _Probe(nn.Module):
-    """Placeholder used during the probe forward: records call order and input shape."""
+    """Placeholder used during the probe forward: records call order, input shape and the module that produced
+    the input (see :func:`_tag_producers`; ``None`` when no layout-defining module produced it directly)."""
 
     def __init__(self, clock: list):
         super().__init__()
-        self.clock, self.calls, self.order, self.shape = clock, 0, None, None
+        self.clock = clock
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what the last probe forward recorded (before a second probe at another input size)."""
+        self.calls, self.order, self.shape, self.producer = 0, None, None, None
 
     def forward(self, x):
         self.calls += 1
         if self.order is None:
             self.order, self.shape = len(self.clock), tuple(x.shape)
+            self.producer = getattr(x, _PRODUCER_TAG, None)
             self.clock.append(self)
         return x
+
+
+# ------------------------------------------------------------------------------------------------
+# layout checks: a declared layout must put the channel dim where the tensor has its channels
+_PRODUCER_TAG = "_msparse_producer"
+#: modules whose output holds channels in dim 1 (N, C, ...) whatever the rank
+_CHANNELS_FIRST = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
+                   nn.GroupNorm)
+#: modules whose output holds its features in the last dim (N, ..., C)
+_CHANNELS_LAST = (nn.Linear,)
+
+
+def _producer_kind(module: nn.Module) -> str | None:
+    """``"first"`` (channels in dim 1), ``"last"`` (channels in the last dim) or ``None`` (no fixed layout)."""
+    if isinstance(module, _CHANNELS_FIRST):
+        return "first"
+    if isinstance(module, _CHANNELS_LAST):
+        return "last"
+    return None
+
+
+@contextlib.contextmanager
+def _tag_producers(model: nn.Module) -> Iterator[None]:
+    """During the probe forward, tag the output tensor of every layout-defining module (convolutions and
+    channel norms: channels first; ``nn.Linear``: features last) with ``(module path, class name, kind)``.
+
+    The tag is a Python attribute of the output tensor object: an activation called on a BatchNorm2d output
+    sees the tag, a residual sum or a permuted view (a new tensor) does not. Pass-through modules
+    (``nn.Identity``, in-place ReLU) keep the first tag. The hooks run before msparse's own output hooks, and
+    every tag is removed afterwards."""
+    import weakref
+
+    tagged, handles = [], []
+
+    def hook(module, args, output, _path=None, _kind=None):
+        if isinstance(output, torch.Tensor) and not isinstance(output, nn.Parameter) \
+                and getattr(output, _PRODUCER_TAG, None) is None:
+            setattr(output, _PRODUCER_TAG, (_path, type(module).__name__, _kind))
+            tagged.append(weakref.ref(output))
+
+    try:
+        for path, module in model.named_modules():
+            kind = _producer_kind(module)
+            if kind is not None and not path.split(".")[-1].startswith("msparse_"):
+                def bound(m, a, o, _p=path, _k=kind):
+                    return hook(m, a, o, _p, _k)
+                handles.append(module.register_forward_hook(bound, prepend=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for ref in tagged:
+            t = ref()
+            if t is not None and hasattr(t, _PRODUCER_TAG):
+                delattr(t, _PRODUCER_TAG)
+
+
+def _check_layout_against_producer(site_path: str, layout: str, shape: tuple, producer) -> None:
+    """Raise :class:`~msparse.errors.InputError` when the module that produced a site's input puts its channels
+    in another dim than the declared ``layout`` (e.g. ``"nhwc"`` declared on a BatchNorm2d output)."""
+    if producer is None:
+        return
+    path, cls, kind = producer
+    ndim, cdim = LAYOUTS[layout]
+    want = 1 if kind == "first" else len(shape) - 1
+    if cdim == want:
+        return
+    fits = [name for name, (n, c) in LAYOUTS.items() if n == len(shape) and c == want]
+    advice = f"declare layout {fits[0]!r}" if fits else \
+        "no MeanSparse layout fits it: put the site where the tensor is (N, C, H, W), (N, H, W, C) or (N, L, C)"
+    where = "dim 1" if kind == "first" else f"the last dim ({len(shape) - 1})"
+    raise InputError(f"site {site_path!r} is declared with layout {layout!r} (channels in dim {cdim}), but its input "
+                     f"of shape {shape} is the output of {cls} {path!r}, which has its channels in {where}; "
+                     f"{advice}")
+
+
+def _second_input_size(input_size: tuple) -> tuple | None:
+    """The probe input size with every spatial dim halved (rounded up), or ``None`` when none would change."""
+    if len(input_size) < 2:
+        return None
+    spatial = tuple(max(1, (s + 1) // 2) for s in input_size[1:])
+    return None if spatial == tuple(input_size[1:]) else (input_size[0], *spatial)
+
+
+def _check_layout_by_resizing(model, probes: list, input_size: tuple, device) -> None:
+    """Second probe at half the input size, for sites whose input no layout-defining module produced (a
+    residual sum, a functional op): a channel count is fixed by the weights, so the declared channel dim must
+    not change with the input size. ``probes`` holds ``(site path, layout, shape, probe)``. A model that
+    cannot run at the smaller size (a fixed-size flatten, a fixed pooling kernel) is not checked this way."""
+    small = _second_input_size(input_size)
+    if small is None or not probes:
+        return
+    for *_, probe in probes:
+        probe.reset()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *small), device=device))
+    except Exception:
+        return
+    for site_path, layout, shape, probe in probes:
+        if probe.calls != 1 or probe.shape is None or len(probe.shape) != len(shape):
+            continue
+        _, cdim = LAYOUTS[layout]
+        if probe.shape[cdim] != shape[cdim]:
+            raise InputError(
+                f"site {site_path!r} is declared with layout {layout!r} (channels in dim {cdim}), but dim {cdim} of "
+                f"its input changes with the input size (shape {shape} for an input {tuple(input_size)}, "
+                f"{probe.shape} for {small}): it is a spatial or token dim, not channels; declare the layout whose "
+                "channel dim holds the channels ('nchw' for (N, C, H, W), 'nhwc' for (N, H, W, C), 'nlc' for "
+                "(N, L, C))")
 
 
 def _install(host: nn.Module, path: str, where: str, clock: list) -> None:
@@ -260,29 +377,9 @@ def sparsify(model: nn.Module, placement="activations", *, types: Sequence | Non
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad():
-                model(torch.zeros((1, *input_size), device=device))
-        except Exception as exc:
-            raise StateError(f"the probe forward pass with an input of shape (1, {', '.join(map(str, input_size))}) "
-                             f"failed ({type(exc).__name__}: {exc}); pass input_size=(C, H, W) matching the model") from exc
+            result = _probe_sites(model, chosen, input_size, device)
         finally:
             model.train(was_training)
-        result = []
-        for (path, where), (host, rule) in chosen.items():
-            for slot in _SLOTS[where]:
-                probe = host._modules[slot]
-                site_path = f"{path}.{slot}"
-                if probe.calls == 0:
-                    raise InputError(f"site {site_path!r} is never reached by the forward pass: its module is not used")
-                if probe.calls > 1:
-                    raise InputError(
-                        f"module {path!r} runs {probe.calls} times per forward pass (one instance shared by several "
-                        "positions); MeanSparse needs per-position statistics: give each position its own module")
-                ndim, cdim = LAYOUTS[rule.layout]
-                if len(probe.shape) != ndim:
-                    raise InputError(f"site {site_path!r} receives a tensor of shape {probe.shape}, which does not "
-                                     f"fit the declared layout {rule.layout!r} ({ndim}-d)")
-                result.append((probe.order, site_path, path, where, slot, host, rule, probe.shape[cdim]))
         result.sort()
         out = []
         for index, (_, site_path, path, where, slot, host, rule, channels) in enumerate(result):
@@ -296,6 +393,40 @@ def sparsify(model: nn.Module, placement="activations", *, types: Sequence | Non
         for (path, where), (host, _) in chosen.items():
             _uninstall(host)
         raise
+
+
+def _probe_sites(model: nn.Module, chosen: dict, input_size: tuple, device) -> list:
+    """Run the probe forward (model in eval mode, probes installed) and check every site: reached once, a tensor
+    of the declared rank, channels where the declared layout says (:func:`_check_layout_against_producer`, then
+    :func:`_check_layout_by_resizing`). Returns ``(order, site path, path, where, slot, host, rule, channels)``
+    per site."""
+    try:
+        with torch.no_grad(), _tag_producers(model):
+            model(torch.zeros((1, *input_size), device=device))
+    except Exception as exc:
+        raise StateError(f"the probe forward pass with an input of shape (1, {', '.join(map(str, input_size))}) "
+                         f"failed ({type(exc).__name__}: {exc}); pass input_size=(C, H, W) matching the model") from exc
+    result, unproduced = [], []
+    for (path, where), (host, rule) in chosen.items():
+        for slot in _SLOTS[where]:
+            probe = host._modules[slot]
+            site_path = f"{path}.{slot}"
+            if probe.calls == 0:
+                raise InputError(f"site {site_path!r} is never reached by the forward pass: its module is not used")
+            if probe.calls > 1:
+                raise InputError(
+                    f"module {path!r} runs {probe.calls} times per forward pass (one instance shared by several "
+                    "positions); MeanSparse needs per-position statistics: give each position its own module")
+            ndim, cdim = LAYOUTS[rule.layout]
+            if len(probe.shape) != ndim:
+                raise InputError(f"site {site_path!r} receives a tensor of shape {probe.shape}, which does not "
+                                 f"fit the declared layout {rule.layout!r} ({ndim}-d)")
+            _check_layout_against_producer(site_path, rule.layout, probe.shape, probe.producer)
+            if probe.producer is None:
+                unproduced.append((site_path, rule.layout, probe.shape, probe))
+            result.append((probe.order, site_path, path, where, slot, host, rule, probe.shape[cdim]))
+    _check_layout_by_resizing(model, unproduced, input_size, device)
+    return result
 
 
 def unsparsify(model: nn.Module) -> nn.Module:
