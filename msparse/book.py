@@ -132,6 +132,9 @@ def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default
     """Execute notebooks with papermill (profile overrides + ``parameters``, restricted to the parameters
     each notebook declares); the executed copies go to ``out_dir`` (default ``book/_executed``).
 
+    A name in ``parameters`` that no selected notebook declares raises :class:`~msparse.errors.InputError`
+    before anything runs (profile overrides are applied where declared, silently: they cover every page).
+
     Each ``notebooks/<name>.md`` is converted by jupytext into a temporary ``.ipynb`` for papermill; nothing is
     written next to the sources."""
     import jupytext
@@ -151,11 +154,16 @@ def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default
     runs = []
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="msparse-notebooks-") as tmp:
+        ipynbs, declared_by = {}, {}
+        for name in names:
+            ipynbs[name] = Path(tmp) / f"{name}.ipynb"
+            jupytext.write(read_notebook(name, notebook_dir), ipynbs[name], fmt="ipynb")
+            declared_by[name] = set(pm.inspect_notebook(str(ipynbs[name])))
+        _check_parameters(parameters or {}, declared_by)
         for i, name in enumerate(names, 1):
             src = notebook_path(name, notebook_dir)
-            ipynb = Path(tmp) / f"{name}.ipynb"
-            jupytext.write(read_notebook(name, notebook_dir), ipynb, fmt="ipynb")
-            declared = pm.inspect_notebook(str(ipynb))
+            ipynb = ipynbs[name]
+            declared = declared_by[name]
             merged = {**BUILD_PARAMETERS, **PROFILES[profile], **NOTEBOOK_PROFILES.get(profile, {}).get(name, {}),
                       **(parameters or {})}
             params = {k: v for k, v in merged.items() if k in declared}
@@ -181,6 +189,17 @@ def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default
                 log(f"[{i}/{len(names)}] {name}: {'ok' if not err else 'FAILED: ' + err} in {dt:.1f} s "
                     f"(total {time.perf_counter() - t_all:.0f} s)", flush=True)
     return runs
+
+
+def _check_parameters(parameters: Mapping, declared_by: Mapping[str, set]) -> None:
+    """Raise :class:`~msparse.errors.InputError`, before any notebook runs, for a parameter name that none of the
+    selected notebooks declares (a typo would otherwise run every page with its defaults). A name some of them
+    declare is passed to those only (e.g. ``model`` to every page that takes one)."""
+    from .experiments.setup import check_parameter_names
+
+    names = list(declared_by)
+    where = f"notebook {names[0]}" if len(names) == 1 else f"any of the {len(names)} notebooks selected"
+    check_parameter_names(parameters, set().union(*declared_by.values()) if names else set(), where)
 
 
 def _record_source(executed: Path, src: Path) -> None:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError
 
-__all__ = ["RANDOM_PREFIX", "check_model_name", "check_params", "Setup", "setup", "try_setup", "load",
+__all__ = ["RANDOM_PREFIX", "check_model_name", "check_params", "check_parameter_names", "assigned_names",
+           "injected_parameters", "Setup", "setup", "try_setup", "load",
            "default_placement", "stats_snapshot", "restore_stats", "sigma_ratios", "activation_of"]
 
 
@@ -49,14 +50,82 @@ def check_model_name(name: str) -> str:
     return name
 
 
+#: the first line of the cell papermill adds after a notebook's parameters cell (its Python translator's header)
+INJECTED_HEADER = "# Parameters"
+
+
+def assigned_names(source: str) -> set[str]:
+    """The names a cell's top-level statements assign (``a = 1``, ``a: int = 1``, ``a, b = 1, 2``): what
+    papermill calls a notebook's parameters when the cell is its parameters cell."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        for target in targets:
+            names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
+
+
+def check_parameter_names(given, declared, where: str = "this notebook") -> None:
+    """Raise :class:`~msparse.errors.InputError` naming every name of ``given`` that is not in ``declared``
+    (papermill only warns and runs the notebook with its defaults, a silently different experiment)."""
+    import difflib
+
+    unknown = sorted(set(given) - set(declared))
+    if not unknown:
+        return
+    hints = [f"{u!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(u, declared, n=1))
+             else repr(u) for u in unknown]
+    listed = ", ".join(sorted(declared)) or "none"
+    raise InputError(f"unknown notebook parameter{'s' if len(unknown) > 1 else ''} {', '.join(hints)} for {where}; "
+                     f"its parameters are: {listed}")
+
+
+def injected_parameters(history: list[str]) -> tuple[set[str], set[str]] | None:
+    """``(declared, injected)`` parameter names from a kernel's input history (cells in execution order), or
+    ``None`` when papermill injected nothing.
+
+    papermill runs the notebook's cells in order and puts its ``injected-parameters`` cell (first line
+    :data:`INJECTED_HEADER`) right after the cell tagged ``parameters``; so the cell executed just before the
+    last injected one is the parameters cell (none when the injected cell came first)."""
+    idx = next((i for i in range(len(history) - 1, -1, -1)
+                if history[i].lstrip("\n").split("\n", 1)[0].rstrip() == INJECTED_HEADER), None)
+    if idx is None:
+        return None
+    previous = [h for h in history[:idx] if h.strip()]
+    declared = assigned_names(previous[-1]) if previous else set()
+    return declared, assigned_names(history[idx])
+
+
+def _check_injected() -> None:
+    """In a notebook kernel run by papermill (``papermill nb.ipynb out.ipynb -p NAME VALUE``): every injected
+    name must be one the parameters cell declares. Outside IPython, or without papermill, nothing to check."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None or getattr(ip, "history_manager", None) is None:
+        return
+    found = injected_parameters(list(ip.history_manager.input_hist_parsed))
+    if found is not None:
+        declared, injected = found
+        check_parameter_names(injected, declared, "this notebook (injected by papermill -p)")
+
+
 def check_params(**p) -> dict:
     """Validate a notebook's parameters (called in its first cell); returns them normalised.
 
-    Raises ValueError with a clear message for an unknown model, n ≤ 0, α < 0, an unknown attack, ε ≤ 0, ...
+    Raises :class:`~msparse.errors.InputError` with a clear message for a parameter name the notebook does not
+    declare (when papermill injected it, see :func:`injected_parameters`), an unknown model, n ≤ 0, α < 0, an
+    unknown attack, ε ≤ 0, ...
     """
     from ..attacks.base import parse_attack
     from ..core.operator import check_alpha
 
+    _check_injected()
     out = dict(p)
     if "model" in p:
         check_model_name(p["model"])
