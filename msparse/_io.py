@@ -6,6 +6,7 @@ so a reader sees the old file or the new one, never half of one, and a killed pr
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -24,27 +25,41 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+#: errno values that mean "the disk (or the user's quota) is full"
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (parents created); returns the path.
 
     The file gets ordinary permissions (0666 minus the umask; ``mkstemp`` alone would leave 0600), since
-    records and checkpoints are meant to be shared.
+    records and checkpoints are meant to be shared. On any failure the temporary file is removed and ``path``
+    keeps its old content (or stays absent); a full disk or quota raises :class:`~msparse.errors.StoreError`
+    naming ``path`` (other ``OSError`` s propagate as they are).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp, 0o666 & ~_UMASK)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            from .errors import StoreError
+
+            raise StoreError(f"no space left on the device to write {path} ({len(data)} bytes; "
+                             f"{exc.strerror or exc}): free space there (or write elsewhere, e.g. --store DIR), "
+                             "then run the same command again; nothing was half-written") from exc
         raise
     return path
 

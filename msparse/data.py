@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import os
 import pickle
 from dataclasses import dataclass, field, asdict
@@ -115,7 +116,50 @@ def offline_manifest() -> dict:
         raise DataError(
             f"the offline CIFAR-10 subset is missing from the package ({path}); reinstall msparse or "
             f"rebuild it with `python scripts/make_offline_data.py`")
-    return json.loads(path.read_text())
+    try:
+        man = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"the offline CIFAR-10 manifest {path} is not readable JSON ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); reinstall msparse") from None
+    return _check_manifest(man, path)
+
+
+#: every split entry of the offline manifest: field -> (type, what it is)
+_MANIFEST_FIELDS = {"file": (str, "a file name"), "sha256": (str, "64 hex digits"),
+                    "pixels_sha256": (str, "64 hex digits"), "n": (int, "a positive integer"),
+                    "cols": (int, "a positive integer"), "indices": (list, "a list of n integers"),
+                    "labels": (list, "a list of n integers")}
+
+
+def _check_manifest(man, path: Path) -> dict:
+    """Return the offline manifest ``man`` if every split entry has the fields :func:`_load_offline` reads, with
+    the right types and sizes; else raise :class:`~msparse.errors.DataError` naming ``path`` and the field."""
+    def bad(what: str):
+        return DataError(f"the offline CIFAR-10 manifest {path} is invalid: {what}; reinstall msparse")
+
+    splits = man.get("splits") if isinstance(man, dict) else None
+    if not isinstance(splits, dict) or not {"test", "train"} <= set(splits):
+        raise bad("it needs a 'splits' object with 'test' and 'train' entries")
+    for split in ("test", "train"):
+        entry = splits[split]
+        if not isinstance(entry, dict):
+            raise bad(f"splits.{split} is not an object")
+        for key, (kind, what) in _MANIFEST_FIELDS.items():
+            v = entry.get(key)
+            if isinstance(v, bool) or not isinstance(v, kind) or (kind is int and v < 1) or \
+                    (key.endswith("sha256") and re.fullmatch(r"[0-9a-f]{64}", v) is None) or \
+                    (key == "file" and (not v or Path(v).name != v)):
+                raise bad(f"splits.{split}.{key} is {_short(v)}, not {what}")
+        for key in ("indices", "labels"):
+            v = entry[key]
+            if len(v) != entry["n"] or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+                raise bad(f"splits.{split}.{key} holds {len(v)} values, not {entry['n']} integers")
+    return man
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 _OFFLINE_CACHE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -321,6 +365,18 @@ def load_jpeg_cifar10(path, split: str = "train", progress: bool = False) -> tup
 
 # ------------------------------------------------------------------ public API
 
+def _check_rows(n, start) -> None:
+    """Raise :class:`~msparse.errors.InputError` unless ``n`` (``None`` = all) and ``start`` are integers >= 0
+    (a float or a string would be truncated or fail deep inside the loader)."""
+    import numbers
+
+    for name, v in (("n", n), ("start", start)):
+        if v is None and name == "n":
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+            raise InputError(f"{name} must be an integer >= 0 (a number of images / a row index), got {v!r}")
+
+
 def load_uint8(dataset: str = "cifar10", split: str = "test", n: Optional[int] = None,
                data_dir=None, *, source: str = "auto", start: int = 0, download: bool = False,
                progress: bool = False) -> tuple[np.ndarray, np.ndarray, DataInfo]:
@@ -335,8 +391,7 @@ def load_uint8(dataset: str = "cifar10", split: str = "test", n: Optional[int] =
         raise InputError(f"load_uint8 handles cifar10 only; use load_data({dataset!r}, ...)")
     if source not in _SOURCES:
         raise UnknownNameError(f"unknown source {source!r}; choose one of {', '.join(_SOURCES)}")
-    if n is not None and int(n) < 0 or start < 0:
-        raise InputError(f"n and start must be non-negative (got n={n}, start={start})")
+    _check_rows(n, start)
 
     def take(x, y):
         stop = len(x) if n is None else start + int(n)
@@ -395,6 +450,7 @@ def load_data(dataset: str = "cifar10", split: str = "test", n: Optional[int] = 
     "Res256Crop224", default) or the model's own when ``model_name`` is given.
     """
     ds, sp = _check_dataset_split(dataset, split)
+    _check_rows(n, start)
     if ds == "cifar10":
         x, y, info = load_uint8(ds, sp, n, data_dir, source=source, start=start, download=download,
                                 progress=progress)

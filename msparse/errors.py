@@ -15,6 +15,7 @@ catches those keeps working. Anything else that escapes msparse is a bug: the co
     ├── MissingFileError (FileNotFoundError)  a file the call needs does not exist
     │   └── DataError                         requested data is not available here
     ├── RunExistsError (FileExistsError)      a training run already lives in the output folder
+    ├── StoreError (OSError)                  the results store cannot be written, or the disk is full
     ├── ChecksumError (RuntimeError)          a file does not match the sha256 recorded for it
     ├── ModelLoadError (RuntimeError)         a model cannot be loaded
     │   └── WeightsChecksumError              ... because its weights fail their checksum (also a ChecksumError)
@@ -25,7 +26,7 @@ from __future__ import annotations
 __all__ = [
     "MsparseError", "InputError", "InputTypeError", "UnknownNameError", "UsageError", "StateError",
     "MissingFileError", "DataError", "RunExistsError", "ChecksumError", "ModelLoadError", "WeightsChecksumError",
-    "CorruptRecord",
+    "StoreError", "CorruptRecord",
 ]
 
 
@@ -81,7 +82,8 @@ class WeightsChecksumError(ChecksumError, ModelLoadError):
 
 
 class StoreError(MsparseError, OSError):
-    """The results store cannot be written (read-only folder, a file where the folder should be, full disk)."""
+    """The results store cannot be written (read-only folder, a file where the folder should be), or a file
+    msparse writes (record, statistics, checkpoint) does not fit on a full disk."""
 
 
 class CorruptRecord(MsparseError, ValueError):

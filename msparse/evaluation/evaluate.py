@@ -378,8 +378,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
                 return Result.from_record(_merge_meta(rec, meta), cached=True)
             st.check_writable()   # fail now, not after the first batch
 
-        with torch.no_grad():
-            n_classes = int(model(x[:1].to(device)).shape[-1])
+        try:
+            with torch.no_grad():
+                n_classes = int(model(x[:1].to(device)).shape[-1])
+        except RuntimeError as e:   # a shape or channel mismatch: the images are not what the model takes
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"the model cannot run on x of shape {tuple(x.shape)} ({first}); pass images "
+                             "[N, C, H, W] of the size the model takes") from e
         if int(y.max()) >= n_classes:
             raise InputError(f"labels must be in [0, {n_classes}) for a model with {n_classes} "
                              f"outputs, got a label {int(y.max())}")

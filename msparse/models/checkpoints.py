@@ -6,6 +6,7 @@ shipped model): architecture, recipe, data provenance, evaluation, and the weigh
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +16,7 @@ import torch.nn as nn
 from .._io import sha256_file
 from ..errors import MissingFileError, ModelLoadError, WeightsChecksumError
 
-__all__ = ["load_checkpoint", "load_into", "card_beside", "finish", "first_sentence"]
+__all__ = ["load_checkpoint", "load_into", "card_beside", "check_card", "read_card", "finish", "first_sentence"]
 
 
 def first_sentence(e: BaseException) -> str:
@@ -65,14 +66,73 @@ def load_into(model: nn.Module, state: dict, what: str, path) -> None:
         raise ModelLoadError(f"the weights in {path} do not fit {what}: {detail}") from e
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_card(card, path) -> dict:
+    """Return ``card`` if it is a model card msparse can trust for loading, else raise
+    :class:`~msparse.errors.ModelLoadError` naming ``path`` and the faulty field.
+
+    Checked: a JSON object; ``architecture`` (if present) an object whose ``activation`` is one of the family's
+    activations, ``width`` and ``num_classes`` positive integers, ``reverse_attention`` a boolean; ``weights``
+    (if present) an object whose ``sha256`` is 64 lowercase hex digits and ``file`` a file name.
+    """
+    from .resnet import ACTIVATIONS
+
+    def bad(what: str):
+        return ModelLoadError(f"model card {path} is invalid: {what}; restore the card written by training "
+                              f"beside the weights (or reinstall msparse for a shipped model)")
+
+    if not isinstance(card, dict):
+        raise bad(f"it holds a JSON {type(card).__name__}, not an object")
+    arch = card.get("architecture", {})
+    if not isinstance(arch, dict):
+        raise bad(f"'architecture' is {arch!r}, not an object")
+    if arch:
+        act = arch.get("activation")
+        if not isinstance(act, str) or act.lower() not in ACTIVATIONS:
+            raise bad(f"architecture.activation is {act!r}, not one of {', '.join(ACTIVATIONS)}")
+        for key, required in (("width", True), ("num_classes", False)):
+            v = arch.get(key)
+            if (v is not None or required) and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise bad(f"architecture.{key} is {v!r}, not a positive integer")
+        ra = arch.get("reverse_attention", False)
+        if not isinstance(ra, bool):
+            raise bad(f"architecture.reverse_attention is {ra!r}, not true or false")
+    weights = card.get("weights", {})
+    if not isinstance(weights, dict):
+        raise bad(f"'weights' is {weights!r}, not an object")
+    sha = weights.get("sha256")
+    if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha)):
+        raise bad(f"weights.sha256 is {sha!r}, not 64 hex digits")
+    name = weights.get("file")
+    if name is not None and (not isinstance(name, str) or not name or "/" in name or "\\" in name):
+        raise bad(f"weights.file is {name!r}, not a file name")
+    return card
+
+
+def read_card(path) -> dict:
+    """The model card at ``path``, checked by :func:`check_card`; a file that is not JSON raises
+    :class:`~msparse.errors.ModelLoadError` naming it."""
+    path = Path(path)
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ModelLoadError(f"model card {path} is not readable JSON ({first_sentence(e)}); restore the card "
+                             "written by training beside the weights (or reinstall msparse for a shipped model)") \
+            from None
+    return check_card(card, path)
+
+
 def card_beside(path: Path) -> Optional[dict]:
-    """The model card of a weights file: ``<stem>.json``, or ``model.json`` when it names this file."""
+    """The model card of a weights file: ``<stem>.json``, or ``model.json`` when it names this file (both read
+    with :func:`read_card`: an invalid card is an error, never silently ignored)."""
     same = path.with_suffix(".json")
     if same.is_file():
-        return json.loads(same.read_text())
+        return read_card(same)
     run_card = path.parent / "model.json"
     if run_card.is_file():
-        card = json.loads(run_card.read_text())
+        card = read_card(run_card)
         if card.get("weights", {}).get("file") == path.name:
             return card
     return None

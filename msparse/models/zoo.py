@@ -19,7 +19,6 @@ sha256, verified, and the model card when there is one).
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from pathlib import Path
 from typing import Optional
@@ -28,12 +27,12 @@ import torch.nn as nn
 
 from .._io import sha256_file
 from ..errors import ChecksumError, ModelLoadError, UnknownNameError
-from .checkpoints import card_beside, finish, first_sentence, load_checkpoint, load_into
+from .checkpoints import card_beside, finish, first_sentence, load_checkpoint, load_into, read_card
 from .registry import LoadRequest, register_model
 from .resnet import ACTIVATIONS, resnet18
 
 __all__ = ["ASSET_DIR", "FAMILY_DIR", "DEFAULT_MODEL", "STANDARD_MODEL", "FAMILY_PATTERN", "parse_family_name",
-           "family_name", "shipped_family"]
+           "family_name", "shipped_family", "weights_only_torch_load"]
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets"
 FAMILY_DIR = ASSET_DIR / "family"
@@ -120,7 +119,7 @@ def _load_shipped(name: str, path: Path, request: LoadRequest, pretrained: bool,
     card_path = path.with_suffix(".json")
     if not path.is_file() or not card_path.is_file():
         raise ModelLoadError(f"the shipped model {name!r} is missing ({path}); reinstall msparse")
-    card = json.loads(card_path.read_text())
+    card = read_card(card_path)
     if not pretrained:
         arch = card["architecture"]
         return _random_family(family_name(arch["activation"], arch["width"], arch.get("reverse_attention", False)),
@@ -190,6 +189,31 @@ def _family(name: Optional[str], request: LoadRequest, pretrained: bool) -> nn.M
     return _load_family(name, path, request)
 
 
+@contextlib.contextmanager
+def weights_only_torch_load():
+    """Inside the block, every ``torch.load`` call loads with ``weights_only=True`` whatever the caller passes
+    and whatever torch's default (``True`` only from torch 2.6; msparse supports torch >= 2.3).
+
+    ``robustbench.utils.load_model`` calls ``torch.load`` itself, without ``weights_only``: this makes a planted
+    or tampered RobustBench checkpoint fail to unpickle (a :class:`~msparse.errors.ModelLoadError`) instead of
+    running code, under every torch msparse supports. ``torch.load`` is restored on exit, also on errors; the
+    patch is process-wide while the block runs (the loader is not called from several threads).
+    """
+    import torch
+
+    original = torch.load
+
+    def load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
 def _robustbench_names(dataset: str, threat_model: str) -> list[str]:
     from .._compat import robustbench_names
 
@@ -230,7 +254,8 @@ def _robustbench(name: str, request: LoadRequest, pretrained: bool) -> nn.Module
             f"{', '.join(map(str, missing))}. msparse never downloads implicitly: put the file there, or pass "
             f"download=True (needs internet; RobustBench fetches it from Google Drive)")
     try:
-        model = rb.utils.load_model(name, model_dir=str(request.model_dir), dataset=ds, threat_model=tm)
+        with weights_only_torch_load():
+            model = rb.utils.load_model(name, model_dir=str(request.model_dir), dataset=ds, threat_model=tm)
     except Exception as e:   # whatever RobustBench raises, the file is the problem
         for f in missing:  # never leave a half-written download behind
             with contextlib.suppress(FileNotFoundError):
