@@ -12,6 +12,7 @@ catches those keeps working. Anything else that escapes msparse is a bug: the co
     │   ├── UnknownNameError (KeyError)       a name that is not in its table (preset, site, attack, ...)
     │   └── UsageError                        bad command-line input
     ├── StateError (RuntimeError)             the model is not in the state the call needs
+    ├── ClusterError (RuntimeError)           a Dask cluster cannot be used (not installed, unreachable)
     ├── MissingFileError (FileNotFoundError)  a file the call needs does not exist
     │   └── DataError                         requested data is not available here
     ├── RunExistsError (FileExistsError)      a training run already lives in the output folder
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "MsparseError", "InputError", "InputTypeError", "UnknownNameError", "UsageError", "StateError",
-    "MissingFileError", "DataError", "RunExistsError", "ChecksumError", "ModelLoadError", "WeightsChecksumError",
+    "MissingFileError", "DataError", "ClusterError", "RunExistsError", "ChecksumError", "ModelLoadError", "WeightsChecksumError",
     "StoreError", "CorruptRecord",
 ]
 
@@ -55,6 +56,11 @@ class UsageError(InputError):
 class StateError(MsparseError, RuntimeError):
     """The model is not in the state the call needs: α > 0 without statistics, sparsifying a sparsified model,
     a site the forward pass never reaches, a probe forward pass that fails on the declared input size."""
+
+
+class ClusterError(MsparseError, RuntimeError):
+    """A Dask cluster cannot be used: ``distributed`` is not installed, the scheduler cannot be reached, or a
+    worker cannot see the results store."""
 
 
 class MissingFileError(MsparseError, FileNotFoundError):

@@ -136,7 +136,8 @@ def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
           norm: str = "Linf", seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE, n_iter: int = 100,
           n_restarts: int = 1, n_queries: int = 5000, source: nn.Module | None = None, store=None,
           name: str | None = None, data: str | None = None, stats_label: str | None = None,
-          tags: Mapping[str, Any] | None = None, progress: bool | str = True, compare: bool = True) -> Sweep:
+          tags: Mapping[str, Any] | None = None, progress: bool | str = True, compare: bool = True,
+          cluster=None) -> Sweep:
     """Evaluate a grid of configurations, one record per point, each compared with the base model.
 
     Axes (the grid is their product; ``None`` keeps the model's current setting):
@@ -153,6 +154,10 @@ def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     ``transfer:`` attacks are crafted on (default: the model at α = 0). ``stats_label``: the statistics'
     label in the records' meta. ``progress``: True = a bar, ``"lines"`` = one line per point (the book's
     log), False = silent. The model's α, backward, centre and statistics are restored afterwards.
+    ``cluster``: where the points are computed (:mod:`msparse.evaluation.executor`: None = the one set by
+    ``executor.using(...)`` or ``$MSPARSE_CLUSTER``, else this process; ``"local:N"``, a scheduler address,
+    ``"slurm:N"``). On a cluster the missing points are computed by the workers into the store first, then
+    read back here exactly as the in-process sweep reads stored records (``cached`` stays False for them).
     """
     alphas = [float(a) for a in _as_list(alphas, 0.0)]
     eps_l = [float(e) for e in _as_list(eps, 8 / 255)]
@@ -181,36 +186,45 @@ def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     grid = list(itertools.product(stats_l, centres_l, backs_l, list(subsets.items()), alphas, eps_l))
     points, results, paired, paired_clean = [], [], [], []
     base: dict[float, Result] = {}
+
+    def configured():   # sets the model up for each grid point in turn
+        current_stats = object()
+        for st_mode, centre, back, (label, subset), a, e in grid:
+            if st_mode is not None and st_mode != current_stats:
+                calibrate(model, calib_data, mode=st_mode, batch_size=calib_batch_size)
+                current_stats = st_mode
+            if mods:
+                for m in mods:
+                    if centre is not None:
+                        m.centre = centre
+                    if back is not None:
+                        m.set_backward(back)
+                if subset is None:
+                    set_alpha(model, a)
+                else:
+                    set_alpha(model, {s: a for s in subset})
+            pt = {"alpha": a, "eps": e}
+            if len(subsets) > 1 or sites is not None:
+                pt["sites"] = label
+            if st_mode is not None:
+                pt["stats"] = st_mode
+            if centre is not None:
+                pt["centre"] = centre
+            if back is not None:
+                pt["backward"] = back
+            t = {**(tags or {}), **{k: v for k, v in pt.items() if k not in ("alpha", "eps")}}
+            yield st_mode, a, e, pt, t
+
+    computed = _on_cluster(cluster, model, x, y, attack, configured, common, stats_label, tags, compare, mods,
+                           progress)
     bar = progress_bar(len(grid), f"sweep {attack}", progress is True, unit="point")
     try:
         with _preserve_sites(model):
-            current_stats = object()
-            for st_mode, centre, back, (label, subset), a, e in grid:
-                if st_mode is not None and st_mode != current_stats:
-                    calibrate(model, calib_data, mode=st_mode, batch_size=calib_batch_size)
-                    current_stats = st_mode
-                if mods:
-                    for m in mods:
-                        if centre is not None:
-                            m.centre = centre
-                        if back is not None:
-                            m.set_backward(back)
-                    if subset is None:
-                        set_alpha(model, a)
-                    else:
-                        set_alpha(model, {s: a for s in subset})
-                pt = {"alpha": a, "eps": e}
-                if len(subsets) > 1 or sites is not None:
-                    pt["sites"] = label
-                if st_mode is not None:
-                    pt["stats"] = st_mode
-                if centre is not None:
-                    pt["centre"] = centre
-                if back is not None:
-                    pt["backward"] = back
-                t = {**(tags or {}), **{k: v for k, v in pt.items() if k not in ("alpha", "eps")}}
+            for st_mode, a, e, pt, t in configured():
                 t0 = time.perf_counter()
                 r = evaluate(model, x, y, attack, eps=e, stats=st_mode or stats_label, tags=t or None, **common)
+                if r.key in computed:
+                    r.cached = False
                 if progress == "lines":
                     print(f"  α={a:<5g} {attack:<10s} clean {100 * r.clean_acc:5.1f}%  robust "
                           f"{100 * r.robust_acc:5.1f}%  [{100 * r.robust_ci[0]:.1f}, {100 * r.robust_ci[1]:.1f}]  "
@@ -224,6 +238,7 @@ def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                             with base_model(model):
                                 base[e] = evaluate(model, x, y, attack, eps=e, stats=st_mode or stats_label,
                                                    tags=tags, **common)
+                            base[e].cached = base[e].cached and base[e].key not in computed
                     pr, pc = r.compare(base[e]), r.compare(base[e], "clean")
                 points.append(pt)
                 results.append(r)
@@ -235,3 +250,28 @@ def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     finally:
         bar.close()
     return Sweep(points, results, base, paired, paired_clean)
+
+
+def _on_cluster(cluster, model, x, y, attack, configured, common, stats_label, tags, compare, mods,
+                progress) -> set:
+    """The cluster hook: when an executor other than this process is chosen, compute every missing point
+    (and base) of the grid on it first; returns the keys computed there (empty in-process)."""
+    from .executor import Job, get_executor, site_state
+
+    ex = get_executor(cluster)
+    if not ex.distributed:
+        return set()
+    keep = ("eps", "norm", "seed", "batch_size", "n_iter", "n_restarts", "n_queries", "name", "data")
+    kw = {k: v for k, v in common.items() if k in keep}
+    jobs, seen = [], set()
+    with _preserve_sites(model):
+        for st_mode, a, e, pt, t in configured():
+            jobs.append(Job(site_state(model), attack, {**kw, "eps": e, "stats": st_mode or stats_label,
+                                                        "tags": t or None}))
+            if compare and e not in seen:
+                seen.add(e)
+                if not all(float(m.alpha) == 0.0 for m in mods):
+                    with base_model(model):
+                        jobs.append(Job(site_state(model), attack, {**kw, "eps": e, "stats": st_mode or stats_label,
+                                                                    "tags": tags}))
+    return ex.run(model, x, y, jobs, store=common["store"], source=common["source"], progress=progress)
