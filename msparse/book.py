@@ -416,6 +416,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--recompute-other-versions", action="store_true",
                     help="treat stored records computed under another torch minor or pyautoattack version than the "
                          "running ones as missing: recompute (and overwrite) them here")
+    from .evaluation.executor import cluster_arg
+
+    ap.add_argument("--cluster", type=cluster_arg, default=None,
+                    help="compute the pages' missing records on a Dask cluster: local:N, tcp://host:8786 or slurm:N "
+                         "(default in-process; see the README's Scale-out section)")
     ap.add_argument("--list", action="store_true", help="list the notebooks and exit")
     return ap
 
@@ -431,6 +436,10 @@ def run(a: argparse.Namespace) -> int:
         from .evaluation.store import RECOMPUTE_ENV
 
         os.environ[RECOMPUTE_ENV] = "1"  # read by every Store, in this process and in the notebook kernels
+    if getattr(a, "cluster", None):
+        from .evaluation.executor import ENV_VAR
+
+        os.environ[ENV_VAR] = a.cluster   # read by the sweep engine in every kernel
     params = {k: v for k, v in {"device": a.device, "results_dir": a.results_dir, "model": a.model}.items()
               if v is not None}
     report = build_book(profile, a.only, book_dir=Path(a.book_dir) if a.book_dir else None,

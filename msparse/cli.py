@@ -25,6 +25,7 @@ from .core.presets import PRESETS
 from .data import load_data
 from .errors import DataError, MsparseError, UsageError
 from .evaluation.evaluate import DEFAULT_BATCH_SIZE, evaluate
+from .evaluation.executor import cluster_arg
 from .evaluation.statsfile import load_stats, save_stats
 from .evaluation.store import Store, load_records, to_table
 from .evaluation.sweep import sweep
@@ -362,7 +363,7 @@ def cmd_sweep(args) -> int:
                sites=None if args.sites == "all" else args.sites, centres=args.centres,
                stats=args.stats_modes, calib_data=calib, calib_batch_size=args.calib_batch_size,
                backward=args.backward_modes, name=_label(args), data=label,
-               tags={"placement": args.placement},
+               tags={"placement": args.placement}, cluster=_executor_arg(args),
                progress=not args.quiet, **_eval_kwargs(args))
     rows = sw.rows()
     axes = [c for c in ("sites", "stats", "centre", "backward") if any(c in r for r in rows)]
@@ -507,6 +508,29 @@ def _common_attack(p):
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _cluster_options(p, shards: bool = True):
+    g = p.add_argument_group("scale-out (Dask; pip install \"msparse[cluster]\")")
+    g.add_argument("--cluster", type=cluster_arg, default=None,
+                   help="where the points are computed: in-process (default), local:N (N Dask workers here), "
+                        "a scheduler address tcp://host:8786, or slurm:N (dask-jobqueue); default "
+                        "$MSPARSE_CLUSTER. Workers write records into the shared --store")
+    if shards:
+        g.add_argument("--shard-size", type=_positive_int, default=None,
+                       help="split each point into index shards of this many images (rounded down to a "
+                            "multiple of --batch-size), each a record of its own, merged exactly")
+
+
+def _executor_arg(args):
+    """The executor of --cluster/--shard-size (None: the sweep engine's default)."""
+    from .evaluation.executor import Executor, get_executor
+
+    cluster, shard = getattr(args, "cluster", None), getattr(args, "shard_size", None)
+    if cluster is None and shard is None:
+        return None
+    ex = get_executor(cluster)
+    return Executor(ex.spec, shard_size=shard) if shard else ex
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -590,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="statistics modes, e.g. exact,official (recalibrates on --calib-data)")
     g.add_argument("--backward-modes", type=parse_names, help="e.g. exact,identity")
     _common_attack(s)
+    _cluster_options(s)
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("results", help="list, verify or migrate stored records", formatter_class=fmt,

@@ -45,7 +45,7 @@ import torch.nn as nn
 
 from ..errors import ClusterError, InputError, StoreError, UsageError
 
-__all__ = ["Executor", "Job", "get_executor", "using", "parse_cluster", "site_state", "ENV_VAR", "TOKEN_FILE"]
+__all__ = ["Executor", "Job", "get_executor", "using", "parse_cluster", "cluster_arg", "site_state", "ENV_VAR", "TOKEN_FILE"]
 
 #: environment variable read when no cluster is given (the book passes ``--cluster`` to its kernels this way)
 ENV_VAR = "MSPARSE_CLUSTER"
@@ -81,11 +81,22 @@ def parse_cluster(spec: Any) -> str | None:
                      "address such as tcp://host:8786, or 'slurm:N' (dask-jobqueue)")
 
 
+def cluster_arg(text: str) -> str:
+    """``argparse`` type of ``--cluster``: the normalised choice (``"in-process"`` for this process); a bad
+    value is an ``ArgumentTypeError`` (one line, exit 2)."""
+    import argparse
+
+    try:
+        return parse_cluster(text) or "in-process"
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 @contextlib.contextmanager
 def using(cluster):
     """Run every sweep inside the ``with`` block on ``cluster`` (the experiments' functions call the sweep
     engine without a ``cluster=`` argument; this is how they get one)."""
-    tok = _CURRENT.set(parse_cluster(cluster) or "in-process")
+    tok = _CURRENT.set(cluster if isinstance(cluster, Executor) else (parse_cluster(cluster) or "in-process"))
     try:
         yield
     finally:
@@ -93,12 +104,14 @@ def using(cluster):
 
 
 def get_executor(cluster=None) -> "Executor":
-    """The executor for ``cluster``; None = the one set by :func:`using`, else ``$MSPARSE_CLUSTER``, else
-    in-process."""
+    """The executor for ``cluster`` (a choice of :func:`parse_cluster` or an :class:`Executor`); None = the one
+    set by :func:`using`, else ``$MSPARSE_CLUSTER``, else in-process."""
     if cluster is None:
         cluster = _CURRENT.get()
     if cluster is None:
         cluster = os.environ.get(ENV_VAR) or None
+    if isinstance(cluster, Executor):
+        return cluster
     return Executor(parse_cluster(cluster))
 
 
