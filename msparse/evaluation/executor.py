@@ -446,11 +446,13 @@ class Executor:
             threads = self.threads
             if threads is None and isinstance(self.spec, str) and self.spec.startswith("local:"):
                 threads = max(1, (os.cpu_count() or 1) // int(self.spec.split(":")[1]))
+            # the model and images go into the graph as tasks with literal inputs (not scattered data): a
+            # worker that dies holding them is recomputed from the scheduler's copy, never "lost"
             ship = (lambda m: _Shipped(m if device == "cpu" else _cpu_copy(m)))
-            fm = client.scatter(ship(model), broadcast=True, hash=False)
-            fs = client.scatter(ship(source), broadcast=True, hash=False) if source is not None else None
-            fx = client.scatter(x.cpu(), broadcast=True, hash=False)
-            fy = client.scatter(y.cpu(), broadcast=True, hash=False)
+            put = (lambda v, what: client.submit(_identity, v, pure=False, key=f"msparse-{what}-{uuid.uuid4().hex}"))
+            fm = put(ship(model), "model")
+            fs = put(ship(source), "source") if source is not None else None
+            fx, fy = put(x.cpu(), "images"), put(y.cpu(), "labels")
             res = {"GPU": 1} if device.startswith("cuda") else None
             futures = {}
             for k, t in enumerate(tasks):
@@ -467,6 +469,10 @@ class Executor:
         finally:
             self.stats = bar.summary()
             bar.close()
+
+
+def _identity(v):
+    return v
 
 
 def _cpu_copy(m: nn.Module) -> nn.Module:
