@@ -101,3 +101,61 @@ def test_blocked_fractions_and_blank_detection():
 
     empty = plt.figure(figsize=(2, 2))
     assert plots.is_blank_png(plots.to_png(empty))
+
+
+def test_panels_lay_out_rows_of_two_within_the_book_width():
+    fig, axes = plots.panels(5)
+    assert len(axes) == 5 and len(fig.axes) == 5
+    w, h = fig.get_size_inches()
+    assert plots.MIN_WIDTH_IN <= w <= plots.MAX_WIDTH_IN and h == pytest.approx(3 * 3.6)
+
+
+def test_readable_clamps_the_width_and_raises_small_text():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(13, 4))
+    ax.text(0, 0, "tiny", fontsize=5)
+    ax.set_title("title", fontsize=12)
+    plots.readable(fig)
+    assert fig.get_size_inches()[0] == pytest.approx(plots.MAX_WIDTH_IN)
+    assert fig.get_size_inches()[1] == pytest.approx(4 * plots.MAX_WIDTH_IN / 13)
+    assert min(plots.text_sizes(fig)) >= plots.MIN_FONT_PT and ax.title.get_fontsize() == 12
+    small, _ = plt.subplots(figsize=(3, 2))
+    assert plots.readable(small).get_size_inches()[0] == pytest.approx(plots.MIN_WIDTH_IN)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: plots.alpha_sweep([{"alpha": a, "clean": 80 - a, "robust": 40 + a, "clean_lo": 70, "clean_hi": 90,
+                                "robust_lo": 30, "robust_hi": 50} for a in (0, 0.1, 0.2)],
+                              reference={"clean (paper)": {0: 85, 0.2: 84}, "apgd (paper)": {0: 49, 0.2: 51}}),
+    lambda: plots.bars(["clean", "apgd", "bpda"], {"base": [80, 40, 39], "ours": [79, 43, 38]},
+                       errors={"base": [(75, 85), (35, 45), (34, 44)]}),
+    lambda: plots.figure2_schematic(),
+    lambda: plots.figure1(np.random.default_rng(0).normal(0, 1, 500), 0.0, 1.0, 0.3,
+                          np.random.default_rng(1).normal(0, 1, (8, 8)), np.zeros((8, 8))),
+])
+def test_figures_fit_the_book_column_with_readable_text(make):
+    fig = make()
+    w = fig.get_size_inches()[0]
+    assert plots.MIN_WIDTH_IN <= w <= plots.MAX_WIDTH_IN, w
+    assert min(plots.text_sizes(fig)) >= plots.MIN_FONT_PT
+
+
+def test_legends_sit_below_the_axes_not_over_the_reference_lines():
+    fig = plots.alpha_sweep([{"alpha": a, "clean": 80, "robust": 40, "clean_lo": 75, "clean_hi": 85,
+                              "robust_lo": 35, "robust_hi": 45} for a in (0, 0.5)],
+                            reference={"clean (paper)": {0: 85, 0.5: 84}})
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    leg = ax.get_legend().get_window_extent()
+    assert leg.y1 <= ax.get_window_extent().y0, "the legend overlaps the axes"
+
+
+def test_several_sweeps_on_one_axes_get_their_own_colour_and_marker():
+    rows = [{"alpha": a, "robust": 40 + a, "robust_lo": 35, "robust_hi": 45} for a in (0, 0.5)]
+    fig = plots.alpha_sweep(rows, metrics=("robust",), colors=["#2ca02c"], markers=["^"], labels={"robust": "TRADES"})
+    plots.alpha_sweep(rows, ax=fig.axes[0], metrics=("robust",), colors=["#9467bd"], markers=["D"],
+                      labels={"robust": "ANCRA"})
+    lines = {l.get_label(): l for l in fig.axes[0].lines}
+    assert lines["TRADES"].get_marker() != lines["ANCRA"].get_marker()
+    assert lines["TRADES"].get_color() != lines["ANCRA"].get_color()

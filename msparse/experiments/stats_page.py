@@ -147,11 +147,9 @@ def accuracy_table(res: Statistics):
 
 def size_figure(res: Statistics):
     """σ error (left) and clean accuracy at α (right) against the number of training images."""
-    import matplotlib.pyplot as plt
-
     from ..report import plots
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    fig, axes = plots.panels(2, height=3.8)
     plots.curves([{"x": list(res.err), "y": [100 * v for v in res.err.values()],
                    "label": "median |σ/σ_ref − 1| over sites"}], ax=axes[0],
                  xlabel="training images", ylabel="%",

@@ -142,18 +142,18 @@ def bpda_caption(res: Table2) -> str:
 
 def figure(res: Table2):
     """One panel per activation: ours (95% bands) beside the paper's clean and APGD curves for that activation."""
-    import matplotlib.pyplot as plt
-
     from ..report import paper, plots
 
     ref = paper.table("table2")
-    fig, axes = plt.subplots(1, len(res.rows), figsize=(5.5 * len(res.rows), 3.8), layout="constrained",
-                             squeeze=False)
-    for ax, (name, r) in zip(axes[0], res.rows.items()):
+    fig, axes = plots.panels(len(res.rows), height=3.9)
+    for ax, (name, r) in zip(axes, res.rows.items()):
         act = res.label(name)
         plots.alpha_sweep(r, ax=ax, title=f"{name} ({act})", labels={"robust": f"{res.attack} (ours)"},
                           reference={f"{act} {k} (paper)": ref.column(f"{act}/{k}") for k in ("clean", "apgd")}
                           if act in ACTIVATIONS.values() else None)
+        if res.bpda.get(name):   # the adaptive attack beside the direct one, where its records exist
+            plots.alpha_sweep(res.bpda[name], ax=ax, metrics=("robust",), colors=["#9467bd"], markers=["v"],
+                              labels={"robust": f"BPDA {res.attack} (ours)"})
     return fig
 
 

@@ -76,12 +76,10 @@ def caption(res: Table3, norm: str) -> str:
 
 def figure(res: Table3):
     """L∞ (clean and robust) and L2 (robust) panels, ours (95% bands) beside the paper's columns."""
-    import matplotlib.pyplot as plt
-
     from ..report import paper, plots
 
     ref = paper.table("table3")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    fig, axes = plots.panels(2, height=4.2)
     plots.alpha_sweep(res.linf, ax=axes[0], title=f"L∞ {255 * res.eps:.0f}/255",
                       reference={"clean (paper)": ref.column("clean"), "APGD L∞ (paper)": ref.column("apgd-linf")})
     plots.alpha_sweep(res.l2, ax=axes[1], title=f"L2 {255 * res.eps_l2:.0f}/255", metrics=("robust",),

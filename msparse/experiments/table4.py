@@ -141,25 +141,27 @@ def ancra_caption(res: Table4) -> str:
 
 
 def figure(res: Table4):
-    """PGD-AT (ours, 95% bands, beside the paper's PGD-AT columns) and the other training methods (ours, robust)
-    beside the paper's TRADES columns."""
-    import matplotlib.pyplot as plt
-
+    """PGD-AT (ours, 95% bands, beside the paper's PGD-AT columns), and the other training methods' robust accuracy
+    (ours, one colour and marker each; ANCRA as the worst case over its direct and gate attacks, not the masked
+    direct number) beside the paper's TRADES columns."""
     from ..report import paper, plots
 
     ref = paper.table("table4")
     first = next(iter(res.rows))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    fig, axes = plots.panels(2, height=4.6)
     plots.alpha_sweep(res.rows[first], ax=axes[0], title=first,
                       reference={"PGD-AT clean (paper)": ref.column("PGD-AT/clean"),
                                  "PGD-AT APGD (paper)": ref.column("PGD-AT/apgd")})
-    for name, r in list(res.rows.items())[1:]:
-        plots.alpha_sweep(r, ax=axes[1], title="other training methods (ours)", metrics=("robust",),
-                          labels={"robust": name})
+    colors, markers = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2"], ["^", "D", "v", "P"]
+    for i, (name, r) in enumerate(list(res.rows.items())[1:]):
+        worst = res.worst if name == getattr(res, "ancra_label", None) and res.worst else None
+        plots.alpha_sweep(worst or r, ax=axes[1], metrics=("robust",), colors=[colors[i % 4]],
+                          markers=[markers[i % 4]],
+                          labels={"robust": f"{name}: worst case of direct + gate attacks" if worst else name})
     plots.curves([{"x": ref.index_values(), "y": list(ref.column("TRADES/apgd").values()),
-                   "label": "TRADES APGD (paper)", "ref": True},
+                   "label": "TRADES APGD (paper)", "ref": True, "color": "#ff7f0e", "marker": "s"},
                   {"x": ref.index_values(), "y": list(ref.column("TRADES/clean").values()),
-                   "label": "TRADES clean (paper)", "ref": True}],
+                   "label": "TRADES clean (paper)", "ref": True, "color": "#7f7f7f", "marker": "o"}],
                  ax=axes[1], title="TRADES (paper) and our other models")
     return fig
 

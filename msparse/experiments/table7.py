@@ -88,12 +88,10 @@ def _reference_column(kind: str, alpha: float):
 
 def figure(res: Table7):
     """Robust accuracy against the site index, single (left) and cumulative (right), beside the paper's."""
-    import matplotlib.pyplot as plt
-
     from ..report import plots
 
     alphas = sorted({a for _, a in res.by_kind})
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), layout="constrained")
+    fig, axes = plots.panels(2, ncols=1, height=3.8)
     for ax, kind in zip(axes, KINDS):
         refs = {f"{kind} α={a:g} (paper)": _reference_column(kind, a) for a in alphas}
         plots.site_profile({f"{kind} α={a:g}": res.by_kind[(kind, a)] for a in alphas}, ax=ax, title=kind,

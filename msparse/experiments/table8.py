@@ -69,11 +69,9 @@ def _reference(group: str, label=lambda k: f"{k} (paper)") -> dict:
 
 def figure(res: Table8):
     """One panel per site group: our clean and robust accuracy against α beside the paper's."""
-    import matplotlib.pyplot as plt
-
     from ..report import plots
 
-    fig, axes = plt.subplots(1, len(res.by_group), figsize=(5.2 * len(res.by_group), 3.8), layout="constrained")
+    fig, axes = plots.panels(len(res.by_group), height=4.2)
     for ax, (g, r) in zip(axes, res.by_group.items()):
         plots.alpha_sweep(r, ax=ax, title=f"{g}: sites {res.groups[g]}",
                           reference=_reference(g, lambda k, g=g: f"{g} {k} (paper)"))

@@ -2,8 +2,13 @@
 
 Conventions: accuracies are plotted in percent; our measurements are solid lines/bars with 95% Wilson
 intervals (shaded bands or error bars); published reference values are hollow markers on dashed lines,
-labelled "(paper)" or "(RobustBench)" — never styled like our own numbers. Every function takes an
-optional ``ax`` and returns the matplotlib Figure.
+labelled "(paper)" or "(RobustBench)" — never styled like our own numbers. Legends sit below the axes, never
+over the data or the reference lines. Every function takes an optional ``ax`` and returns the matplotlib Figure.
+
+Readable in the book: the article column is 688 CSS px wide at a 1280 px window, so a figure is at most
+:data:`MAX_WIDTH_IN` inches wide (its :data:`MIN_FONT_PT` text then renders at >= 9 px) and at least
+:data:`MIN_WIDTH_IN` (>= 600 px at 100 dpi); :func:`panels` lays several panels out in rows of at most two,
+:func:`readable` enforces both on any figure (tests/test_browser.py checks the rendered pages).
 """
 
 from __future__ import annotations
@@ -17,8 +22,17 @@ import numpy as np
 
 __all__ = ["style", "operator_curve", "channel_histogram", "feature_map", "histograms_before_after", "figure1",
            "figure2_schematic", "curves", "alpha_sweep", "eps_curves", "bars", "site_profile", "blocked_fractions",
-           "to_png", "is_blank_png", "OURS", "REF"]
+           "to_png", "is_blank_png", "OURS", "REF", "MIN_FONT_PT", "MAX_WIDTH_IN", "MIN_WIDTH_IN", "MARKERS",
+           "panels", "readable", "legend_below", "text_sizes"]
 
+#: the smallest font any figure uses (legends, annotations, ticks), in points; the book checks it renders >= 9 px
+MIN_FONT_PT = 9
+#: widest figure, in inches: a 688 px column shows 9.5 in at 72.4 px/in, so 9 pt text stays >= 9 px
+MAX_WIDTH_IN = 9.5
+#: narrowest figure, in inches (600 px at the book's 100 dpi)
+MIN_WIDTH_IN = 6.2
+#: one marker per series, so lines stay apart in grey-scale and where colours are close
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 OURS = dict(lw=2.0, marker="o", ms=4)
 REF = dict(lw=1.2, ls="--", marker="s", ms=4, mfc="none")
 _C = {"blue": "#1f77b4", "orange": "#ff7f0e", "green": "#2ca02c", "red": "#d62728", "purple": "#9467bd",
@@ -36,13 +50,60 @@ def style() -> None:
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook", font_scale=0.95)
-    matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "axes.titlesize": 11})
+    matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "axes.titlesize": 11,
+                                "legend.fontsize": MIN_FONT_PT, "xtick.labelsize": MIN_FONT_PT + 1,
+                                "ytick.labelsize": MIN_FONT_PT + 1})
 
 
-def _ax(ax, figsize=(5, 3.5)):
+def _ax(ax, figsize=(7, 4)):
     if ax is None:
         fig, ax = _plt().subplots(figsize=figsize, layout="constrained")
     return ax.figure, ax
+
+
+def panels(n: int, ncols: int = 2, height: float = 3.6, width: float = 9.0, **kw):
+    """A figure of ``n`` panels in rows of at most ``ncols``, ``width`` inches wide (<= :data:`MAX_WIDTH_IN`),
+    ``height`` inches per row; unused cells are removed. Returns (figure, flat list of ``n`` axes)."""
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig, axes = _plt().subplots(nrows, ncols, figsize=(min(width, MAX_WIDTH_IN), height * nrows),
+                                layout="constrained", squeeze=False, **kw)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.remove()
+    return fig, flat[:n]
+
+
+def legend_below(ax, ncols: int = 2, **kw):
+    """The axes' legend below its x label (outside the axes: it never covers data or reference lines); no-op
+    without labelled artists."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return None
+    return ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=ncols,
+                     fontsize=MIN_FONT_PT, frameon=False, **kw)
+
+
+def text_sizes(fig) -> list[float]:
+    """Font sizes (points) of every visible, non-empty text in ``fig`` (titles, labels, ticks, legends)."""
+    from matplotlib.text import Text
+
+    return [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+def readable(fig, max_width: float = MAX_WIDTH_IN, min_width: float = MIN_WIDTH_IN):
+    """Make ``fig`` readable in the book: every text at least :data:`MIN_FONT_PT`, the width clamped to
+    [``min_width``, ``max_width``] inches (height scaled alike when narrowed). Returns ``fig``."""
+    from matplotlib.text import Text
+
+    for t in fig.findobj(Text):
+        if t.get_fontsize() < MIN_FONT_PT:
+            t.set_fontsize(MIN_FONT_PT)
+    w, h = fig.get_size_inches()
+    target = min(max(w, min_width), max_width)
+    if target != w:
+        fig.set_size_inches(target, h * target / w if w > max_width else h)
+    return fig
 
 
 def _np(v) -> np.ndarray:
@@ -69,7 +130,7 @@ def operator_curve(mu: float, sigma: float, alpha: float, ax=None, span: float =
     ax.set_xlabel("input feature value")
     ax.set_ylabel("output feature value")
     ax.set_title(title or "operator on this channel")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=MIN_FONT_PT)
     return fig
 
 
@@ -88,7 +149,7 @@ def channel_histogram(values, mu: float, sigma: float, alpha: float | None = Non
     ax.set_xlabel("feature value")
     ax.set_ylabel("density")
     ax.set_title(title or "channel histogram")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=MIN_FONT_PT)
     return fig
 
 
@@ -116,7 +177,7 @@ def histograms_before_after(before, after, mu: float, ax=None, bins: int = 60, t
     ax.set_xlabel("feature value")
     ax.set_ylabel("count")
     ax.set_title(title or "this image: before / after")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=MIN_FONT_PT)
     return fig
 
 
@@ -125,18 +186,18 @@ def figure1(train_values, mu: float, sigma: float, alpha: float, fmap_before, fm
     """Paper Fig. 1 on a real channel: histogram with μ/σ, the operator curve, one image's feature map
     before/after, and its histograms before/after."""
     plt = _plt()
-    fig = plt.figure(figsize=(13, 6.2), layout="constrained")
-    gs = fig.add_gridspec(2, 3)
+    fig = plt.figure(figsize=(9, 10.5), layout="constrained")
+    gs = fig.add_gridspec(3, 2)
     where = f"{site}, channel {channel}" if site else ""
     channel_histogram(train_values, mu, sigma, alpha, ax=fig.add_subplot(gs[0, 0]),
                       title=f"training-set histogram\n{where}")
     operator_curve(mu, sigma, alpha, ax=fig.add_subplot(gs[0, 1]))
-    histograms_before_after(fmap_before, fmap_after, mu, ax=fig.add_subplot(gs[0, 2]))
+    histograms_before_after(fmap_before, fmap_after, mu, ax=fig.add_subplot(gs[1, 0]))
     b, a = _np(fmap_before), _np(fmap_after)
     vmin, vmax = float(min(b.min(), a.min())), float(max(b.max(), a.max()))
-    feature_map(b, ax=fig.add_subplot(gs[1, 0]), title="feature map before", vmin=vmin, vmax=vmax)
-    feature_map(a, ax=fig.add_subplot(gs[1, 1]), title=f"feature map after (α={alpha:g})", vmin=vmin, vmax=vmax)
-    ax = fig.add_subplot(gs[1, 2])
+    feature_map(b, ax=fig.add_subplot(gs[2, 0]), title="feature map before", vmin=vmin, vmax=vmax)
+    feature_map(a, ax=fig.add_subplot(gs[2, 1]), title=f"feature map after (α={alpha:g})", vmin=vmin, vmax=vmax)
+    ax = fig.add_subplot(gs[1, 1])
     blocked = np.abs(b - mu) < alpha * sigma
     ax.imshow(blocked, cmap="gray_r", vmin=0, vmax=1)
     ax.set_xticks([])
@@ -152,7 +213,7 @@ def figure2_schematic(ax=None, seed: int = 0):
     fig, ax = _ax(ax, figsize=(9, 3.2)) if ax is not None else (None, None)
     plt = _plt()
     if fig is None:
-        fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), layout="constrained")
+        fig, axes = plt.subplots(1, 3, figsize=(9, 3.4), layout="constrained")
     else:  # pragma: no cover - a single axis was given: draw only the first panel
         axes = [ax]
     rng = np.random.default_rng(seed)
@@ -167,7 +228,7 @@ def figure2_schematic(ax=None, seed: int = 0):
         axi.axvline(m, color=_C["red"], ls="--", lw=1.2, label=lab)
         axi.set_title(title, fontsize=10)
         axi.set_yticks([])
-        axi.legend(fontsize=8)
+        axi.legend(fontsize=MIN_FONT_PT)
     if len(axes) == 3:
         axes[2].axvspan(-0.35 * sd, 0.35 * sd, color=_C["band"], alpha=0.35, lw=0)
         fig.suptitle("MeanSparse = ℓ0-proximal step on the mean-centred feature (schematic, synthetic data)",
@@ -180,13 +241,15 @@ def figure2_schematic(ax=None, seed: int = 0):
 def curves(series: Sequence[Mapping], ax=None, xlabel: str = "α", ylabel: str = "accuracy (%)", title: str = "",
            legend: bool = True):
     """Plot several series. Each is a mapping with ``x``, ``y`` and optionally ``lo``/``hi`` (95% band),
-    ``label``, ``ref`` (True: a published reference value, dashed hollow markers), ``color``."""
+    ``label``, ``ref`` (True: a published reference value, dashed hollow markers), ``color``, ``marker``,
+    ``ls`` (line style). The legend goes below the axes."""
     fig, ax = _ax(ax)
     for s in series:
         x, y = _np(s["x"]), _np(s["y"])
         kw = dict(REF if s.get("ref") else OURS)
-        if s.get("color"):
-            kw["color"] = s["color"]
+        for k in ("color", "marker", "ls"):
+            if s.get(k):
+                kw[k] = s[k]
         line, = ax.plot(x, y, label=s.get("label"), **kw)
         if s.get("lo") is not None and s.get("hi") is not None:
             ax.fill_between(x, _np(s["lo"]), _np(s["hi"]), color=line.get_color(), alpha=0.18, lw=0)
@@ -195,7 +258,7 @@ def curves(series: Sequence[Mapping], ax=None, xlabel: str = "α", ylabel: str =
     if title:
         ax.set_title(title)
     if legend:
-        ax.legend(fontsize=8)
+        legend_below(ax)
     return fig
 
 
@@ -208,23 +271,28 @@ def _col(rows, name):
 
 def alpha_sweep(rows, reference: Mapping[str, Mapping] | None = None, ax=None, x: str = "alpha",
                 metrics: Sequence[str] = ("clean", "robust"), labels: Mapping[str, str] | None = None,
-                title: str = "", xlabel: str = "α"):
+                title: str = "", xlabel: str = "α", colors: Sequence[str] | None = None,
+                markers: Sequence[str] | None = None, ls: str | None = None, legend: bool = True):
     """Our clean/robust accuracy (in %, with ``<metric>_lo``/``_hi`` 95% bands) against ``x``; optional
-    ``reference`` = {label: {x value: value in %}} drawn as dashed reference lines."""
+    ``reference`` = {label: {x value: value in %}} drawn as dashed reference lines. ``colors``/``markers`` (one
+    per metric) and ``ls`` tell several sweeps drawn on one axes apart."""
     labels = dict(labels or {})
-    colors = [_C["blue"], _C["red"], _C["green"], _C["purple"]]
+    colors = list(colors or [_C["blue"], _C["red"], _C["green"], _C["purple"]])
+    marks = list(markers or MARKERS)
     series = []
     for i, m in enumerate(metrics):
         y = _col(rows, m)
         if y is None:
             continue
         series.append({"x": _col(rows, x), "y": y, "lo": _col(rows, f"{m}_lo"), "hi": _col(rows, f"{m}_hi"),
-                       "label": labels.get(m, f"{m} (ours)"), "color": colors[i % len(colors)]})
+                       "label": labels.get(m, f"{m} (ours)"), "color": colors[i % len(colors)],
+                       "marker": marks[i % len(marks)], "ls": ls})
     for j, (lab, vals) in enumerate((reference or {}).items()):
         xs = sorted(vals)
         series.append({"x": xs, "y": [vals[k] for k in xs], "label": lab, "ref": True,
-                       "color": [_C["grey"], _C["orange"], _C["purple"], _C["green"]][j % 4]})
-    return curves(series, ax=ax, xlabel=xlabel, title=title)
+                       "color": [_C["grey"], _C["orange"], _C["purple"], _C["green"]][j % 4],
+                       "marker": MARKERS[(j + 4) % len(MARKERS)]})
+    return curves(series, ax=ax, xlabel=xlabel, title=title, legend=legend)
 
 
 def eps_curves(rows_by_label: Mapping[str, object], reference: Mapping[str, Mapping] | None = None, ax=None,
@@ -234,10 +302,12 @@ def eps_curves(rows_by_label: Mapping[str, object], reference: Mapping[str, Mapp
     series = []
     for i, (lab, rows) in enumerate(rows_by_label.items()):
         series.append({"x": _col(rows, x), "y": _col(rows, "robust"), "lo": _col(rows, "robust_lo"),
-                       "hi": _col(rows, "robust_hi"), "label": f"{lab} (ours)", "color": colors[i % 4]})
+                       "hi": _col(rows, "robust_hi"), "label": f"{lab} (ours)", "color": colors[i % 4],
+                       "marker": MARKERS[i % len(MARKERS)]})
     for i, (lab, vals) in enumerate((reference or {}).items()):
         xs = sorted(vals)
-        series.append({"x": xs, "y": [vals[k] for k in xs], "label": lab, "ref": True, "color": colors[i % 4]})
+        series.append({"x": xs, "y": [vals[k] for k in xs], "label": lab, "ref": True, "color": colors[i % 4],
+                       "marker": MARKERS[(i + 4) % len(MARKERS)]})
     return curves(series, ax=ax, xlabel="ε (×1/255)", title=title)
 
 
@@ -246,7 +316,7 @@ def bars(groups: Sequence[str], bars_: Mapping[str, Sequence], ax=None, errors: 
          ylim=None):
     """Grouped bars: ``bars_`` = {bar label: one value per group}; ``errors`` = {label: [(lo, hi), ...]} (95%)
     drawn as error bars; labels in ``ref`` are published reference values (hatched, hollow)."""
-    fig, ax = _ax(ax, figsize=(max(5, 1.6 * len(groups) + 2), 3.8))
+    fig, ax = _ax(ax, figsize=(min(MAX_WIDTH_IN, max(MIN_WIDTH_IN + 0.3, 1.6 * len(groups) + 2)), 4))
     k = len(bars_)
     w = 0.8 / max(k, 1)
     xs = np.arange(len(groups))
@@ -265,14 +335,14 @@ def bars(groups: Sequence[str], bars_: Mapping[str, Sequence], ax=None, errors: 
         if annotate:
             for p, val in zip(pos, v):
                 if np.isfinite(val):
-                    ax.text(p, val, f"{val:.1f}", ha="center", va="bottom", fontsize=7)
+                    ax.text(p, val, f"{val:.1f}", ha="center", va="bottom", fontsize=MIN_FONT_PT)
     ax.set_xticks(xs, groups)
     ax.set_ylabel(ylabel)
     if ylim:
         ax.set_ylim(*ylim)
     if title:
         ax.set_title(title)
-    ax.legend(fontsize=8, ncols=min(k, 3))
+    legend_below(ax, ncols=min(k, 3))
     return fig
 
 
@@ -283,16 +353,18 @@ def site_profile(rows_by_label: Mapping[str, object], reference: Mapping[str, Ma
     series = []
     for i, (lab, rows) in enumerate(rows_by_label.items()):
         series.append({"x": _col(rows, "site"), "y": _col(rows, metric), "lo": _col(rows, f"{metric}_lo"),
-                       "hi": _col(rows, f"{metric}_hi"), "label": f"{lab} (ours)", "color": colors[i % 4]})
+                       "hi": _col(rows, f"{metric}_hi"), "label": f"{lab} (ours)", "color": colors[i % 4],
+                       "marker": MARKERS[i % len(MARKERS)]})
     for i, (lab, vals) in enumerate((reference or {}).items()):
         xs = sorted(vals)
-        series.append({"x": xs, "y": [vals[k] for k in xs], "label": lab, "ref": True, "color": colors[i % 4]})
+        series.append({"x": xs, "y": [vals[k] for k in xs], "label": lab, "ref": True, "color": colors[i % 4],
+                       "marker": MARKERS[(i + 4) % len(MARKERS)]})
     return curves(series, ax=ax, xlabel="site index (0 = stem, odd = main path, even = after add)", title=title)
 
 
 def blocked_fractions(fractions: Mapping[str, float], ax=None, title: str = "blocked activations per site"):
     """Bar chart of the fraction of entries inside the band at each site (in %)."""
-    fig, ax = _ax(ax, figsize=(7, 3))
+    fig, ax = _ax(ax, figsize=(7, 3.2))
     names = list(fractions)
     ax.bar(range(len(names)), [100 * fractions[n] for n in names], color=_C["blue"])
     ax.set_xticks(range(len(names)), [str(i) for i in range(len(names))])
