@@ -119,3 +119,10 @@ def test_table5(no_compute, rows_match_records):
         t = table5.table(res, c)
         _sweep_table(t)
         assert [c2 for c2 in t.columns if "(paper)" in c2] == [f"{c} clean (paper)", f"{c} apgd (paper)"]
+    # the page's verdict is the paper's reading of Table 5 (the channel mean keeps clean accuracy best at α = 0.4),
+    # a paired comparison of the mean centre against each other centre, not "robust accuracy rises with α"
+    _verdict(res.verdict)
+    assert "keeps clean accuracy best" in res.verdict and "α = 0.4" in res.verdict
+    assert "mean vs zero: clean" in res.verdict and "mean vs global: clean" in res.verdict
+    at = {c: next(r for r in rows if r["alpha"] == table5.BEST_ALPHA) for c, rows in res.rows.items()}
+    assert f"clean {at['zero']['clean']:.1f}% → {at['mean']['clean']:.1f}%" in res.verdict

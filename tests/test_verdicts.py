@@ -10,6 +10,7 @@ import pytest
 
 from msparse.evaluation.significance import mcnemar
 from msparse.report import verdicts as V
+from msparse.errors import InputError
 
 
 def table(both, gained, lost, neither):
@@ -375,3 +376,47 @@ def test_alpha_verdict_reports_the_rule_not_not_yet_run_here():
     assert V.alpha_verdict(s, rows(*table(78, 20, 2, 100)), "M", 0.35).startswith("**Verdict: reproduced** — ")
     rnd = SimpleNamespace(is_random=True, model_name="random:resnet18-gelu-w16")
     assert V.alpha_verdict(rnd, [], "M", 0.35).startswith("**Verdict: not evaluated here** — ")
+
+
+# ------------------------------------------------------------------------------------------------
+# Table 5: which centre is best; verdicts that depend on n
+def _flags_with(k_right: int, n: int) -> str:
+    return "1" * k_right + "0" * (n - k_right)
+
+
+def test_best_of_needs_a_significant_win_over_every_other_configuration():
+    from msparse.report.verdicts import best_of
+
+    n = 200
+    best, weak = _flags_with(150, n), _flags_with(100, n)     # 50 images only the best gets right: p << 0.05
+    v = best_of({"mean": best, "zero": weak, "global": weak}, "mean")
+    assert v.status == "reproduced" and "mean vs zero" in v.detail and "mean vs global" in v.detail
+    v = best_of({"mean": best, "zero": weak, "global": _flags_with(148, n)}, "mean")
+    assert v.status == "inconclusive" and "global" in v.detail and "not a confirmation" in v.detail
+    assert "this n detects differences of about" in v.detail
+    v = best_of({"mean": weak, "zero": best}, "mean")
+    assert v.status == "not reproduced" and "significantly lower than zero" in v.detail
+    assert best_of({"mean": "1" * 10, "zero": "0" * 10}, "mean").status == "too few images"
+    with pytest.raises(InputError):
+        best_of({"zero": best}, "mean")
+
+
+def test_prefix_verdicts_and_the_fragility_note_say_when_a_verdict_depends_on_n():
+    from msparse.report.verdicts import fragility_note, gain_claim, prefix_verdicts
+
+    # the first 100 images: 20 gained, 0 lost (significant); images 101-200: 0 gained, 20 lost (cancels out)
+    base = "0" * 20 + "1" * 80 + "1" * 20 + "0" * 80
+    new = "1" * 20 + "1" * 80 + "0" * 20 + "0" * 80
+    clean = "1" * 200
+    vs = prefix_verdicts(gain_claim, base, new, [100, 200], clean_base=clean, clean_new=clean)
+    assert vs[100].status == "reproduced" and vs[100].n == 100
+    assert vs[200].status != "reproduced" and vs[200].n == 200
+    note = fragility_note(vs)
+    assert note.startswith("**Fragile:**") and "reproduced at n = 100" in note and f"{vs[200].status} at n = 200" in note
+    assert "not established" in note and "n = 200 detects about" in note
+    same = prefix_verdicts(gain_claim, base[:100], new[:100], [50, 100], clean_base=clean[:100], clean_new=clean[:100])
+    assert {v.status for v in same.values()} == {"reproduced"} and fragility_note(same) == ""
+    with pytest.raises(InputError):
+        prefix_verdicts(gain_claim, base, new, [300])
+    with pytest.raises(InputError):
+        prefix_verdicts(gain_claim, base, new, [100], clean_base=90.0, clean_new=clean)

@@ -43,7 +43,7 @@ __all__ = ["verdict", "trend", "gain_verdict", "claim_check", "alpha_verdict", "
            "DEFAULT_DISCORDANT_RATE", "ROBUST_CEILING_PP", "SIGMA_RATIO_TOL", "GAIN_CLAIM", "NO_BETTER_CLAIM",
            "Verdict", "PairedDifference", "paired_difference", "paired_interval", "min_detectable_difference",
            "required_n", "gain_claim", "no_better_than_base", "gain_grows", "robust_below", "sigma_ratio_check",
-           "not_evaluated"]
+           "not_evaluated", "best_of", "BEST_CENTRE_CLAIM", "prefix_verdicts", "fragility_note"]
 
 #: the five statuses a verdict can have, in the words the book prints
 STATUSES: tuple[str, ...] = ("reproduced", "not reproduced", "inconclusive", "too few images", "not evaluated here")
@@ -617,6 +617,67 @@ def sigma_ratio_check(ratio_mixed: float, ratio_sorted: float, *, tol: float = S
 # ================================================================================================
 # page sentences: the verdict line of a page, worded from the rules above (rows: display rows in percent)
 # ================================================================================================
+BEST_CENTRE_CLAIM = ("the paper's reading of Table 5 (centring the band at the channel mean μ_ch keeps clean "
+                     "accuracy best: higher than the zero and the global-mean centre at the same α)")
+
+
+def best_of(flags: Mapping[str, object], best: str, *, claim: str = BEST_CENTRE_CLAIM, what: str = "clean") -> Verdict:
+    """The claim "``best`` scores higher than every other configuration" on per-image flags [N] of each
+    configuration (``flags`` = {name: flags}, the same images), by one paired comparison ``best`` − other each.
+
+    Rules, in order: n < :data:`MIN_N` → "too few images"; ``best`` significantly *lower* than any other (exact
+    McNemar p < :data:`ALPHA_TEST`) → "not reproduced"; significantly higher than every other → "reproduced";
+    otherwise "inconclusive" — a non-significant difference never confirms the ranking — with the difference
+    this n detects (the largest of the comparisons that were not significant)."""
+    if best not in flags or len(flags) < 2:
+        raise InputError(f"best_of: need {best!r} and at least one other configuration, got {sorted(flags)}")
+    diffs = {name: paired_difference(f, flags[best]) for name, f in flags.items() if name != best}
+    n = next(iter(diffs.values())).n
+    text = "; ".join(f"{best} vs {name}: " + d.describe(what) for name, d in diffs.items())
+    if n < MIN_N:
+        return _too_few(claim, n, text)
+    worse = [name for name, d in diffs.items() if d.significant and d.delta < 0]
+    if worse:
+        return Verdict("not reproduced", claim, text + f" — {best} is significantly lower than {', '.join(worse)} "
+                       f"(p < {ALPHA_TEST:g})", n=n)
+    open_ = {name: d for name, d in diffs.items() if not (d.significant and d.delta > 0)}
+    if not open_:
+        return Verdict("reproduced", claim, text + f" — {best} is significantly higher than every other "
+                       f"(p < {ALPHA_TEST:g})", n=n)
+    mde = max(d.mde_pp() for d in open_.values())
+    return Verdict("inconclusive", claim, text + f" — not significant against {', '.join(open_)} (not a "
+                   "confirmation); " + _inconclusive_text(n, mde), n=n)
+
+
+def prefix_verdicts(rule, base, new, ns: Sequence[int], **kw) -> dict[int, Verdict]:
+    """``rule(base[:k], new[:k], **kw)`` for each k in ``ns``: the same claim on the first k images (nested
+    subsets of the page's images, so no new evaluation), to see whether the verdict depends on n. ``base``/``new``
+    are flag vectors [N]; ``clean_base``/``clean_new``, when flag vectors, are cut alike (percentages cannot be)."""
+    b, c = _pair(base, new)
+    for key in ("clean_base", "clean_new"):
+        if key in kw and isinstance(kw[key], (int, float)):
+            raise InputError(f"prefix_verdicts: {key} must be per-image flags, not a percentage")
+    out = {}
+    for k in sorted(set(int(k) for k in ns)):
+        if not 0 < k <= len(b):
+            raise InputError(f"prefix_verdicts: n = {k} is not in 1..{len(b)}")
+        cut = {key: (_flags(v)[:k] if key in ("clean_base", "clean_new") else v) for key, v in kw.items()}
+        out[k] = rule(b[:k], c[:k], **cut)
+    return out
+
+
+def fragility_note(verdicts: Mapping[int, Verdict]) -> str:
+    """One sentence when a claim's verdict changes with n ({n: Verdict}), e.g. "**Fragile:** the verdict depends on
+    n — reproduced at n = 100, inconclusive at n = 200 (…)"; empty when every n gives the same status."""
+    if len({v.status for v in verdicts.values()}) <= 1:
+        return ""
+    parts = ", ".join(f"{v.status} at n = {n}" for n, v in sorted(verdicts.items()))
+    mde = [f"n = {n} detects about {v.difference.mde_pp():.1f} pp" for n, v in sorted(verdicts.items())
+           if v.difference is not None and math.isfinite(v.difference.mde_pp())]
+    return (f"**Fragile:** the verdict depends on n — {parts} (the first n of the same images). A claim that holds "
+            "at one n and not at another is not established" + (f"; {'; '.join(mde)}" if mde else "") + ".")
+
+
 def verdict(status, detail: str = "") -> str:
     """The one-line verdict, as Markdown.
 
