@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["display_rows", "sweep_caption", "result_row", "versions_note", "provenance_table", "setup_provenance", "compare_table",
+__all__ = ["open_store", "clean_flags", "short_device", "attack_budget", "Provenance", "display_rows", "sweep_caption", "result_row", "versions_note", "provenance_table", "setup_provenance", "compare_table",
            "headline_table", "bpda_table", "diagnostics_table", "robustbench_bpda", "budget_note",
            "no_paper_model_note"]
 
@@ -77,36 +77,100 @@ def versions_note(records: Sequence[Mapping]) -> str:
             "`python -m msparse book --recompute-other-versions` rebuilds the book recomputing them.")
 
 
-def provenance_table(rows: Sequence[Mapping], store=None):
-    """Provenance of the records behind ``rows`` (key, model, attack, ε, n, torch, device, commit, created, wall
-    time); displays :func:`versions_note` above the table when records were made under other library versions."""
+def open_store(store=None):
+    """The :class:`msparse.evaluation.store.Store` a set-up's ``store`` value names (a Store, a path, or None /
+    True / False for the default store)."""
+    from ..evaluation.store import Store
+
+    return store if isinstance(store, Store) else Store(store if store not in (None, False, True) else None)
+
+
+def clean_flags(store, row: Mapping) -> str | None:
+    """The per-image clean flags ('0101…') of a display row's record, or None when the record is not stored."""
+    rec = open_store(store).get(row["key"]) if row.get("key") else None
+    return None if rec is None else rec["result"].get("clean_flags")
+
+
+def short_device(device: str | None) -> str:
+    """A record's device in a few characters: "cpu", "cuda H100", "mps" (the long form names cores and threads)."""
+    import re
+
+    if not device:
+        return "not stored"
+    kind, _, detail = str(device).partition(" (")
+    if kind.startswith("cuda"):
+        gpu = re.search(r"\b(?:[ABHLTV]\d{1,3}S?|RTX ?\w+|GH\d+|MI\d+\w*)\b", detail)
+        return f"cuda {gpu.group(0)}" if gpu else "cuda"
+    return kind
+
+
+def attack_budget(spec: Mapping | None) -> str:
+    """A record's attack with its budget, e.g. "apgd-ce L∞ 8/255, 20 it." ("none (clean)" for clean-only)."""
+    a = (spec or {}).get("attack") or {}
+    name = a.get("name", "?")
+    if name == "none":
+        return "none (clean)"
+    norm = {"Linf": "L∞", "L2": "L2", "L1": "L1"}.get(a.get("norm"), a.get("norm") or "")
+    eps = a.get("eps")
+    size = f" {norm} {255 * eps:.3g}/255" if eps is not None else ""
+    it = f", {a['n_iter']} it." if a.get("n_iter") else ""
+    return f"{name}{size}{it}"
+
+
+class Provenance:
+    """The provenance of a page's records: one row per record (no duplicates), shown folded (an HTML
+    ``<details>`` element that opens on a click) in the book; ``frame`` is the table as a DataFrame."""
+
+    def __init__(self, frame, note: str = ""):
+        self.frame, self.note = frame, note
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def _repr_html_(self) -> str:
+        import html
+        import re
+
+        n = len(self.frame)
+        computed = int((self.frame["reused/computed"] == "computed").sum()) if n else 0
+        summary = (f"Provenance: {n} record{'s' * (n != 1)} behind this page's numbers ({n - computed} reused from "
+                   f"results/, {computed} computed in this build) — click to open")
+        note = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(self.note))
+        note = f"<p><em>{note}</em></p>" if self.note else ""
+        return (f"<details class=\"ms-provenance\"><summary>{html.escape(summary)}</summary>{note}"
+                + self.frame.to_html(index=False, na_rep="—", escape=True) + "</details>")
+
+    def __repr__(self) -> str:
+        return (self.note + "\n" if self.note else "") + self.frame.to_string(index=False)
+
+
+def provenance_table(rows: Sequence[Mapping], store=None) -> Provenance:
+    """Provenance of the records behind ``rows``, one row per record (a record cited twice is listed once): record
+    key, model, attack with its budget, α, n, torch, device (short), date, reused/computed; with
+    :func:`versions_note` when records were made under other library versions. Displays folded (:class:`Provenance`)."""
     import pandas as pd
 
-    from ..evaluation.store import Store, record_versions
+    from ..evaluation.store import record_versions
 
-    st = store if isinstance(store, Store) else Store(store if store not in (None, False, True) else None)
-    out, recs = [], []
+    st = open_store(store) if store is not False else None
+    out, recs, seen = [], [], set()
     for r in rows:
-        rec = st.get(r["key"]) if store is not False and r.get("key") else None
+        key = r.get("key") or ""
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        rec = st.get(key) if st is not None else None
         if rec is not None:
             recs.append(rec)
         prov = (rec or {}).get("provenance", {})
-        out.append({"record": (r.get("key") or "")[:12], "model": (rec or {}).get("meta", {}).get("model"),
-                    "attack": r.get("attack"), "ε·255": round(255 * r.get("eps", 0), 2),
+        out.append({"record": key[:12], "model": (rec or {}).get("meta", {}).get("model"),
+                    "attack (budget)": attack_budget((rec or {}).get("spec")) if rec else r.get("attack"),
                     "α": r.get("alpha"), "n": r.get("n"),
                     "torch": record_versions(rec)["torch"] if rec is not None else None,
-                    "device": prov.get("device", "not stored"),
-                    "commit": (prov.get("commit") or "")[:8], "created": prov.get("created"),
-                    "wall s": prov.get("wall_s"), "reused": r.get("cached")})
-    note = versions_note(recs)
-    if note:
-        try:
-            from IPython.display import Markdown, display
-
-            display(Markdown(f"_{note}_"))
-        except ImportError:  # pragma: no cover - IPython ships with the book extra
-            print(note)
-    return pd.DataFrame(out)
+                    "device": short_device(prov.get("device")), "date": str(prov.get("created") or "")[:10] or None,
+                    "reused/computed": "reused" if r.get("cached") else "computed"})
+    return Provenance(pd.DataFrame(out, columns=["record", "model", "attack (budget)", "α", "n", "torch", "device",
+                                                 "date", "reused/computed"]), versions_note(recs))
 
 
 _BPDA_OF = {"RaWRN-70-16": "Amini2024MeanSparse_Ra_WRN_70_16", "WRN-94-16": "Amini2024MeanSparse_S-WRN-94-16",
