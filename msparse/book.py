@@ -112,6 +112,21 @@ class NotebookRun:
 NOTEBOOK_SUFFIX = ".md"  # MyST Markdown text notebooks (jupytext); papermill runs their .ipynb conversion
 
 
+def _ipc_kernel_manager():
+    """nbclient's kernel manager talking to the kernel over local IPC sockets instead of TCP on localhost: ipykernel
+    warns "Kernel is running over TCP without encryption" at every start over TCP (once per page in the build's
+    output); over IPC there is no network socket to warn about. Errors are reported as before."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self):
+            return "ipc"
+
+    return IPCKernelManager
+
+
 def notebook_path(name: str, notebook_dir: Path | None = None) -> Path:
     """The source of notebook ``name``: ``notebooks/<name>.md`` (a MyST Markdown text notebook)."""
     return Path(notebook_dir or NOTEBOOK_DIR) / f"{name}{NOTEBOOK_SUFFIX}"
@@ -177,7 +192,8 @@ def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default
                 pm.execute_notebook(str(ipynb), str(out), parameters=params, progress_bar=False,
                                     cwd=str(REPO), kernel_name="python3", execution_timeout=timeout,
                                     stdout_file=_Indented(sys.stdout) if progress else None,
-                                    raise_on_iopub_timeout=True)  # a lost output message fails, never passes
+                                    raise_on_iopub_timeout=True,  # a lost output message fails, never passes
+                                    kernel_manager_class=_ipc_kernel_manager())
             except Exception as e:  # papermill keeps the failed notebook with its error output
                 err = _first_error_line(e)
                 err += _failed_cell(out, err)

@@ -303,3 +303,14 @@ def test_every_number_a_page_cites_is_its_records_number(name):
             cited += 1
     if name not in PAGES_WITHOUT_NUMBERS:
         assert cited, f"{name} cites no record"
+
+
+def test_the_build_runs_its_kernels_over_ipc_so_ipykernel_has_no_tcp_warning(tmp_path, capfd):
+    assert mb._ipc_kernel_manager()().transport == "ipc"
+    (tmp_path / "one.md").write_text(
+        "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+        "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n"
+        "```{code-cell}\n:tags: [parameters]\n\nx = 1\n```\n\n```{code-cell}\nprint(x + 1)\n```\n")
+    (run,) = mb.run_notebooks(["one"], notebook_dir=tmp_path, out_dir=tmp_path / "out", timeout=120, progress=False)
+    assert run.ok, run.error
+    assert "without encryption" not in capfd.readouterr().err
