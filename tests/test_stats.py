@@ -7,6 +7,7 @@ from torch import nn
 
 import msparse as ms
 import msparse.core.placement as pl
+from msparse.core import kernels
 
 
 def tiny_cnn():
@@ -52,8 +53,20 @@ def reference_stats(array, layout):
 DATA = torch.rand(37, 3, 6, 6, generator=torch.Generator().manual_seed(1))
 
 
+@pytest.fixture(params=["fused", "eager"])
+def route(request):
+    """Run a test through the fused statistics kernel (when built) and through the eager torch.var_mean route."""
+    if request.param == "fused":
+        if not kernels.available():
+            pytest.skip(f"fused kernels unavailable: {kernels.info()['reason']}")
+        yield "fused"
+    else:
+        with kernels.eager():
+            yield "eager"
+
+
 @pytest.mark.parametrize("batch_size", [37, 10, 7, 1])
-def test_exact_statistics_equal_a_float64_reference_for_any_batch_size(batch_size):
+def test_exact_statistics_equal_a_float64_reference_for_any_batch_size(batch_size, route):
     model = tiny_cnn()
     sites = ms.sparsify(model, "activations")
     summary = ms.calibrate(model, DATA, mode="exact", batch_size=batch_size)
@@ -65,7 +78,7 @@ def test_exact_statistics_equal_a_float64_reference_for_any_batch_size(batch_siz
         assert int(op.n_samples) == 37
 
 
-def test_exact_statistics_for_token_layout():
+def test_exact_statistics_for_token_layout(route):
     model = TokenMixer()
     (site,) = ms.sparsify(model, "activations", layout="nlc", input_size=(3, 4, 4))
     assert site.channels == 6 and site.layout == "nlc"
@@ -78,7 +91,7 @@ def test_exact_statistics_for_token_layout():
     np.testing.assert_allclose(op.var.numpy(), var, rtol=1e-5, atol=1e-7)
 
 
-def test_official_mode_averages_per_batch_means_and_unbiased_variances():
+def test_official_mode_averages_per_batch_means_and_unbiased_variances(route):
     model = tiny_cnn()
     sites = ms.sparsify(model, "activations")
     ms.calibrate(model, DATA, mode="official", batch_size=10)  # batches of 10, 10, 10, 7
@@ -167,3 +180,34 @@ def test_a_deep_site_that_overflows_leaves_every_site_untouched():
         ms.calibrate(model, torch.rand(16, 3, 8, 8))
     for op, (m, v, n) in zip(pl.operators(model), before):
         assert torch.equal(op.mean, m) and torch.equal(op.var, v) and int(op.n_samples) == n
+
+
+class Shifted(nn.Module):
+    """An identity feature map whose activations have a huge mean and a tiny spread (|μ|/σ ≈ 1e5)."""
+
+    def __init__(self):
+        super().__init__()
+        self.act = nn.Identity()
+
+    def forward(self, x):
+        return self.act(x).mean((1, 2, 3))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_large_mean_small_variance_is_exact_where_a_float32_sum_of_squares_fails(route, channels_last):
+    g = torch.Generator().manual_seed(3)
+    centre = torch.tensor([1000.0, -3000.0, 250.0]).view(1, 3, 1, 1)
+    spread = torch.tensor([0.01, 0.03, 0.002]).view(1, 3, 1, 1)
+    data = centre + spread * torch.randn(64, 3, 16, 16, generator=g)
+    if channels_last:
+        data = data.contiguous(memory_format=torch.channels_last)
+    model = Shifted()
+    (site,) = ms.sparsify(model, "activations", types=("Identity",), input_size=(3, 16, 16))
+    ms.calibrate(model, data, batch_size=24)     # batches of 24, 24, 16
+    (op,) = pl.operators(model)
+    mean, var = reference_stats(data.double().numpy(), "nchw")
+    np.testing.assert_allclose(op.mean.double().numpy(), mean, rtol=1e-6)
+    np.testing.assert_allclose(op.var.double().numpy(), var, rtol=1e-6)
+    # the naive float32 estimate E[x²] − E[x]² is far off here: the test above can fail
+    naive = (data.square().mean((0, 2, 3)) - data.mean((0, 2, 3)).square()).double().numpy()
+    assert np.abs(naive / var - 1).max() > 0.1

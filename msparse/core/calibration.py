@@ -1,14 +1,21 @@
 """The statistics pass: per-channel mean and variance of every MeanSparse site.
 
 Two modes:
-  ``"exact"``    float64 streaming population mean/variance over all N·H·W (or N·L) elements of each
-                 channel (Chan et al. merge), independent of the batch size. The default.
+  ``"exact"``    streaming population mean/variance over all N·H·W (or N·L) elements of each channel,
+                 independent of the batch size and equal to a float64 computation to ~1e-7 relative: each batch's
+                 per-channel moments are merged in float64 with Chan et al.'s parallel formula. The default.
   ``"official"`` the official code's estimate: the average of per-batch means and of *unbiased* per-batch
                  variances, every batch weighted equally (reproduces the released checkpoints).
 
 The pass runs in eval mode, without gradients, with every α held at 0 (so every site sees the
 un-sparsified model, as in the official code); α values and the training flag are restored afterwards.
 Statistics are written only when the whole pass succeeded.
+
+Per-batch moments (:func:`batch_moments`): on CPU float32 tensors the fused kernel of :mod:`msparse.core.kernels`
+reads the activation once and accumulates Σ(x − k) and Σ(x − k)² in float64 around a per-channel shift k (the
+running mean, or the batch's first entry for the first batch), so cancellation costs nothing; elsewhere
+(CUDA, other dtypes or layouts, ``MSPARSE_FUSED=0``) ``torch.var_mean`` of the batch minus its float32 per-channel
+mean (bfloat16/float16 widened to float32 first, float64 kept), a few passes instead of one.
 """
 
 from __future__ import annotations
@@ -21,18 +28,37 @@ from torch import nn
 
 from .._device import model_device
 from ..errors import InputError, InputTypeError, StateError
+from . import kernels
 from .operator import LAYOUTS, MeanSparse
 from .placement import operators
 
 MODES = ("exact", "official")
 
 
-def _channel_var_mean(x: torch.Tensor, layout: str, correction: int):
-    """Per-channel (var [C], mean [C], elements per channel) of ``x`` in float64."""
+def batch_moments(x: torch.Tensor, layout: str, shift: torch.Tensor | None = None):
+    """Per-channel ``(n, mean, m2)`` of one batch: elements per channel, mean and Σ(x − mean)², float64 [C].
+
+    ``shift`` (float64 [C], optional): a value near each channel's mean (the fused kernel sums around it; any
+    value works, a closer one loses fewer digits to cancellation). Without one the batch's first entry is used.
+    """
     ndim, cdim = LAYOUTS[layout]
+    x = x.detach()
+    n = x.numel() // x.shape[cdim]
+    if shift is None:
+        first = [0] * ndim
+        first[cdim] = slice(None)
+        shift = x[tuple(first)]
+    sums = kernels.moments(x, cdim, shift.to(torch.float64))
+    if sums is not None:
+        s1, s2 = sums
+        shift = shift.to(device=s1.device, dtype=torch.float64)
+        return n, shift + s1 / n, (s2 - s1 * (s1 / n)).clamp_min_(0)
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
     dims = tuple(d for d in range(ndim) if d != cdim)
-    var, mean = torch.var_mean(x.detach().double(), dim=dims, correction=correction)
-    return var, mean, x.numel() // x.shape[cdim]
+    centre = x.mean(dim=dims, keepdim=True)   # centring first: var_mean then sees |mean| << σ, no cancellation
+    var, mean = torch.var_mean(x - centre, dim=dims, correction=0)
+    return n, centre.flatten().double() + mean.double(), var.double() * n
 
 
 class _Exact:
@@ -43,11 +69,12 @@ class _Exact:
 
     def update(self, x):
         self.op._check_input(x)
-        var, mean, n = _channel_var_mean(x, self.op.layout, correction=0)
-        total = self.count + n
+        n, mean, m2 = batch_moments(x, self.op.layout, self.mean if self.count else None)
+        mean, m2 = mean.to(self.mean.device), m2.to(self.mean.device)
+        total = self.count + n   # Chan et al.: merge (count, mean, m2) with the batch's (n, mean, m2)
         delta = mean - self.mean
         self.mean += delta * (n / total)
-        self.m2 += var * n + delta.square() * (self.count * n / total)
+        self.m2 += m2 + delta.square() * (self.count * n / total)
         self.count = total
         self.n_images += x.shape[0]
 
@@ -63,9 +90,9 @@ class _Official:
 
     def update(self, x):
         self.op._check_input(x)
-        var, mean, _ = _channel_var_mean(x, self.op.layout, correction=1)  # unbiased, per batch
-        self.sum_mean += mean
-        self.sum_var += var
+        n, mean, m2 = batch_moments(x, self.op.layout)
+        self.sum_mean += mean.to(self.sum_mean.device)
+        self.sum_var += (m2 / (n - 1) if n > 1 else torch.full_like(m2, float("nan"))).to(self.sum_var.device)  # unbiased, per batch
         self.batches += 1
         self.n_images += x.shape[0]
 

@@ -8,6 +8,13 @@ reference r_c (μ_c by default):
 
 α = 0 returns the input object itself (the exact identity). The threshold is computed as
 ``alpha * sqrt(var)`` on float32 buffers, exactly like the official code, so outputs match it bit for bit.
+
+Two routes compute the same bits. On CPU the fused kernels of :mod:`msparse.core.kernels` make one pass over
+memory per site: forward reads x and writes the output (plus a one-byte band mask when the exact gradient will
+be needed), the exact backward reads the mask and the incoming gradient and writes the outgoing one, the identity
+backward passes the gradient through untouched. Everywhere else (CUDA, other dtypes or layouts, a model being
+traced by ``torch.compile``, ``MSPARSE_FUSED=0``, no C++ compiler, and any backward mode other than
+:data:`FUSED_BACKWARDS`) the eager PyTorch code runs. :func:`kernel_info` says which route is active and why.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, StateError, UnknownNameError
+from . import kernels
 
 LAYOUTS = {
     # layout: (number of dims, channel dim)
@@ -27,6 +35,13 @@ LAYOUTS = {
 }
 CENTRES = ("mean", "zero", "global")
 BACKWARDS = ("exact", "identity")
+FUSED_BACKWARDS = ("exact", "identity")  # backward modes the fused CPU kernels serve; others run eagerly
+
+
+def kernel_info() -> dict:
+    """The CPU operator's route: ``{"fused": bool, "route": str, "reason": str, "build_seconds", "library"}``
+    (builds or loads the kernels on first call, about 2 s cold, under a millisecond from the cache)."""
+    return kernels.info()
 
 
 def check_alpha(alpha) -> float:
@@ -56,6 +71,39 @@ class _StraightThrough(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad, None, None
+
+
+class _FusedBand(torch.autograd.Function):
+    """The operator through the fused kernels. Forward: the sparsified tensor (and, for the exact backward, the
+    band mask, one byte per entry). Backward: 0 where the mask is set, else the gradient (``exact``, the autograd
+    of ``torch.where``), or the gradient itself (``identity``)."""
+
+    @staticmethod
+    def forward(ctx, x, cdim, centre, threshold, exact):
+        fused = kernels.sparsify(x, cdim, centre, threshold, want_mask=exact)
+        if fused is None:   # the kernels declined this tensor after all: the eager computation, same bits
+            with torch.no_grad():
+                shape = [1] * x.ndim
+                shape[cdim] = -1
+                mask = (x - centre.view(shape)).abs_() < threshold.view(shape)
+                out = torch.where(mask, centre.view(shape).to(x.dtype), x)
+        else:
+            out, mask = fused
+        ctx.exact = exact
+        if exact:
+            ctx.save_for_backward(mask)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        if not ctx.exact:
+            return grad, None, None, None, None
+        (mask,) = ctx.saved_tensors
+        g = kernels.masked_grad(grad, mask)
+        if g is None:
+            g = torch.where(mask, torch.zeros((), dtype=grad.dtype), grad)
+        return g, None, None, None, None
 
 
 class MeanSparse(nn.Module):
@@ -186,18 +234,23 @@ class MeanSparse(nn.Module):
             return torch.zeros_like(self.mean)
         return self.mean.mean().expand(self.channels)  # equal counts per channel: the global mean
 
-    def band(self, x: torch.Tensor):
-        """Return ``(blocked, centre)``: the boolean mask of entries inside the band, and the centre
-        broadcast to ``x``'s layout."""
+    def _band_vectors(self, x: torch.Tensor):
+        """``(centre [C], threshold [C])`` for input ``x`` after checking its layout and the statistics; the
+        threshold is ``alpha * sqrt(var)`` on the buffers, as in the official code."""
         self._check_input(x)
         if not self._calibrated:
             where = f" at site {self.site.name!r}" if self.site is not None else ""
             raise StateError(
                 f"MeanSparse{where} has alpha={self._alpha_value():g} but no statistics: run "
                 "msparse.calibrate(model, data) before setting alpha > 0")
+        return self._centre_vector(), self.alpha * torch.sqrt(self.var)
+
+    def band(self, x: torch.Tensor):
+        """Return ``(blocked, centre)``: the boolean mask of entries inside the band, and the centre
+        broadcast to ``x``'s layout (the eager reference computation)."""
+        centre, threshold = self._band_vectors(x)
         shape = self._view_shape()
-        centre = self._centre_vector().view(shape)
-        threshold = (self.alpha * torch.sqrt(self.var)).view(shape)
+        centre, threshold = centre.view(shape), threshold.view(shape)
         with torch.no_grad():  # the mask carries no gradient: no graph, and abs in place
             distance = x - centre
             distance.abs_()
@@ -208,6 +261,15 @@ class MeanSparse(nn.Module):
             self._collector.update(x)
         if self._alpha_value() == 0.0:
             return x
+        if self.backward in FUSED_BACKWARDS and kernels.available():
+            cdim = LAYOUTS[self.layout][1]
+            if kernels.channel_view(x, cdim) is not None:
+                centre, threshold = self._band_vectors(x)
+                if torch.is_grad_enabled() and x.requires_grad:
+                    return _FusedBand.apply(x, cdim, centre, threshold, self.backward == "exact")
+                fused = kernels.sparsify(x, cdim, centre, threshold, want_mask=False)
+                if fused is not None:
+                    return fused[0]
         blocked, centre = self.band(x)
         centre = centre.to(x.dtype)
         if self.backward == "identity" and torch.is_grad_enabled() and x.requires_grad:
@@ -220,5 +282,10 @@ class MeanSparse(nn.Module):
         if self._alpha_value() == 0.0:
             self._check_input(x)
             return 0.0
+        if x.numel() <= 2 ** 24 and kernels.available():
+            centre, threshold = self._band_vectors(x)
+            count = kernels.count_band(x, LAYOUTS[self.layout][1], centre, threshold)
+            if count is not None:   # float32 count / numel, the value ``blocked.float().mean()`` gives (exact < 2**24)
+                return float(torch.tensor(count, dtype=torch.float32).div_(x.numel()))
         blocked, _ = self.band(x)
         return float(blocked.float().mean())

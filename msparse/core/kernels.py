@@ -1,0 +1,439 @@
+"""Fused CPU kernels for MeanSparse: one pass over memory per site (forward, backward, statistics).
+
+Eager PyTorch evaluates the operator ``where(|x − c| < t, c, x)`` as several full passes over the activation
+(difference, absolute value, comparison, select) and the statistics pass as a float64 copy plus a reduction.
+These kernels do each job in one loop over the tensor:
+
+* :func:`sparsify`   out = c where |x − c| < t (strictly) else x, and optionally the boolean band mask;
+* :func:`masked_grad` grad_in = 0 where the mask is set else grad_out (the exact backward);
+* :func:`count_band` how many entries fall in the band (the blocked fraction, nothing written);
+* :func:`moments`    per-channel Σ(x − k) and Σ(x − k)² around a shift k, accumulated in float64.
+
+Route: a small C++ file (no PyTorch headers, plain ``extern "C"`` functions over raw pointers, ``std::thread``
+for the cores) compiled once with the system C++ compiler (``$CXX``, else ``c++``/``g++``) into a cache folder
+(``$MSPARSE_KERNEL_DIR``, else ``$XDG_CACHE_HOME/msparse/kernels`` or ``~/.cache/msparse/kernels``), named by the
+hash of its source and flags, and loaded with :mod:`ctypes`. A cold build takes about a second, a warm one only
+the ``dlopen``; nothing happens at import. Arithmetic is IEEE (``-O2``, no fast-math, no FMA contraction), in
+the same dtype PyTorch's type promotion uses (float32 for float32/bfloat16 inputs, float64 for float64), so
+outputs are bit-identical to the eager operator.
+
+When the kernels cannot serve (``MSPARSE_FUSED=0``, no compiler, a failed build, a non-CPU tensor, another dtype,
+an unusual memory layout, a graph being traced by ``torch.compile``) every function here returns ``None`` and the
+caller runs its eager code; :func:`info` says which route is active and why.
+
+Shapes: a tensor is seen as ``(outer, C, inner)`` with the channels in the middle: ``inner = 1`` for
+channels-last memory (NHWC, NLC, or NCHW stored channels_last), ``outer = 1`` never assumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["info", "available", "eager", "channel_view", "sparsify", "masked_grad", "count_band", "moments"]
+
+_SOURCE = r"""
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace {
+
+inline float bf16_to_float(uint16_t v) {
+    uint32_t bits = uint32_t(v) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+template <class F>
+void parallel_rows(int64_t rows, int64_t row_len, int threads, F body) {
+    // split [0, rows) into contiguous chunks, one per thread; small jobs stay on the calling thread
+    int64_t work = rows * row_len;
+    int64_t n = threads < 1 ? 1 : threads;
+    if (work < (int64_t(1) << 16)) n = 1;
+    if (n > rows) n = rows;
+    if (n <= 1) { body(int64_t(0), rows, 0); return; }
+    std::vector<std::thread> pool;
+    int64_t step = (rows + n - 1) / n;
+    for (int64_t t = 1; t < n; ++t) {
+        int64_t a = t * step, b = a + step < rows ? a + step : rows;
+        if (a < b) pool.emplace_back(body, a, b, int(t));
+    }
+    body(int64_t(0), step < rows ? step : rows, 0);
+    for (auto& th : pool) th.join();
+}
+
+// Runs of n entries. The comparison type A is PyTorch's promotion of x with the float32 centre; L loads T -> A;
+// M: whether the band mask is written (a separate instantiation, branch-free). sparsify_row: channels innermost
+// (one centre/threshold per entry); sparsify_channel: one channel for the whole run.
+template <class T, class A, bool M, class L>
+inline void sparsify_row(const T* __restrict__ x, T* __restrict__ out, uint8_t* __restrict__ mask,
+                         const float* __restrict__ centre, const float* __restrict__ thr,
+                         const T* __restrict__ fill, int64_t n, L load) {
+    for (int64_t i = 0; i < n; ++i) {
+        const T v = x[i], f = fill[i];  // both loaded unconditionally, so the select vectorizes
+        const bool in = std::fabs(load(v) - A(centre[i])) < A(thr[i]);
+        out[i] = in ? f : v;
+        if (M) mask[i] = in;
+    }
+}
+
+template <class T, class A, bool M, class L>
+inline void sparsify_channel(const T* __restrict__ x, T* __restrict__ out, uint8_t* __restrict__ mask,
+                             const A centre, const A thr, const T fill, int64_t n, L load) {
+    for (int64_t i = 0; i < n; ++i) {
+        const T v = x[i];
+        const bool in = std::fabs(load(v) - centre) < thr;
+        out[i] = in ? fill : v;
+        if (M) mask[i] = in;
+    }
+}
+
+template <class T, class A, bool M, class L>
+void sparsify_loop(const T* x, T* out, uint8_t* mask, const float* centre, const float* thr, const T* fill,
+                   int64_t outer, int64_t C, int64_t inner, int threads, L load) {
+    if (inner == 1) {  // channels innermost: rows of C
+        parallel_rows(outer, C, threads, [=](int64_t a, int64_t b, int) {
+            for (int64_t r = a; r < b; ++r)
+                sparsify_row<T, A, M>(x + r * C, out + r * C, M ? mask + r * C : nullptr, centre, thr, fill, C, load);
+        });
+    } else {  // channels in the middle: rows of `inner` entries of one channel
+        parallel_rows(outer * C, inner, threads, [=](int64_t a, int64_t b, int) {
+            for (int64_t r = a; r < b; ++r) {
+                const int64_t c = r % C;
+                sparsify_channel<T, A, M>(x + r * inner, out + r * inner, M ? mask + r * inner : nullptr,
+                                          A(centre[c]), A(thr[c]), fill[c], inner, load);
+            }
+        });
+    }
+}
+
+template <class T, class A, class L>
+void sparsify_impl(const T* x, T* out, uint8_t* mask, const float* centre, const float* thr, const T* fill,
+                   int64_t outer, int64_t C, int64_t inner, int threads, L load) {
+    if (mask) sparsify_loop<T, A, true>(x, out, mask, centre, thr, fill, outer, C, inner, threads, load);
+    else sparsify_loop<T, A, false>(x, out, mask, centre, thr, fill, outer, C, inner, threads, load);
+}
+
+template <class T, class A, class L>
+int64_t count_impl(const T* x, const float* centre, const float* thr, int64_t outer, int64_t C, int64_t inner,
+                   int threads, L load) {
+    std::vector<int64_t> part(threads < 1 ? 1 : threads, 0);
+    if (inner == 1) {
+        parallel_rows(outer, C, threads, [&](int64_t a, int64_t b, int t) {
+            int64_t k = 0;
+            for (int64_t r = a; r < b; ++r)
+                for (int64_t c = 0; c < C; ++c) k += std::fabs(load(x[r * C + c]) - A(centre[c])) < A(thr[c]);
+            part[t] = k;
+        });
+    } else {
+        parallel_rows(outer * C, inner, threads, [&](int64_t a, int64_t b, int t) {
+            int64_t k = 0;
+            for (int64_t r = a; r < b; ++r) {
+                const A cc = A(centre[r % C]), tt = A(thr[r % C]);
+                const T* xr = x + r * inner;
+                for (int64_t i = 0; i < inner; ++i) k += std::fabs(load(xr[i]) - cc) < tt;
+            }
+            part[t] = k;
+        });
+    }
+    int64_t total = 0;
+    for (int64_t k : part) total += k;
+    return total;
+}
+
+template <class T>
+void masked_grad_impl(const T* g, const uint8_t* mask, T* out, int64_t n, int threads) {
+    const int64_t block = 4096;
+    int64_t rows = (n + block - 1) / block;
+    parallel_rows(rows, block, threads, [&](int64_t a, int64_t b, int) {
+        int64_t lo = a * block, hi = b * block < n ? b * block : n;
+        for (int64_t i = lo; i < hi; ++i) { const T v = g[i]; out[i] = mask[i] ? T(0) : v; }
+    });
+}
+
+// float32 input; sums of d = x - shift[c] and d^2 per channel in float64, 8 independent lanes per row
+void moments_impl(const float* x, const double* shift, double* s1, double* s2, int64_t outer, int64_t C,
+                  int64_t inner, int threads) {
+    int n = threads < 1 ? 1 : threads;
+    std::vector<double> p1(size_t(n) * C, 0.0), p2(size_t(n) * C, 0.0);
+    if (inner == 1) {
+        parallel_rows(outer, C, threads, [&](int64_t a, int64_t b, int t) {
+            double* q1 = p1.data() + size_t(t) * C; double* q2 = p2.data() + size_t(t) * C;
+            for (int64_t r = a; r < b; ++r) {
+                const float* xr = x + r * C;
+                for (int64_t c = 0; c < C; ++c) { double d = double(xr[c]) - shift[c]; q1[c] += d; q2[c] += d * d; }
+            }
+        });
+    } else {
+        parallel_rows(outer * C, inner, threads, [&](int64_t a, int64_t b, int t) {
+            double* q1 = p1.data() + size_t(t) * C; double* q2 = p2.data() + size_t(t) * C;
+            for (int64_t r = a; r < b; ++r) {
+                int64_t c = r % C;
+                const double k = shift[c];
+                const float* xr = x + r * inner;
+                double l1[8] = {0}, l2[8] = {0};
+                int64_t i = 0;
+                for (; i + 8 <= inner; i += 8)
+                    for (int j = 0; j < 8; ++j) { double d = double(xr[i + j]) - k; l1[j] += d; l2[j] += d * d; }
+                for (; i < inner; ++i) { double d = double(xr[i]) - k; l1[0] += d; l2[0] += d * d; }
+                double a1 = 0, a2 = 0;
+                for (int j = 0; j < 8; ++j) { a1 += l1[j]; a2 += l2[j]; }
+                q1[c] += a1; q2[c] += a2;
+            }
+        });
+    }
+    for (int64_t c = 0; c < C; ++c) {
+        double a1 = 0, a2 = 0;
+        for (int t = 0; t < n; ++t) { a1 += p1[size_t(t) * C + c]; a2 += p2[size_t(t) * C + c]; }
+        s1[c] = a1; s2[c] = a2;
+    }
+}
+
+auto id32 = [](float v) { return v; };
+auto id64 = [](double v) { return v; };
+auto bf16 = [](uint16_t v) { return bf16_to_float(v); };
+
+}  // namespace
+
+extern "C" {
+void ms_sparsify_f32(const float* x, float* out, uint8_t* m, const float* c, const float* t, const float* f,
+                     int64_t o, int64_t C, int64_t i, int n) { sparsify_impl<float, float>(x, out, m, c, t, f, o, C, i, n, id32); }
+void ms_sparsify_f64(const double* x, double* out, uint8_t* m, const float* c, const float* t, const double* f,
+                     int64_t o, int64_t C, int64_t i, int n) { sparsify_impl<double, double>(x, out, m, c, t, f, o, C, i, n, id64); }
+void ms_sparsify_bf16(const uint16_t* x, uint16_t* out, uint8_t* m, const float* c, const float* t, const uint16_t* f,
+                      int64_t o, int64_t C, int64_t i, int n) { sparsify_impl<uint16_t, float>(x, out, m, c, t, f, o, C, i, n, bf16); }
+int64_t ms_count_f32(const float* x, const float* c, const float* t, int64_t o, int64_t C, int64_t i, int n) {
+    return count_impl<float, float>(x, c, t, o, C, i, n, id32); }
+int64_t ms_count_f64(const double* x, const float* c, const float* t, int64_t o, int64_t C, int64_t i, int n) {
+    return count_impl<double, double>(x, c, t, o, C, i, n, id64); }
+int64_t ms_count_bf16(const uint16_t* x, const float* c, const float* t, int64_t o, int64_t C, int64_t i, int n) {
+    return count_impl<uint16_t, float>(x, c, t, o, C, i, n, bf16); }
+void ms_masked_grad_32(const uint32_t* g, const uint8_t* m, uint32_t* out, int64_t n, int t) { masked_grad_impl(g, m, out, n, t); }
+void ms_masked_grad_64(const uint64_t* g, const uint8_t* m, uint64_t* out, int64_t n, int t) { masked_grad_impl(g, m, out, n, t); }
+void ms_masked_grad_16(const uint16_t* g, const uint8_t* m, uint16_t* out, int64_t n, int t) { masked_grad_impl(g, m, out, n, t); }
+void ms_moments_f32(const float* x, const double* k, double* s1, double* s2, int64_t o, int64_t C, int64_t i, int n) {
+    moments_impl(x, k, s1, s2, o, C, i, n); }
+int ms_abi_version() { return 1; }
+}
+"""
+_FLAGS = ["-O3", "-std=c++17", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-fno-fast-math"]
+
+_lock = threading.Lock()
+_state: dict = {"lib": None, "tried": False, "route": "eager", "reason": "not built yet (built on first use)",
+                "build_seconds": None, "library": None}
+
+_P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+_SIGNATURES = {
+    **{f"ms_sparsify_{s}": ([_P] * 6 + [_I64] * 3 + [_INT], None) for s in ("f32", "f64", "bf16")},
+    **{f"ms_count_{s}": ([_P] * 3 + [_I64] * 3 + [_INT], _I64) for s in ("f32", "f64", "bf16")},
+    **{f"ms_masked_grad_{b}": ([_P] * 3 + [_I64, _INT], None) for b in ("16", "32", "64")},
+    "ms_moments_f32": ([_P] * 4 + [_I64] * 3 + [_INT], None),
+    "ms_abi_version": ([], _INT),
+}
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
+_WIDTH = {torch.float32: "32", torch.float64: "64", torch.bfloat16: "16", torch.float16: "16"}
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("MSPARSE_KERNEL_DIR"):
+        return Path(os.environ["MSPARSE_KERNEL_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "msparse" / "kernels"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _build() -> None:
+    """Compile (or find in the cache) and load the library; record the route and the reason."""
+    _state["tried"] = True
+    if os.environ.get("MSPARSE_FUSED", "").strip().lower() in ("0", "false", "no", "off", "eager"):
+        _state["reason"] = "disabled by MSPARSE_FUSED=0"
+        return
+    if not sys.platform.startswith(("linux", "darwin")):
+        _state["reason"] = f"unsupported platform {sys.platform!r}"
+        return
+    cxx = _compiler()
+    if cxx is None:
+        _state["reason"] = "no C++ compiler found ($CXX, c++, g++, clang++)"
+        return
+    digest = hashlib.sha256((_SOURCE + " ".join(_FLAGS) + cxx + sys.platform + os.uname().machine).encode())
+    folder = _cache_dir()
+    path = folder / f"msparse_kernels_{digest.hexdigest()[:16]}.so"
+    start = time.perf_counter()
+    try:
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:   # atomic: other processes see all or nothing
+                src = Path(tmp) / "kernels.cpp"
+                src.write_text(_SOURCE)
+                out = Path(tmp) / path.name
+                proc = subprocess.run([cxx, *_FLAGS, str(src), "-o", str(out)], capture_output=True, text=True,
+                                      timeout=300)
+                if proc.returncode != 0:
+                    _state["reason"] = f"build failed ({cxx}): {proc.stderr.strip()[-300:]}"
+                    return
+                os.replace(out, path)
+        lib = ctypes.CDLL(str(path))
+        for name, (args, res) in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, res
+        if lib.ms_abi_version() != 1:
+            _state["reason"] = f"stale library {path}"
+            return
+    except (OSError, subprocess.SubprocessError) as err:
+        _state["reason"] = f"could not build or load the kernels: {err}"
+        return
+    _state.update(lib=lib, route="fused C++ kernels (CPU)", reason="ok", library=str(path),
+                  build_seconds=time.perf_counter() - start)
+
+
+def _lib():
+    if not _state["tried"]:
+        with _lock:
+            if not _state["tried"]:
+                _build()
+    return _state["lib"]
+
+
+def info() -> dict:
+    """Which route the CPU operator takes: ``{"fused", "route", "reason", "build_seconds", "library"}``.
+    Builds (or loads) the kernels if that was not tried yet. CUDA tensors always take the eager route."""
+    _lib()
+    return {"fused": _state["lib"] is not None, "route": _state["route"], "reason": _state["reason"],
+            "build_seconds": _state["build_seconds"], "library": _state["library"]}
+
+
+def available() -> bool:
+    """True when the fused kernels are built and enabled (``MSPARSE_FUSED`` is read at the first use)."""
+    return _lib() is not None
+
+
+@contextlib.contextmanager
+def eager():
+    """Inside the block every caller takes its eager route (the reference in tests and benchmarks)."""
+    _lib()
+    saved = dict(_state)
+    _state.update(lib=None, route="eager", reason="forced by msparse.core.kernels.eager()")
+    try:
+        yield
+    finally:
+        _state.update(saved)
+
+
+def _reset() -> None:
+    """Forget the loaded route so the next use re-reads ``MSPARSE_FUSED`` (tests and benchmarks)."""
+    with _lock:
+        _state.update(lib=None, tried=False, route="eager", reason="not built yet (built on first use)",
+                      build_seconds=None, library=None)
+
+
+def channel_view(x: torch.Tensor, cdim: int):
+    """``(outer, C, inner)`` if the kernels can walk ``x`` (CPU, dense, channels in the middle of its memory order,
+    not being traced), else ``None``."""
+    if x.device.type != "cpu" or x.is_sparse or torch.compiler.is_compiling() or x.numel() == 0:
+        return None
+    if type(x) is not torch.Tensor and not isinstance(x, torch.nn.Parameter):
+        return None   # tensor subclasses (fake, functional) take the eager route
+    shape = x.shape
+    if x.is_contiguous():
+        outer = 1
+        for s in shape[:cdim]:
+            outer *= s
+        inner = 1
+        for s in shape[cdim + 1:]:
+            inner *= s
+        return outer, shape[cdim], inner
+    if x.ndim == 4 and cdim == 1 and x.is_contiguous(memory_format=torch.channels_last):
+        return shape[0] * shape[2] * shape[3], shape[1], 1
+    return None
+
+
+def _threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
+def sparsify(x: torch.Tensor, cdim: int, centre: torch.Tensor, threshold: torch.Tensor, want_mask: bool):
+    """``(out, mask)``: out = centre where |x − centre| < threshold else x (centre, threshold: float32 [C]);
+    ``mask`` (bool, x's shape and strides) only when ``want_mask``. ``None`` if the kernels cannot serve."""
+    lib = _lib()
+    if lib is None or x.dtype not in _SUFFIX:
+        return None
+    view = channel_view(x, cdim)
+    if view is None or centre.dtype != torch.float32 or threshold.dtype != torch.float32:
+        return None
+    out = torch.empty_like(x)
+    if out.stride() != x.stride():
+        return None
+    mask = torch.empty_like(x, dtype=torch.bool) if want_mask else None
+    if mask is not None and mask.stride() != x.stride():
+        return None
+    centre, threshold = centre.contiguous(), threshold.contiguous()
+    fill = centre.to(x.dtype)  # the replacement value in x's dtype, rounded by PyTorch as the eager path does
+    getattr(lib, f"ms_sparsify_{_SUFFIX[x.dtype]}")(
+        x.data_ptr(), out.data_ptr(), mask.data_ptr() if mask is not None else None, centre.data_ptr(),
+        threshold.data_ptr(), fill.data_ptr(), *view, _threads())
+    return out, mask
+
+
+def count_band(x: torch.Tensor, cdim: int, centre: torch.Tensor, threshold: torch.Tensor):
+    """Number of entries with |x − centre| < threshold, or ``None`` if the kernels cannot serve."""
+    lib = _lib()
+    if lib is None or x.dtype not in _SUFFIX:
+        return None
+    view = channel_view(x, cdim)
+    if view is None or centre.dtype != torch.float32 or threshold.dtype != torch.float32:
+        return None
+    centre, threshold = centre.contiguous(), threshold.contiguous()
+    return int(getattr(lib, f"ms_count_{_SUFFIX[x.dtype]}")(
+        x.data_ptr(), centre.data_ptr(), threshold.data_ptr(), *view, _threads()))
+
+
+def masked_grad(grad: torch.Tensor, mask: torch.Tensor):
+    """grad_in = 0 where ``mask`` else ``grad``; ``None`` if the kernels cannot serve (then use ``torch.where``)."""
+    lib = _lib()
+    if lib is None or grad.dtype not in _WIDTH or grad.device.type != "cpu" or torch.compiler.is_compiling():
+        return None
+    if grad.shape != mask.shape or grad.stride() != mask.stride() or type(grad) is not torch.Tensor:
+        return None   # the mask is dense (made by sparsify), so equal strides make grad dense in the same order
+    out = torch.empty_like(grad)
+    if out.stride() != grad.stride():
+        return None
+    getattr(lib, f"ms_masked_grad_{_WIDTH[grad.dtype]}")(grad.data_ptr(), mask.data_ptr(), out.data_ptr(),
+                                                         grad.numel(), _threads())
+    return out
+
+
+def moments(x: torch.Tensor, cdim: int, shift: torch.Tensor):
+    """``(Σ(x − shift), Σ(x − shift)²)`` per channel (float64 [C] each) of a float32 tensor, accumulated in
+    float64; ``None`` if the kernels cannot serve. ``shift``: float64 [C], ideally near each channel's mean."""
+    lib = _lib()
+    if lib is None or x.dtype != torch.float32:
+        return None
+    view = channel_view(x, cdim)
+    if view is None:
+        return None
+    shift = shift.to(torch.float64).contiguous()
+    s1 = torch.empty(view[1], dtype=torch.float64)
+    s2 = torch.empty(view[1], dtype=torch.float64)
+    lib.ms_moments_f32(x.data_ptr(), shift.data_ptr(), s1.data_ptr(), s2.data_ptr(), *view, _threads())
+    return s1, s2
