@@ -123,6 +123,11 @@ CASES = [
     ("alpha-wrong-length", lambda f: ms.set_alpha(f.model, [0.1]), E.InputError, "1 alpha values for 2 sites"),
     ("alpha-unknown-site", lambda f: ms.set_alpha(f.model, {"nosuch": 0.1}), E.UnknownNameError, "'nosuch'"),
     ("alpha-notebook", lambda f: es.check_params(alphas=[0.1, -2]), E.InputError, "-2"),
+    # model state and types
+    ("state-no-sites", lambda f: ms.set_alpha(make_arch(), 0.1), E.InputError, "no MeanSparse sites"),
+    ("state-already-sparsified", lambda f: ms.sparsify(f.model, "activations", input_size=(3, 8, 8)), E.StateError,
+     "already sparsified"),
+    ("state-model-type", lambda f: ms.evaluate("not a model", f.x, f.y, store=False), E.InputTypeError, "str"),
     # layouts
     ("layout-unknown", lambda f: ms.sparsify(make_arch(), "activations", layout="nwhc", input_size=(3, 8, 8)),
      E.UnknownNameError, "'nwhc'"),
@@ -222,8 +227,8 @@ def test_bad_input_raises_its_error_naming_the_value(f, call, cls, text):
 
 def test_the_table_covers_every_input_class():
     kinds = {c[0].split("-")[0] for c in CASES}
-    assert kinds >= {"alpha", "layout", "centre", "preset", "data", "model", "checkpoint", "card", "stats", "attack",
-                     "eps", "labels", "images", "store"}
+    assert kinds >= {"alpha", "state", "layout", "centre", "preset", "data", "model", "checkpoint", "card", "stats",
+                     "attack", "eps", "labels", "images", "store"}
 
 
 # ================================================================================================
@@ -372,7 +377,7 @@ def test_robustbench_checkpoints_load_with_weights_only_whatever_the_loader_asks
     from msparse._compat import import_robustbench
 
     rb = import_robustbench()
-    import robustbench.utils
+    import robustbench.utils  # noqa: F401  (rb.utils, after the autoattack alias)
 
     marker = tmp_path / "PLANTED"
     path = _robustbench_file(tmp_path, {"w": _Planted(marker)})
@@ -395,7 +400,7 @@ def test_robustbench_loader_sees_weights_only_true(tmp_path, monkeypatch):
     from msparse._compat import import_robustbench
 
     rb = import_robustbench()
-    import robustbench.utils
+    import robustbench.utils  # noqa: F401  (rb.utils, after the autoattack alias)
 
     path = _robustbench_file(tmp_path, make_arch().state_dict())
     calls = []

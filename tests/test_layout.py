@@ -5,7 +5,6 @@ import inspect
 import pkgutil
 
 import pytest
-import torch
 
 import msparse
 import msparse.cli as cli
@@ -57,32 +56,7 @@ def test_one_error_hierarchy_that_keeps_the_builtin_bases():
     assert str(errors.UnknownNameError("no site 'x'")) == "no site 'x'"   # not KeyError's quoted repr
 
 
-def test_bad_input_raises_msparse_errors():
-    from msparse.attacks.base import parse_attack
-    from msparse.core.placement import sparsify
-    from msparse.models.resnet import resnet18
-
-    model = resnet18("gelu", 4).eval()
-    with pytest.raises(errors.UnknownNameError, match="unknown placement"):
-        sparsify(model, "Nope/cifar10")
-    with pytest.raises(errors.InputError, match="no MeanSparse sites"):
-        msparse.set_alpha(model, 0.1)
-    sparsify(model, "activations")
-    with pytest.raises(errors.InputError, match="alpha must be"):
-        msparse.set_alpha(model, -1)
-    with pytest.raises(errors.StateError, match="already sparsified"):
-        sparsify(model, "activations")
-    with pytest.raises(errors.UnknownNameError, match="unknown attack 'pgd'"):
-        parse_attack("pgd")
-    x, y = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
-    with pytest.raises(errors.InputError, match="eps must be"):
-        msparse.evaluate(model, x, y, eps=-1, store=False)
-    with pytest.raises(errors.InputTypeError, match="model must be"):
-        msparse.evaluate("not a model", x, y, store=False)
-    with pytest.raises(errors.UnknownNameError, match="unknown dataset"):
-        msparse.load_data("mnist")
-    with pytest.raises(errors.ModelLoadError, match="unknown model"):
-        msparse.load_model("no-such-model")
+# bad input raising the right MsparseError, naming the value: the table in tests/test_faults.py
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(capsys):

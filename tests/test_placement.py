@@ -252,7 +252,8 @@ class WideAsChannels(nn.Module):
 
     def __init__(self, residual=False):
         super().__init__()
-        self.conv, self.bn, self.act, self.residual = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), residual
+        self.conv, self.bn, self.act = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()
+        self.residual = residual
 
     def forward(self, x):
         y = self.bn(self.conv(x))
