@@ -379,6 +379,21 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _distinguishing(rec: dict) -> dict:
+    """What tells two records of the same model, attack, ε and α apart in the listing: the attack's iterations,
+    the sites' centre and backward ("mixed" when sites differ), and the data split (test / train)."""
+    sites = list((rec["spec"].get("sites") or {}).values())
+
+    def one(field):
+        vals = {s.get(field) for s in sites}
+        return "-" if not vals else (vals.pop() if len(vals) == 1 else "mixed")
+
+    data = str((rec.get("meta") or {}).get("data") or "")
+    split = data.split()[0].split("/")[-1] if "/" in data.split(" ")[0] else "-"
+    return {"iters": (rec["spec"].get("attack") or {}).get("n_iter"), "centre": one("centre"),
+            "backward": one("backward"), "split": split}
+
+
 def cmd_results(args) -> int:
     action = getattr(args, "action", None) or "list"
     if action == "verify":
@@ -403,11 +418,15 @@ def cmd_results(args) -> int:
         print(f"no records in {st.root}" + (f" matching {where}" if where else ""))
         return 0
     rows = to_table(recs).to_dict("records")
+    for r, rec in zip(rows, recs):
+        r.update(_distinguishing(rec))
     rows.sort(key=lambda r: (str(r["model"]), str(r["attack"]), r["eps"] or 0,
-                             -1.0 if r["alpha"] == "mixed" else r["alpha"]))
+                             -1.0 if r["alpha"] == "mixed" else r["alpha"], r["iters"] or 0, str(r["split"])))
     for r in rows:
         r["key"] = r["key"][:12]
-    cols = ["model", "attack", "eps", "alpha", "n_sites", "n", "clean", "robust", "torch", "device", "key"]
+        r["device"] = str(r["device"] or "-").split(" (")[0]
+    cols = ["model", "attack", "eps", "iters", "alpha", "n_sites", "centre", "backward", "split", "n", "clean",
+            "robust", "torch", "device", "key"]
     print(format_table(rows, cols))
     print(f"{len(rows)} records in {st.root}")
     return 0
@@ -566,7 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
 
-    s = sub.add_parser("list-models", help="models of the registry", formatter_class=fmt)
+    s = sub.add_parser("list-models", help="models of the registry", formatter_class=fmt,
+                       description="Print the model names `--model` accepts, one per line: the models shipped "
+                                   "with the package (msparse/..., pyautoattack/..., usable offline) first, then "
+                                   "the RobustBench entries (their weights are downloaded on first use).")
     _debug_flag(s)
     s.set_defaults(func=cmd_list_models)
 
@@ -618,9 +640,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("results", help="list, verify or migrate stored records", formatter_class=fmt,
-                       description="List the records of the results store (default), recompute them under "
-                                   "the running library versions and compare per example (verify), or "
-                                   "rewrite records of the old key format once (migrate).")
+                       description="List the records of the results store (default: one line per record with "
+                                   "model, attack, eps, iterations, alpha, sites, centre, backward, split, n, clean "
+                                   "and robust accuracy, torch, device, key), recompute them under the running "
+                                   "library versions and compare per example (verify), move damaged files aside "
+                                   "(repair), or rewrite records of the old key format once (migrate).")
     _debug_flag(s)
     s.add_argument("--store", help="results folder (default $MSPARSE_RESULTS or <repo>/results)")
     s.add_argument("--where", action="append", metavar="FIELD=VALUE",
@@ -668,7 +692,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_book.run)
 
     s = sub.add_parser("train", help="adversarial training (PGD-AT, TRADES, ANCRA) of a ResNet-18",
-                       formatter_class=fmt)
+                       formatter_class=fmt,
+                       description="Adversarially train a ResNet-18 of the appendix family (PGD-AT, TRADES or "
+                                   "ANCRA) on CIFAR-10 and write its checkpoint with a model card beside it; "
+                                   "the checkpoint then loads with `--checkpoint` or, once registered, `--model`.")
     _train_cli.add_arguments(s)
     s.set_defaults(func=_train_cli.main)
     return p

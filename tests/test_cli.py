@@ -46,6 +46,11 @@ def test_help_has_examples(capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
     assert "--alphas" in capsys.readouterr().out
+    for cmd, words in (("list-models", "model names"), ("results", "one line per record"),
+                       ("train", "Adversarially train")):   # each has a description, not just its usage line
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        assert words in capsys.readouterr().out, cmd
 
 
 def test_module_entry_point_runs():
@@ -129,6 +134,8 @@ def test_calibrate_evaluate_sweep_results(files, tmp_path, capsys):
     assert main(["results", "--store", str(store), "--where", "attack=apgd-ce"]) == 0
     out = capsys.readouterr().out
     assert "3 records" in out and "test_cli:make_arch" in out
+    head = out.splitlines()[0].split()     # the columns that tell records of one model and attack apart
+    assert {"iters", "centre", "backward", "split", "alpha", "eps"} <= set(head)
     assert main(["results", "--store", str(store), "--where", "attack"]) == 2
 
 
