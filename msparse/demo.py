@@ -22,6 +22,11 @@ from .evaluation.evaluate import evaluate
 from .models.registry import load_model
 
 
+def _step(start: float, message: str) -> None:
+    """One progress line, with the seconds since the demo started (printed at once, not buffered)."""
+    print(f"[{time.perf_counter() - start:6.1f} s] {message}", flush=True)
+
+
 def _pct(acc, ci) -> str:
     return f"{100 * acc:6.2f}% [{100 * ci[0]:5.1f}, {100 * ci[1]:5.1f}]"
 
@@ -34,26 +39,32 @@ def run(n: int = 100, alpha: float = 0.35, n_stats: int = 3000, store=None, prog
     if not isinstance(n, int) or not 1 <= n <= 1000:
         raise InputError(f"n must be an integer in 1..1000 (the offline test subset), got {n!r}")
     start = time.perf_counter()
+    _step(start, "loading the shipped offline ResNet-18 ...")
     model = load_model()
+    _step(start, f"loading CIFAR-10: {n_stats} training images (statistics), 1000 test images ...")
     x_train, _, train_info = load_data("cifar10", "train", n=n_stats, return_info=True)
     x_test, y_test, test_info = load_data("cifar10", "test", n=1000, return_info=True)
     sites = sparsify(model, "ResNet-18/cifar10/Linf/v1")
+    _step(start, f"statistics (exact μ, σ) at {len(sites)} sites on {n_stats} training images ...")
     summary = calibrate(model, x_train, mode="exact", batch_size=500, progress=progress)
     print(f"model: offline default ResNet-18 (GELU, width {getattr(model, 'width', '?')}), {len(sites)} sites")
     print(f"statistics: {summary['n_samples']} training images ({train_info.source}), "
           f"{summary['seconds']:.1f} s")
     print(f"test data: {test_info.source}")
     rows = []
-    for a in (0.0, alpha):
+    runs = [(a, attack) for a in (0.0, alpha) for attack in (("apgd-ce",) if a == 0 else ("apgd-ce", "bpda:apgd-ce"))]
+    for i, (a, attack) in enumerate(runs, 1):
         set_alpha(model, a)
-        attacks = ("apgd-ce",) if a == 0 else ("apgd-ce", "bpda:apgd-ce")
-        for attack in attacks:
-            result = evaluate(model, x_test[:n], y_test[:n], attack=attack, seed=0, batch_size=n,
-                              store=store, progress=progress, name="offline-default",
-                              data=test_info.source, stats=f"exact, {summary['n_samples']} train images")
-            clean = evaluate(model, x_test, y_test, attack="none", store=store, name="offline-default",
-                             data=test_info.source, diagnostics=False)
-            rows.append({"alpha": a, "attack": attack, "clean_1000": clean, "robust": result})
+        _step(start, f"[{i}/{len(runs)}] α = {a:g}: {attack} on the first {n} test images (100 iterations; a stored "
+                     "record is reused) ...")
+        result = evaluate(model, x_test[:n], y_test[:n], attack=attack, seed=0, batch_size=n,
+                          store=store, progress=progress, name="offline-default",
+                          data=test_info.source, stats=f"exact, {summary['n_samples']} train images")
+        clean = evaluate(model, x_test, y_test, attack="none", store=store, name="offline-default",
+                         data=test_info.source, diagnostics=False)
+        rows.append({"alpha": a, "attack": attack, "clean_1000": clean, "robust": result})
+        _step(start, f"[{i}/{len(runs)}] robust {100 * result.robust_acc:.1f}%" +
+              (" (stored record)" if result.cached else ""))
     print()
     print(f"{'alpha':>6}  {'clean (1000 images)':>26}  {'attack':>13}  {'robust (first ' + str(n) + ')':>26}")
     for row in rows:

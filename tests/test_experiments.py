@@ -1,6 +1,7 @@
 """Each page's experiment function, run with its default parameters on the committed records: nothing is
 recomputed, every number it returns is the number of the record it cites, and its verdict is worded by the
 tested rules (msparse.report.verdicts)."""
+import re
 from pathlib import Path
 
 
@@ -19,3 +20,32 @@ def test_table1(no_compute, rows_match_records):
     assert res.verdict.startswith("**Verdict: ")
     t = table1.table(res)
     assert list(t.index) == [0.0, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
+
+
+def test_the_demo_says_what_it_is_computing_before_each_slow_step(monkeypatch, capsys):
+    """`python -m msparse demo` prints a progress line (with elapsed seconds) before loading, the statistics and
+    each attack, so a minutes-long run on CPU is never silent."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from msparse import demo
+
+    def fake_eval(model, x, y, attack="none", **kw):
+        print(f"<evaluate {attack}>")
+        return SimpleNamespace(robust_acc=0.4, robust_ci=(0.3, 0.5), clean_acc=0.7, clean_ci=(0.6, 0.8), cached=False)
+
+    info = SimpleNamespace(source="fake")
+    monkeypatch.setattr(demo, "load_model", lambda: SimpleNamespace(width=8))
+    monkeypatch.setattr(demo, "load_data", lambda *a, **k: (torch.zeros(2, 3, 32, 32), torch.zeros(2), info))
+    monkeypatch.setattr(demo, "sparsify", lambda m, p: ["s"] * 17)
+    monkeypatch.setattr(demo, "calibrate", lambda *a, **k: {"n_samples": 2, "seconds": 0.0})
+    monkeypatch.setattr(demo, "set_alpha", lambda m, a: None)
+    monkeypatch.setattr(demo, "evaluate", fake_eval)
+    demo.run(n=2, alpha=0.35, n_stats=2, progress=False)
+    out = capsys.readouterr().out
+    for line in ("loading the shipped offline ResNet-18", "statistics (exact μ, σ) at 17 sites",
+                 "[1/3] α = 0: apgd-ce", "[2/3] α = 0.35: apgd-ce", "[3/3] α = 0.35: bpda:apgd-ce"):
+        assert line in out, line
+    assert out.index("[3/3] α = 0.35: bpda:apgd-ce") < out.index("<evaluate bpda:apgd-ce>")
+    assert re.search(r"^\[\s*\d+\.\d s\] loading", out, flags=re.M)
