@@ -17,6 +17,18 @@ def _verdict(line):
     assert line.startswith("**Verdict: "), line
 
 
+def _bpda_beside(bpda, direct):
+    """BPDA beside the direct attack: α = 0 (the direct attack's own record) and the two α of Table 2's BPDA runs."""
+    from msparse.experiments import beside
+
+    assert [r["alpha"] for r in bpda] == [0.0, 0.2, 0.35]
+    assert bpda[0]["key"] == direct[0]["key"] and all(r["attack"].startswith("bpda:") for r in bpda[1:])
+    t = beside.table(bpda)
+    assert list(t.index) == [0.0, 0.2, 0.35] and "ours: robust % [95% CI]" in t.columns
+    cap = beside.caption(bpda, "apgd", 50, "m")
+    assert "BPDA apgd" in cap and "n = 500" in cap and "α ∈ {0, 0.2, 0.35}" in cap
+
+
 def _sweep_table(t, metrics=("clean", "robust")):
     """A compare table of one α sweep: one line per α, ours for each metric, and the Δ column."""
     assert list(t.index) == ALPHAS
@@ -63,8 +75,9 @@ def test_table3(no_compute, rows_match_records):
 
     res = table3.run(results_dir=str(COMMITTED), progress=False)
     assert [r["alpha"] for r in res.linf] == ALPHAS and [r["alpha"] for r in res.l2] == ALPHAS
-    assert all(r["cached"] for r in res.rows) and len(res.rows) == 12
+    assert all(r["cached"] for r in res.rows) and len(res.rows) == 12 + 3
     rows_match_records(res.rows)
+    _bpda_beside(res.bpda, res.linf)
     assert list(res.verdicts) == ["Linf", "L2"]
     for v in res.verdicts.values():
         _verdict(v)
@@ -86,8 +99,9 @@ def test_table4(no_compute, rows_match_records):
     assert all([r["alpha"] for r in rows] == ALPHAS for rows in res.rows.values())
     assert list(res.aux_paths) == [0, 1] and all(r["attack"] == "transfer:apgd" for rs in res.aux_paths.values()
                                                  for r in rs)
-    assert all(r["cached"] for r in res.all_rows) and len(res.all_rows) == 5 * 6
+    assert all(r["cached"] for r in res.all_rows) and len(res.all_rows) == 5 * 6 + 3
     rows_match_records(res.all_rows)
+    _bpda_beside(res.bpda, next(iter(res.rows.values())))
     for label, v in res.verdicts.items():
         _verdict(v)
     _verdict(res.ancra_verdict)
@@ -111,8 +125,9 @@ def test_table5(no_compute, rows_match_records):
 
     res = table5.run(results_dir=str(COMMITTED), progress=False)
     assert list(res.rows) == ["zero", "global", "mean"]
-    assert all(r["cached"] for r in res.all_rows) and len(res.all_rows) == 18
+    assert all(r["cached"] for r in res.all_rows) and len(res.all_rows) == 18 + 3
     rows_match_records(res.all_rows)
+    _bpda_beside(res.bpda, res.rows["mean"])
     for c, rows in res.rows.items():
         assert [r["alpha"] for r in rows] == ALPHAS
         _verdict(res.verdicts[c])

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .setup import Setup, setup
+from . import beside
 from .sweeps import evaluate_alphas
 
 __all__ = ["Table3", "run", "figure", "table", "caption", "PAPER_MODEL", "CLAIM_ALPHA"]
@@ -38,6 +39,7 @@ class Table3:
     l2: list[dict]
     verdicts: dict[str, str] = field(default_factory=dict)
     rows: list[dict] = field(default_factory=list)   # every row with a record (provenance)
+    bpda: list[dict] = field(default_factory=list)   # L∞: the adaptive attack beside the direct one
 
 
 def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500, n_train: int = 1000,
@@ -55,7 +57,8 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500,
     l2 = evaluate_alphas(s, alphas, eps=eps_l2, norm="L2", **kw)
     verdicts = {"Linf": alpha_verdict(s, linf, PAPER_MODEL, CLAIM_ALPHA, "L∞"),
                 "L2": alpha_verdict(s, l2, PAPER_MODEL, CLAIM_ALPHA, "L2")}
-    return Table3(s, attack, n_iter, eps, eps_l2, linf, l2, verdicts, linf + l2)
+    bpda = beside.bpda(s, alphas, attack=attack, eps=eps, n_iter=n_iter, seed=seed, progress=progress)
+    return Table3(s, attack, n_iter, eps, eps_l2, linf, l2, verdicts, linf + l2 + bpda, bpda)
 
 
 def _rows(res: Table3, norm: str) -> list[dict]:
@@ -82,6 +85,7 @@ def figure(res: Table3):
     fig, axes = plots.panels(2, height=4.2)
     plots.alpha_sweep(res.linf, ax=axes[0], title=f"L∞ {255 * res.eps:.0f}/255",
                       reference={"clean (paper)": ref.column("clean"), "APGD L∞ (paper)": ref.column("apgd-linf")})
+    beside.plot(axes[0], res.bpda, res.attack)
     plots.alpha_sweep(res.l2, ax=axes[1], title=f"L2 {255 * res.eps_l2:.0f}/255", metrics=("robust",),
                       reference={"APGD L2 (paper)": ref.column("apgd-l2")})
     return fig

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .setup import Setup, setup, try_setup
+from . import beside
 from .sweeps import evaluate_alphas, worst_case
 
 __all__ = ["Table4", "run", "figure", "table", "ancra_table", "caption", "ancra_caption", "PAPER_MODEL", "CLAIM",
@@ -58,6 +59,7 @@ class Table4:
     ancra_note: str = ""
     ancra_verdict: str = ""
     all_rows: list[dict] = field(default_factory=list)   # every row with a record (provenance)
+    bpda: list[dict] = field(default_factory=list)   # PGD-AT model: BPDA beside the direct attack
 
 
 def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500, n_train: int = 1000,
@@ -97,8 +99,9 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500,
         for b in range(len(setups["ANCRA"].model.layer4)):
             aux_paths[b] = evaluate_alphas(setups["ANCRA"], alphas, source=RAAuxPath(setups["ANCRA"].model, b),
                                            **{**kw, "attack": f"transfer:{attack}"})
+    bpda = beside.bpda(s, alphas, attack=attack, eps=eps, n_iter=n_iter, seed=seed, progress=progress)
     res = Table4(s, attack, n_iter, rows, methods, setups, missing, missing_verdicts, verdicts, aux_paths,
-                 all_rows=[r for rs in [*rows.values(), *aux_paths.values()] for r in rs])
+                 all_rows=[r for rs in [*rows.values(), *aux_paths.values()] for r in rs] + bpda, bpda=bpda)
     if aux_paths:
         res.ancra_label = f"{ancra_model} (ANCRA)"
         direct = rows[res.ancra_label]
@@ -152,6 +155,7 @@ def figure(res: Table4):
     plots.alpha_sweep(res.rows[first], ax=axes[0], title=first,
                       reference={"PGD-AT clean (paper)": ref.column("PGD-AT/clean"),
                                  "PGD-AT APGD (paper)": ref.column("PGD-AT/apgd")})
+    beside.plot(axes[0], res.bpda, res.attack)
     colors, markers = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2"], ["^", "D", "v", "P"]
     for i, (name, r) in enumerate(list(res.rows.items())[1:]):
         worst = res.worst if name == getattr(res, "ancra_label", None) and res.worst else None

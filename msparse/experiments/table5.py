@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .setup import Setup, setup
+from . import beside
 from .sweeps import evaluate_alphas
 
 __all__ = ["Table5", "run", "figure", "table", "caption", "PAPER_MODEL", "CLAIM_ALPHA", "BEST_ALPHA", "PAPER_CENTRE"]
@@ -45,6 +46,7 @@ class Table5:
     verdicts: dict[str, str] = field(default_factory=dict)
     all_rows: list[dict] = field(default_factory=list)   # every row with a record (provenance)
     verdict: str = ""     # the paper's claim: which centre keeps clean accuracy best (at BEST_ALPHA)
+    bpda: list[dict] = field(default_factory=list)   # the mean centre (MeanSparse): BPDA beside the direct attack
 
 
 def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500, n_train: int = 1000,
@@ -60,8 +62,10 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500,
     kw = dict(attack=attack, eps=eps, n_iter=n_iter, seed=seed, label="appendix", progress=progress)
     rows = {c: evaluate_alphas(s, alphas, centre=c, **kw) for c in centres}
     verdicts = {c: alpha_verdict(s, rows[c], PAPER_MODEL, CLAIM_ALPHA) for c in centres}
-    return Table5(s, attack, n_iter, rows, verdicts, [r for rs in rows.values() for r in rs],
-                  best_centre_verdict(s, rows))
+    bpda = beside.bpda(s, alphas, attack=attack, eps=eps, n_iter=n_iter, seed=seed, progress=progress) \
+        if "mean" in centres else []
+    return Table5(s, attack, n_iter, rows, verdicts, [r for rs in rows.values() for r in rs] + bpda,
+                  best_centre_verdict(s, rows), bpda)
 
 
 def best_centre_verdict(s: Setup, rows: dict[str, list[dict]], alpha: float = BEST_ALPHA) -> str:
@@ -113,6 +117,8 @@ def figure(res: Table5):
     fig, axes = plots.panels(len(res.rows), height=4.2)
     for ax, (c, r) in zip(axes, res.rows.items()):
         plots.alpha_sweep(r, ax=ax, title=f"centre: {c}", reference=_refcols(c))
+        if c == "mean":
+            beside.plot(ax, res.bpda, res.attack)
     return fig
 
 
