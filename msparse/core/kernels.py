@@ -9,11 +9,12 @@ These kernels do each job in one loop over the tensor:
 * :func:`count_band` how many entries fall in the band (the blocked fraction, nothing written);
 * :func:`moments`    per-channel Σ(x − k) and Σ(x − k)² around a shift k, accumulated in float64.
 
-Route: a small C++ file (no PyTorch headers, plain ``extern "C"`` functions over raw pointers, ``std::thread``
-for the cores) compiled once with the system C++ compiler (``$CXX``, else ``c++``/``g++``) into a cache folder
+Route: a small C++ file (no PyTorch headers, plain ``extern "C"`` functions over raw pointers, OpenMP for the
+cores: ``libgomp.so.1`` is the runtime PyTorch's CPU build already loaded, so the kernels share its thread pool)
+compiled once with the system C++ compiler (``$CXX``, else ``c++``/``g++``) into a cache folder
 (``$MSPARSE_KERNEL_DIR``, else ``$XDG_CACHE_HOME/msparse/kernels`` or ``~/.cache/msparse/kernels``), named by the
-hash of its source and flags, and loaded with :mod:`ctypes`. A cold build takes about a second, a warm one only
-the ``dlopen``; nothing happens at import. Arithmetic is IEEE (``-O2``, no fast-math, no FMA contraction), in
+hash of its source and flags, and loaded with :mod:`ctypes`. A cold build takes a few seconds, a warm one only
+the ``dlopen``; nothing happens at import. Arithmetic is IEEE (``-O3``, no fast-math, no FMA contraction), in
 the same dtype PyTorch's type promotion uses (float32 for float32/bfloat16 inputs, float64 for float64), so
 outputs are bit-identical to the eager operator.
 
@@ -47,8 +48,10 @@ _SOURCE = r"""
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <thread>
 #include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace {
 
@@ -61,20 +64,22 @@ inline float bf16_to_float(uint16_t v) {
 
 template <class F>
 void parallel_rows(int64_t rows, int64_t row_len, int threads, F body) {
-    // split [0, rows) into contiguous chunks, one per thread; small jobs stay on the calling thread
-    int64_t work = rows * row_len;
+    // split [0, rows) into contiguous chunks, one per thread of the OpenMP pool PyTorch itself uses (libgomp.so.1
+    // is loaded once per process), so no thread is created and none competes with PyTorch's; small jobs stay serial
     int64_t n = threads < 1 ? 1 : threads;
-    if (work < (int64_t(1) << 16)) n = 1;
+    if (rows * row_len < (int64_t(1) << 16)) n = 1;
     if (n > rows) n = rows;
     if (n <= 1) { body(int64_t(0), rows, 0); return; }
-    std::vector<std::thread> pool;
-    int64_t step = (rows + n - 1) / n;
-    for (int64_t t = 1; t < n; ++t) {
-        int64_t a = t * step, b = a + step < rows ? a + step : rows;
-        if (a < b) pool.emplace_back(body, a, b, int(t));
+#ifdef _OPENMP
+#pragma omp parallel num_threads(int(n))
+    {
+        const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int64_t step = (rows + nt - 1) / nt, a = t * step, b = a + step < rows ? a + step : rows;
+        if (a < b) body(a, b, int(t));
     }
-    body(int64_t(0), step < rows ? step : rows, 0);
-    for (auto& th : pool) th.join();
+#else
+    body(int64_t(0), rows, 0);
+#endif
 }
 
 // Runs of n entries. The comparison type A is PyTorch's promotion of x with the float32 centre; L loads T -> A;
@@ -231,7 +236,8 @@ void ms_moments_f32(const float* x, const double* k, double* s1, double* s2, int
 int ms_abi_version() { return 1; }
 }
 """
-_FLAGS = ["-O3", "-std=c++17", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-fno-fast-math"]
+_FLAGS = ["-O3", "-std=c++17", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math"]
+_OPENMP = ["-fopenmp"]   # dropped (serial kernels) when the compiler cannot link OpenMP
 
 _lock = threading.Lock()
 _state: dict = {"lib": None, "tried": False, "route": "eager", "reason": "not built yet (built on first use)",
@@ -276,7 +282,7 @@ def _build() -> None:
     if cxx is None:
         _state["reason"] = "no C++ compiler found ($CXX, c++, g++, clang++)"
         return
-    digest = hashlib.sha256((_SOURCE + " ".join(_FLAGS) + cxx + sys.platform + os.uname().machine).encode())
+    digest = hashlib.sha256((_SOURCE + " ".join(_FLAGS + _OPENMP) + cxx + sys.platform + os.uname().machine).encode())
     folder = _cache_dir()
     path = folder / f"msparse_kernels_{digest.hexdigest()[:16]}.so"
     start = time.perf_counter()
@@ -287,8 +293,11 @@ def _build() -> None:
                 src = Path(tmp) / "kernels.cpp"
                 src.write_text(_SOURCE)
                 out = Path(tmp) / path.name
-                proc = subprocess.run([cxx, *_FLAGS, str(src), "-o", str(out)], capture_output=True, text=True,
-                                      timeout=300)
+                for extra in (_OPENMP, []):
+                    proc = subprocess.run([cxx, *_FLAGS, *extra, str(src), "-o", str(out)], capture_output=True,
+                                          text=True, timeout=300)
+                    if proc.returncode == 0:
+                        break
                 if proc.returncode != 0:
                     _state["reason"] = f"build failed ({cxx}): {proc.stderr.strip()[-300:]}"
                     return
