@@ -1,0 +1,76 @@
+"""The paper at full scale, as a plan: the list of records, the cost estimate, and running it on a cluster."""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import replace
+
+import pytest
+
+from msparse.errors import MsparseError
+from msparse.experiments import plan
+
+
+def test_the_plan_covers_every_paper_item_at_full_scale():
+    items = plan.paper_plan()
+    assert {it.page for it in items} == set(plan.PAGES)
+    t1 = [it for it in items if it.page == "table1" and it.model == "Peng2023Robust" and it.dataset == "cifar10"]
+    assert len(t1) == 1 and t1[0].records == 18 and t1[0].n == 10_000 and t1[0].in_book   # 9 α, test and train
+    assert all(it.n == 5_000 and not it.in_book for it in items if it.dataset == "imagenet")
+    attacks = {it.attack for it in items}
+    assert {"apgd-ce", "aa", "bpda", "transfer", "apgd"} <= attacks
+    only = plan.paper_plan(8, models=["Peng2023Robust"], pages=["table1"])
+    assert {it.n for it in only} == {8} and {it.model for it in only} == {"Peng2023Robust"}
+
+
+def test_the_plan_refuses_unknown_pages_and_models():
+    with pytest.raises(MsparseError, match="unknown page"):
+        plan.paper_plan(pages=["table99"])
+    with pytest.raises(MsparseError, match="no plan item"):
+        plan.paper_plan(models=["NoSuchModel"])
+
+
+def test_the_estimate_scales_with_flops_passes_and_throughput():
+    items = {(it.page, it.model, it.dataset, it.attack): it for it in plan.paper_plan()}
+    peng = items[("table1", "Peng2023Robust", "cifar10", "apgd-ce")]
+    wang = items[("table1", "Wang2023Better_WRN-70-16", "cifar10", "apgd-ce")]
+    assert plan.estimate(peng) / plan.estimate(wang) == pytest.approx(120.94 / 77.53)
+    assert plan.estimate(peng, gpu_tflops=100) == pytest.approx(plan.estimate(peng) / 2)
+    # 18 records x 10,000 images x (100 + 1/3) passes x 3 x 120.94 GFLOPs / 50 TFLOP/s
+    assert plan.estimate(peng) == pytest.approx(18 * 1e4 * (100 + 1 / 3) * 3 * 120.94e9 / 50e12 / 3600)
+    assert plan.passes("apgd-ce") < plan.passes("apgd") < plan.passes("apgd-ce+t") < plan.passes("aa")
+    with pytest.raises(MsparseError, match="no cost model"):
+        plan.passes("fab-t")
+
+
+def test_cli_plan_lists_records_and_estimate(capsys):
+    from msparse.cli import main
+
+    assert main(["plan", "paper", "--pages", "table1", "--no-measure", "--store", "/nonexistent-msparse"]) == 0
+    out = capsys.readouterr().out
+    assert "Peng2023Robust" in out and "GPU-h" in out and "54 records" in out and "GPU-hours" in out
+    assert main(["plan", "paper", "--models", "NoSuchModel", "--no-measure"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no plan item" in err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("distributed") is None,
+                    reason="distributed is not installed (pip install 'msparse[cluster]')")
+def test_plan_run_on_a_local_cluster_is_what_the_book_page_reads(tmp_path, no_compute):
+    """A tiny plan item (random weights, 8 images, 1 iteration) run through local:2; the page's own function
+    with the same parameters then finds every record stored (no_compute fails on any computed batch)."""
+    from msparse.evaluation import executor
+    from msparse.experiments import table8
+
+    item = next(it for it in plan.paper_plan(8, pages=["table8"]))
+    item = replace(item, alphas=(0.0, 0.35))
+    try:
+        done = plan.run_plan([item], n_iter=1, cluster="local:2", random_weights=True, results_dir=str(tmp_path),
+                             device="cpu", n_train=64, progress=False)
+    finally:
+        executor._close_clients()
+    assert [s.startswith("done") for _, s in done] == [True]
+    res = table8.run("random:" + item.model, n_examples=8, n_iter=1, n_train=64, alphas=(0.0, 0.35),
+                     results_dir=str(tmp_path), device="cpu", progress=False)
+    rows = [r for rs in res.by_group.values() for r in rs]
+    assert len(rows) == 4 and all(r["n"] == 8 for r in rows)
