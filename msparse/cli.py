@@ -421,9 +421,6 @@ def cmd_plan(args) -> int:
               f"({c['gflops_fwd']:.4f} GFLOPs forward) = {c['gflops_per_s']:.1f} GFLOP/s on {c['threads']} CPU "
               "thread(s); CPU-h here = that time scaled by the FLOP ratio")
     if args.run:
-        import os
-
-        os.environ.setdefault("MSPARSE_MODEL_DIR", args.model_dir)
         done = plan.run_plan(items, n_iter=args.n_iter, cluster=_executor_arg(args), random_weights=args.random_weights,
                              results_dir=args.store, device=args.device, n_train=args.n_train,
                              progress=not args.quiet)
@@ -682,8 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List every record the paper's tables need on the paper's models (its α grids "
                                    "and attacks, the full test set, 100 iterations) with estimated GPU-hours "
                                    "(measured FLOPs × passes / an assumed GPU throughput); --run computes the "
-                                   "book's items through the book's own functions (checkpoints must already be "
-                                   "in --model-dir; nothing is downloaded).")
+                                   "book's items through the book's own functions (RobustBench checkpoints must "
+                                   "already be in models/<dataset>/<threat>/<name>.pt under the working folder, "
+                                   "where the book's pages read them; nothing is downloaded).")
     _debug_flag(s)
     s.add_argument("what", choices=("paper",), help="the plan: paper (every table of the paper)")
     s.add_argument("--models", type=parse_names, help="only these models (comma list of registry names)")
@@ -700,7 +698,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", action="store_true", help="compute the missing records of the book's items")
     s.add_argument("--store", help="results folder (default $MSPARSE_RESULTS or <repo>/results)")
     s.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    s.add_argument("--model-dir", default="models", help="folder of the RobustBench checkpoints")
     s.add_argument("--no-measure", action="store_true", help="skip the per-image cost measurement on this machine")
     s.add_argument("--quiet", action="store_true", help="no progress lines")
     _cluster_options(s)
