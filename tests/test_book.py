@@ -228,6 +228,8 @@ def test_every_page_of_a_full_build_has_figures_a_verdict_and_no_traceback(name,
     else:
         assert "Verdict:" in text, f"{name} has no verdict line"
     assert 'class="output traceback' not in text and "Traceback (most recent call last)" not in text, f"{name} failed"
+    outside = [w for w in ("spec.md", "architecture.md", "stack.md", "shared/reference", "/work/") if w in text]
+    assert not outside, f"{name} refers to documents outside the repository: {outside}"
     files = re.findall(r'<img[^>]+src="(?!data:)([^"]+\.png)"', text)
     inline = re.findall(r'<img[^>]+src="data:image/png;base64,([^"]+)"', text)
     assert files or inline, f"{name} has no figure"
@@ -314,3 +316,49 @@ def test_the_build_runs_its_kernels_over_ipc_so_ipykernel_has_no_tcp_warning(tmp
     (run,) = mb.run_notebooks(["one"], notebook_dir=tmp_path, out_dir=tmp_path / "out", timeout=120, progress=False)
     assert run.ok, run.error
     assert "without encryption" not in capfd.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# the README's book section: findings that match the pages, commands that run as written
+README = REPO / "README.md"
+
+
+def _readme_findings() -> list[tuple[list[str], list[str], str]]:
+    """The README's findings bullets (between the <!-- findings ... --> and <!-- /findings --> markers): (pages cited
+    in backticks, percentages, the bullet)."""
+    block = README.read_text().split("<!-- findings")[1].split("-->", 1)[1].split("<!-- /findings -->")[0]
+    items = [b.strip() for b in re.split(r"^\* ", block, flags=re.M)[1:]]
+    return [(re.findall(r"`(\w+)`", it), re.findall(r"(\d+(?:\.\d+)?)%", it), it) for it in items]
+
+
+def test_readme_findings_cite_a_page_for_every_number():
+    names = {n for n, _ in mb.NOTEBOOKS}
+    found = _readme_findings()
+    assert len(found) >= 3
+    for pages, pcts, item in found:
+        assert pages and set(pages) <= names, f"a finding must cite its page(s) in backticks: {item[:80]}"
+        assert pcts, f"a finding without a number: {item[:80]}"
+
+
+@pytest.mark.skipif(not _FULL, reason="set MSPARSE_BOOK_HTML to a built book (python -m msparse book)")
+def test_every_percentage_in_the_readme_findings_is_on_the_page_it_cites():
+    import html as _html
+
+    for pages, pcts, item in _readme_findings():
+        text = " ".join(_html.unescape(re.sub(r"<[^>]+>", " ", (Path(_FULL).resolve() / "_executed" / f"{p}.html")
+                                                .read_text())) for p in pages)
+        shown = {float(x) for x in re.findall(r"(?<![\d.])\d+\.\d+|(?<![\d.])\d+(?![\d.])", text)}
+        missing = [p for p in pcts if float(p) not in shown]
+        assert not missing, f"README finding cites {missing}% that {', '.join(pages)} does not show: {item[:100]}"
+
+
+def test_readme_book_commands_run_as_written_after_the_quick_start():
+    """After the Quick start, python, papermill and jupytext are the venv's: a bare `papermill` or `python` in the
+    book section's commands would use whatever is on PATH (or nothing)."""
+    text = README.read_text()
+    section = text.split("## The book")[1].split("\n## ")[0]
+    lines = [l.strip() for block in re.findall(r"```\n(.*?)```", section, flags=re.S) for l in block.splitlines()]
+    commands = [l for l in lines if l and not l.startswith("#")]
+    assert commands
+    for c in commands:
+        assert c.startswith(".venv/bin/"), f"README: {c!r} does not run as written after the Quick start"

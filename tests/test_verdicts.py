@@ -413,7 +413,7 @@ def test_prefix_verdicts_and_the_fragility_note_say_when_a_verdict_depends_on_n(
     assert vs[200].status != "reproduced" and vs[200].n == 200
     note = fragility_note(vs)
     assert note.startswith("**Fragile:**") and "reproduced at n = 100" in note and f"{vs[200].status} at n = 200" in note
-    assert "not established" in note and "n = 200 detects about" in note
+    assert "needs confirming at a larger n" in note and "n = 200 detects about" in note
     same = prefix_verdicts(gain_claim, base[:100], new[:100], [50, 100], clean_base=clean[:100], clean_new=clean[:100])
     assert {v.status for v in same.values()} == {"reproduced"} and fragility_note(same) == ""
     with pytest.raises(InputError):

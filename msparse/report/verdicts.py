@@ -674,8 +674,8 @@ def fragility_note(verdicts: Mapping[int, Verdict]) -> str:
     parts = ", ".join(f"{v.status} at n = {n}" for n, v in sorted(verdicts.items()))
     mde = [f"n = {n} detects about {v.difference.mde_pp():.1f} pp" for n, v in sorted(verdicts.items())
            if v.difference is not None and math.isfinite(v.difference.mde_pp())]
-    return (f"**Fragile:** the verdict depends on n — {parts} (the first n of the same images). A claim that holds "
-            "at one n and not at another is not established" + (f"; {'; '.join(mde)}" if mde else "") + ".")
+    return (f"**Fragile:** the verdict depends on n — {parts} (the first n of the same images). It rests on a "
+            "handful of images and needs confirming at a larger n" + (f" ({'; '.join(mde)})" if mde else "") + ".")
 
 
 def verdict(status, detail: str = "") -> str:
@@ -755,3 +755,61 @@ def alpha_verdict(s, rows: Sequence[Mapping], paper_model: str, alpha: float, wh
                             f". The paper's numbers are for {paper_model}, whose weights are not available offline; "
                             "the qualitative claim is checked on the model evaluated here")
     return v.markdown()
+
+
+# ================================================================================================
+# the referee's verdict: a gain that must survive every attack
+# ================================================================================================
+REFEREE_PHRASES = ("reproduced", "not reproduced", "broken by an adaptive attack", "inconclusive at this n")
+
+
+@dataclass(frozen=True)
+class RefereeVerdict:
+    """A referee's verdict on "MeanSparse raises robust accuracy" for one model: ``phrase`` (one of
+    :data:`REFEREE_PHRASES`), the :func:`gain_claim` verdicts under the official-gradient attack (``direct``) and
+    under the per-image worst case over every attack run (``worst``), and the Holm-adjusted p of the worst case."""
+
+    phrase: str
+    direct: Verdict
+    worst: Verdict
+    p_adjusted: float | None = None
+
+    def reason(self) -> str:
+        d, w = self.direct.difference, self.worst.difference
+        worst = f"worst case {w.delta_pp:+.1f} pp (p = {w.p_value:.2g}" if w else "worst case: no data ("
+        if w and self.p_adjusted is not None:
+            worst += f", Holm-adjusted {self.p_adjusted:.2g}"
+        worst += ")"
+        direct = f"official gradient {d.delta_pp:+.1f} pp (p = {d.p_value:.2g})" if d else "official gradient: no data"
+        tail = ""
+        if self.phrase == "inconclusive at this n" and w is not None:
+            tail = f"; n = {w.n} detects about {w.mde_pp():.1f} pp"
+        return f"{direct}; {worst}{tail}"
+
+
+def referee_verdict(direct_base, direct_new, worst_base, worst_new, *, clean_base=None, clean_new=None,
+                    p_adjusted: float | None = None, claim: str = GAIN_CLAIM) -> RefereeVerdict:
+    """The verdict a referee would sign on ``claim`` for one model, from robust flags [N] on the same images: under
+    the official (masked) gradient attack at α = 0 and at α (``direct_*``), and under the per-image worst case over
+    all attacks run (``worst_*``). ``p_adjusted``: the worst case's McNemar p after a multiple-comparison
+    correction over the page's claims (Holm); None = unadjusted. Rules, in order:
+
+    1. the worst case's :func:`gain_claim` is "reproduced" and its adjusted p < :data:`ALPHA_TEST`
+       → "reproduced" (the gain survives every attack);
+    2. the direct attack's gain_claim is "reproduced" but the worst case's is not → "broken by an adaptive attack"
+       (the gain exists only for the attack that sees the zero gradient);
+    3. the worst case's gain_claim is "not reproduced" → "not reproduced";
+    4. otherwise → "inconclusive at this n" (the text says what n detects). Never concluded from p ≥ 0.05 alone.
+    """
+    d = gain_claim(direct_base, direct_new, clean_base=clean_base, clean_new=clean_new, claim=claim)
+    w = gain_claim(worst_base, worst_new, clean_base=clean_base, clean_new=clean_new, claim=claim)
+    p = w.difference.p_value if (p_adjusted is None and w.difference is not None) else p_adjusted
+    if w.status == "reproduced" and p is not None and p < ALPHA_TEST:
+        phrase = "reproduced"
+    elif d.status == "reproduced":
+        phrase = "broken by an adaptive attack"
+    elif w.status == "not reproduced":
+        phrase = "not reproduced"
+    else:
+        phrase = "inconclusive at this n"
+    return RefereeVerdict(phrase, d, w, p_adjusted)
