@@ -20,6 +20,20 @@ def test_table1(no_compute, rows_match_records):
     assert res.verdict.startswith("**Verdict: ")
     t = table1.table(res)
     assert list(t.index) == [0.0, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
+    # BPDA beside the direct attack on the same images (α = 0 is the direct attack's own record)
+    assert [r["alpha"] for r in res.bpda] == [r["alpha"] for r in res.test]
+    assert res.bpda[0]["key"] == res.test[0]["key"] and {r["attack"] for r in res.bpda[1:]} == {"bpda:apgd-ce"}
+    assert list(table1.bpda_table(res).index) == [r["alpha"] for r in res.test]
+    for cap in (table1.caption(res), table1.bpda_caption(res)):
+        assert "n = 100" in cap and "α ∈ {0, 0.15" in cap and "20 iterations" in cap and "msparse/default" in cap
+    # the verdict re-checked on the first half of the images: a note exactly when the two verdicts differ
+    from msparse.report import verdicts as vd
+    from msparse.report.tables import clean_flags
+
+    b, r = res.test[0], next(x for x in res.test if x["alpha"] == table1.CLAIM_ALPHA)
+    st = res.setup.store
+    vs = vd.prefix_verdicts(vd.gain_claim, b, r, [50, 100], clean_base=clean_flags(st, b), clean_new=clean_flags(st, r))
+    assert bool(res.fragility) == (vs[50].status != vs[100].status)
 
 
 def test_the_demo_says_what_it_is_computing_before_each_slow_step(monkeypatch, capsys):

@@ -69,6 +69,14 @@ def test_explorer(no_compute, rows_match_records):
     assert res.live_widget is None
     assert "carries no verdict" in res.note and "**Verdict: " not in res.note
     assert [label for label, _ in res.frames] == [f"α = {a:g}" for a in alphas]
+    # the kernel-free panel: clean, the direct attack and BPDA beside it, each with its 95% Wilson interval
+    assert [r["alpha"] for r in res.bpda] == alphas and all(r["cached"] for r in res.bpda)
+    rows_match_records(res.bpda)
+    series = explorer.panel_series(res.rows, res.bpda, res.attack)
+    assert [s_["label"] for s_ in series] == ["clean", "apgd-ce (direct)", "BPDA apgd-ce (identity backward)"]
+    assert series[2]["y"] == [r["robust"] for r in res.bpda]
+    assert series[2]["lo"] == [r["robust_lo"] for r in res.bpda] and series[2]["hi"] == [r["robust_hi"] for r in res.bpda]
+    assert list(explorer.bpda_table(res).index) == alphas
     html = explorer.slider(res)
     assert html.count('class="ms-frame"') == len(alphas) and "<script" not in html
     t = explorer.table(res)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from .setup import Setup, setup
 from .sweeps import evaluate_alphas
 
-__all__ = ["Explorer", "run", "slider", "table", "NO_KERNEL_NOTE", "NOTE"]
+__all__ = ["Explorer", "run", "slider", "table", "bpda_table", "panel_series", "NO_KERNEL_NOTE", "NOTE"]
 
 #: shown in place of the live explorer when it is not built (live=False: a static page cannot drive ipywidgets)
 NO_KERNEL_NOTE = ("_Run this notebook in Jupyter (`notebooks/alpha_explorer.md`, opened as a notebook through "
@@ -40,14 +40,16 @@ class Explorer:
     frames: list = field(default_factory=list)    # [(label, PNG bytes)] for widgets.static_slider
     live_widget: object = None
     note: str = NOTE
+    bpda: list[dict] = field(default_factory=list)  # the adaptive attack's stored sweep (display rows), if any
 
 
 def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples: int = 100, n_train: int = 1000,
         alphas=(0.0, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5), site_index: int = 0, attack: str = "apgd-ce",
         eps: float = 8 / 255, n_iter: int = 20, n_batch: int = 64, n_robust: int = 32, pgd_steps: int = 5,
         live: bool = True, device: str = "cpu", seed: int = 0, use_stored: bool = True,
-        results_dir: str | None = None, progress: bool = True) -> Explorer:
-    """The stored ``attack`` sweep over ``alphas`` (the Table 1 records when the parameters match), the static
+        results_dir: str | None = None, progress: bool = True, adaptive: str | None = "bpda") -> Explorer:
+    """The stored ``attack`` sweep over ``alphas`` (the Table 1 records when the parameters match) and, beside it,
+    the adaptive ``adaptive:attack`` sweep (BPDA: identity backward through every site; None: none), the static
     slider's frames at each α on ``n_batch`` images, and (``live``) the live explorer widget."""
     from ..report import widgets
 
@@ -59,10 +61,25 @@ def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples
                                        n_robust=n_robust, pgd_steps=pgd_steps, eps=eps)
     rows = evaluate_alphas(s, alphas, attack=attack, eps=eps, n_iter=n_iter, seed=seed, label="table1",
                            progress=progress)
+    bpda = (evaluate_alphas(s, alphas, attack=f"{adaptive}:{attack}", eps=eps, n_iter=n_iter, seed=seed,
+                            label="table1", progress=progress) if adaptive else [])
     ex = widgets.AlphaExplorer(s.model, s.x, s.y, n_batch=n_batch, n_robust=0)
-    rec = {r["alpha"]: (r["clean"], r["robust"], f"{attack} (n={r['n']})") for r in rows}
-    frames = widgets.explorer_frames(ex, alphas, site=site_index, records=rec)
-    return Explorer(s, rows, list(alphas), site_index, attack, frames, live_widget)
+    frames = widgets.explorer_frames(ex, alphas, site=site_index, series=panel_series(rows, bpda, attack),
+                                     title=f"stored records, n = {rows[0]['n']} (95% Wilson)")
+    return Explorer(s, rows, list(alphas), site_index, attack, frames, live_widget, bpda=bpda)
+
+
+def panel_series(rows: list[dict], bpda: list[dict], attack: str) -> list[dict]:
+    """The static slider's accuracy panel: clean, the direct ``attack`` and (when stored) its BPDA counterpart
+    against α, in %, each with its 95% Wilson interval (series for :func:`msparse.report.plots.curves`)."""
+    def one(rs, metric, label, color, marker):
+        return {"x": [r["alpha"] for r in rs], "y": [r[metric] for r in rs], "lo": [r[f"{metric}_lo"] for r in rs],
+                "hi": [r[f"{metric}_hi"] for r in rs], "label": label, "color": color, "marker": marker}
+
+    out = [one(rows, "clean", "clean", "#1f77b4", "o"), one(rows, "robust", f"{attack} (direct)", "#d62728", "s")]
+    if bpda:
+        out.append(one(bpda, "robust", f"BPDA {attack} (identity backward)", "#9467bd", "v"))
+    return out
 
 
 def slider(res: Explorer) -> str:
@@ -72,6 +89,13 @@ def slider(res: Explorer) -> str:
     start = min(range(len(res.alphas)), key=lambda i: abs(res.alphas[i] - 0.25))
     return widgets.static_slider(res.frames, start=start,
                                  title=f"α on {res.setup.model_name}, site {res.site_index}")
+
+
+def bpda_table(res: Explorer):
+    """The stored BPDA records beside the accuracy panel's direct attack: robust accuracy at each α (Δ vs α = 0)."""
+    from ..report.tables import compare_table
+
+    return compare_table(res.bpda, metrics=("robust",)) if res.bpda else None
 
 
 def table(res: Explorer):

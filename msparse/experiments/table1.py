@@ -5,8 +5,12 @@ iterations, on CIFAR-10 test and training images, and picks α = 0.25 (RaWRN-70-
 highest robustness while maintaining clean accuracy" — chosen on the test set. Their weights are not available
 offline, so the claim is checked on the model given here (default: the shipped offline default).
 
+Beside the direct attack, the adaptive one (BPDA: the same attack with the identity backward through every site)
+on the same test images, and whether the verdict depends on n (the claim re-checked on the first half of the
+images, :func:`msparse.report.verdicts.fragility_note`).
+
     res = table1.run()                 # stored records are reused; missing points are computed
-    table1.figure(res); table1.table(res); res.verdict
+    table1.figure(res); table1.table(res); table1.bpda_table(res); res.verdict; res.fragility
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from dataclasses import dataclass, field
 from .setup import Setup, setup
 from .sweeps import evaluate_alphas
 
-__all__ = ["Table1", "run", "figure", "table", "PAPER_MODELS", "CLAIM", "CLAIM_ALPHA"]
+__all__ = ["Table1", "run", "figure", "table", "caption", "bpda_table", "bpda_caption", "PAPER_MODELS", "CLAIM",
+           "CLAIM_ALPHA"]
 
 #: the paper's models behind Table 1 (reference values in :mod:`msparse.report.paper`)
 PAPER_MODELS = "RaWRN-70-16 / WRN-70-16 / ConvNeXt-L / RaWRN-101-2"
@@ -34,13 +39,18 @@ class Table1:
     attack: str
     verdict: str = ""
     rows: list[dict] = field(default_factory=list)   # every row with a record (provenance)
+    bpda: list[dict] = field(default_factory=list)   # the adaptive attack on the test images (display rows)
+    fragility: str = ""   # set when the verdict differs on the first half of the images
+    n_iter: int = 0
 
 
 def run(model: str = "msparse/default", *, n_examples: int = 100, n_train: int = 1000, data_source: str = "auto",
         alphas=(0.0, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5), train_alphas=(0.0, 0.25, 0.5),
         attack: str = "apgd-ce", eps: float = 8 / 255, n_iter: int = 20, seed: int = 0, device: str = "cpu",
-        use_stored: bool = True, results_dir: str | None = None, progress: bool = True) -> Table1:
-    """Sweep α on the first ``n_examples`` test images and as many training images; check :data:`CLAIM`."""
+        use_stored: bool = True, results_dir: str | None = None, progress: bool = True,
+        adaptive: str | None = "bpda") -> Table1:
+    """Sweep α on the first ``n_examples`` test images and as many training images, and ``adaptive:attack`` (None:
+    no adaptive attack) on the test images; check :data:`CLAIM` and whether its verdict depends on n."""
     from ..report.verdicts import alpha_verdict
 
     s = setup(model, n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
@@ -48,24 +58,67 @@ def run(model: str = "msparse/default", *, n_examples: int = 100, n_train: int =
     kw = dict(attack=attack, eps=eps, n_iter=n_iter, seed=seed, label="table1", progress=progress)
     test = evaluate_alphas(s, alphas, split="test", **kw)
     train = evaluate_alphas(s, train_alphas, split="train", **kw)
+    bpda = evaluate_alphas(s, alphas, split="test", **{**kw, "attack": f"{adaptive}:{attack}"}) if adaptive else []
     verdict = alpha_verdict(s, test, PAPER_MODELS, CLAIM_ALPHA, CLAIM)
-    return Table1(s, test, train, attack, verdict, test + train)
+    return Table1(s, test, train, attack, verdict, test + train + bpda, bpda, _fragility(s, test), n_iter)
+
+
+def _fragility(s: Setup, rows: list[dict]) -> str:
+    """:func:`msparse.report.verdicts.fragility_note` of the gain claim at :data:`CLAIM_ALPHA` on the first half of
+    the images and on all of them (empty when both give the same verdict or the pair is missing)."""
+    import math
+
+    from ..report import verdicts as vd
+    from ..report.tables import clean_flags
+
+    b = next((r for r in rows if r["alpha"] == 0.0), None)
+    r = next((r for r in rows if math.isclose(r["alpha"], CLAIM_ALPHA, abs_tol=1e-9)), None)
+    if s.is_random or b is None or r is None or None in (clean_flags(s.store, b), clean_flags(s.store, r)):
+        return ""
+    n = r["n"]
+    return vd.fragility_note(vd.prefix_verdicts(vd.gain_claim, b, r, [n // 2, n], clean_base=clean_flags(s.store, b),
+                                                clean_new=clean_flags(s.store, r)))
 
 
 def figure(res: Table1):
     """Ours (training and test panels, 95% bands) beside the paper's RaWRN-70-16 curves."""
-    import matplotlib.pyplot as plt
-
     from ..report import paper, plots
 
     ref = paper.table("table1")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
+    fig, axes = plots.panels(2, height=4.6)
     for ax, rows, split in zip(axes, (res.train, res.test), ("train", "test")):
         plots.alpha_sweep(rows, ax=ax, title=f"{split} images (n={rows[0]['n']})",
                           labels={"clean": "clean (ours)", "robust": f"{res.attack} (ours)"},
                           reference={f"RaWRN-70-16 {m} (paper)": ref.column(f"RaWRN-70-16/{split}/{m}")
                                      for m in ("clean", "apgd-ce")})
+        if split == "test" and res.bpda:   # the adaptive attack beside the direct one
+            plots.alpha_sweep(res.bpda, ax=ax, metrics=("robust",), colors=["#9467bd"], markers=["v"],
+                              labels={"robust": f"BPDA {res.attack} (ours)"})
     return fig
+
+
+def caption(res: Table1) -> str:
+    """One line saying what :func:`table` shows: attack, iterations, n, α, model, and the reference columns."""
+    from ..report.tables import sweep_caption
+
+    return (f"`{res.setup.model_name}`: {sweep_caption(res.test, res.attack, res.n_iter)} (95% Wilson intervals; Δ vs "
+            "α = 0 with an exact paired McNemar test), beside the paper's Table 1 test columns (reference values):")
+
+
+def bpda_caption(res: Table1) -> str:
+    """One line saying what :func:`bpda_table` shows."""
+    from ..report.tables import sweep_caption
+
+    return (f"The adaptive attack — BPDA {res.attack} (identity backward through every MeanSparse site) — on the same "
+            f"images, `{res.setup.model_name}`: {sweep_caption(res.bpda, 'BPDA ' + res.attack, res.n_iter)} "
+            "(α = 0 shares the direct attack's record):")
+
+
+def bpda_table(res: Table1):
+    """Ours under BPDA per α (95% Wilson intervals; Δ vs α = 0, McNemar p); None without an adaptive run."""
+    from ..report.tables import compare_table
+
+    return compare_table(res.bpda, metrics=("robust",)) if res.bpda else None
 
 
 def table(res: Table1):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -246,17 +246,26 @@ def explorer(model, x, y, *, alpha: float = 0.25, alpha_max: float = 1.0, site: 
 
 # ------------------------------------------------------------------------------------------------
 def explorer_frames(ex: AlphaExplorer, alphas: Sequence[float], site: int = 0, channel: int | None = None,
-                    records: dict | None = None, dpi: int = 72) -> list[tuple[str, bytes]]:
-    """PNG frames for :func:`static_slider`: the explorer's figure at each α. ``records`` = {α: (clean %,
-    robust %, label)} from stored evaluation records replaces the live indicator panel when given."""
+                    records: dict | None = None, dpi: int = 72, series: Sequence[Mapping] | None = None,
+                    title: str = "stored records") -> list[tuple[str, bytes]]:
+    """PNG frames for :func:`static_slider`: the explorer's figure at each α, made readable in the book
+    (:func:`msparse.report.plots.readable`). ``series`` (mappings for :func:`msparse.report.plots.curves`: x = α,
+    y in %, ``lo``/``hi`` 95% Wilson bounds, ``label``) from stored evaluation records replaces the live indicator
+    panel when given, titled ``title``; ``records`` = {α: (clean %, robust %, label)} is the older form without
+    intervals."""
     import matplotlib.pyplot as plt
 
     from . import plots
 
     frames = []
     for a in alphas:
-        fig = ex.figure(a, site, channel, accuracy=records is None)
-        if records is not None:
+        fig = ex.figure(a, site, channel, accuracy=records is None and series is None)
+        if series is not None:
+            ax = fig.axes[3]
+            ax.axis("on")
+            plots.curves(series, ax=ax, title=title)
+            ax.axvline(a, color="grey", ls=":")
+        elif records is not None:
             ax = fig.axes[3]
             ax.axis("on")
             xs = sorted(records)
@@ -267,6 +276,7 @@ def explorer_frames(ex: AlphaExplorer, alphas: Sequence[float], site: int = 0, c
             ax.set_ylabel("accuracy (%)")
             ax.set_title(f"stored records: {records[xs[0]][2]}")
             ax.legend(fontsize=8)
+        plots.readable(fig)
         frames.append((f"α = {a:g}", plots.to_png(fig, dpi=dpi)))
         plt.close(fig)
     return frames
