@@ -110,5 +110,27 @@ def test_adaptive(no_compute, rows_match_records):
     for a in res.attacks:
         t = adaptive.table(res, a)
         assert list(t.index) == [0.0, 0.35] and t.shape == (2, 2)
-    assert adaptive.diagnostics(res).shape == (6, 7)
+    assert adaptive.diagnostics(res).shape == (len({r["key"] for r in res.rows}), 7)   # one row per record
     assert adaptive.blocked_figure(res) is not None
+
+
+def test_diagnostics_read_the_zero_gradient_fractions_in_words_and_never_show_nan():
+    from msparse.report.tables import masking_reading
+
+    assert "blind" in masking_reading(0.9, 0.0) and "gradient masking" in masking_reading(0.9, 0.0)
+    assert "partial masking" in masking_reading(0.1, 0.0)
+    assert "BPDA tests" in masking_reading(0.0, 0.0)
+    assert "no site active" in masking_reading(0.0, float("nan"))
+    assert masking_reading(None, None) == "not measured"
+
+
+def test_adaptive_diagnostics_table_one_row_per_record_no_nan(no_compute):
+    from msparse.experiments import adaptive
+
+    res = adaptive.run(results_dir=str(COMMITTED), progress=False)
+    t = adaptive.diagnostics(res)
+    assert t.index.is_unique and len(t) == len({r["key"] for r in res.rows})
+    text = t.to_string()
+    assert "NaN" not in text and "nan" not in text
+    assert (t.loc[t["α"] == 0, "blocked (mean over sites)"] == "— (no active site at α = 0)").all()
+    assert t["reading"].str.len().min() > 10

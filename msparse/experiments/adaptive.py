@@ -116,13 +116,11 @@ def diagnostics(res: Adaptive):
 
 def blocked_figure(res: Adaptive):
     """Blocked activations per site at each α > 0 (clean images); None when no α > 0 was evaluated."""
-    import matplotlib.pyplot as plt
-
     from ..report import plots
 
     if not res.blocked:
         return None
-    fig, axes = plt.subplots(1, len(res.blocked), figsize=(12, 3), layout="constrained", squeeze=False)
-    for ax, (a, fractions) in zip(axes[0], res.blocked.items()):
+    fig, axes = plots.panels(len(res.blocked), ncols=1, height=3.2)   # the book column: plots.panels
+    for ax, (a, fractions) in zip(axes, res.blocked.items()):
         plots.blocked_fractions(fractions, ax=ax, title=f"blocked activations per site, α={a:g} (clean images)")
     return fig

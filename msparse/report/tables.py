@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["open_store", "clean_flags", "short_device", "attack_budget", "Provenance", "display_rows", "sweep_caption", "result_row", "versions_note", "provenance_table", "setup_provenance", "compare_table",
+__all__ = ["open_store", "clean_flags", "short_device", "attack_budget", "Provenance", "masking_reading", "display_rows", "sweep_caption", "result_row", "versions_note", "provenance_table", "setup_provenance", "compare_table",
            "headline_table", "bpda_table", "diagnostics_table", "robustbench_bpda", "budget_note",
            "no_paper_model_note"]
 
@@ -220,26 +220,57 @@ def bpda_table():
     return pd.DataFrame(rows)
 
 
-def diagnostics_table(rows: Sequence[Mapping], store=None):
-    """Gradient-masking diagnostics stored with each record: mean blocked fraction over active sites, fraction of
-    exactly-zero input gradients (official backward, and with the identity backward), AutoAttack's warnings."""
-    import pandas as pd
+def _fraction(v, what: str) -> str:
+    """A stored diagnostic fraction in [0, 1] as a short string; a missing one says why it is missing."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return f"— ({what})"
+    return f"{v:.3f}"
 
-    from ..evaluation.store import Store
+
+def masking_reading(zero_official, zero_identity) -> str:
+    """What the two zero-input-gradient fractions (official backward, identity backward) say, in words."""
+    def val(v):
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+    zo, zi = val(zero_official), val(zero_identity)
+    if zo is None:
+        return "not measured"
+    if zo >= 0.5:
+        return ("most input gradients are exactly zero under the official backward: a gradient attack is blind "
+                "(gradient masking); only BPDA or transfer attacks measure robustness")
+    if zo > 0:
+        return "some input gradients are exactly zero: partial masking; compare with BPDA"
+    if zi is None:
+        return "no input gradient is exactly zero (no site active: nothing to mask)"
+    return ("no input gradient is exactly zero under either backward: the band does not cut the gradient off "
+            "entirely; it can still flatten it, which BPDA tests")
+
+
+def diagnostics_table(rows: Sequence[Mapping], store=None):
+    """Gradient-masking diagnostics stored with each record, one row per record: mean blocked fraction over active
+    sites, fraction of test images whose input gradient is exactly zero (official backward, and identity backward),
+    their reading in words (:func:`masking_reading`), AutoAttack's warnings. Fractions in [0, 1], 3 decimals; a
+    value that does not apply (α = 0: no active site) says so instead of NaN."""
+    import pandas as pd
 
     if store is False:
         return pd.DataFrame([{"note": "use_stored=False: diagnostics are kept in the records only"}])
-    st = store if isinstance(store, Store) else Store(store if store not in (None, True) else None)
-    out = []
+    st = open_store(store)
+    out, seen = [], set()
     for r in rows:
+        if r["key"] in seen:
+            continue
+        seen.add(r["key"])
         rec = st.get(r["key"]) or {}
         d = rec.get("result", {}).get("diagnostics", {})
-        out.append({"attack": r.get("attack"), "α": r.get("alpha"), "blocked (mean over sites)": d.get("blocked_mean"),
-                    "zero input gradient (official)": d.get("zero_grad"),
-                    "zero input gradient (identity backward)": d.get("zero_grad_identity"),
-                    "AutoAttack warnings": "; ".join(f"{k} ×{v}" for k, v in (d.get("messages") or {}).items()) or "—",
-                    "record": r["key"][:12]})
-    return pd.DataFrame(out)
+        none_active = "no active site at α = 0" if not r.get("alpha") else "not stored"
+        out.append({"record": r["key"][:12], "attack": r.get("attack"), "α": r.get("alpha"),
+                    "blocked (mean over sites)": _fraction(d.get("blocked_mean"), none_active),
+                    "zero input gradient, official backward": _fraction(d.get("zero_grad"), "not stored"),
+                    "zero input gradient, identity backward": _fraction(d.get("zero_grad_identity"), none_active),
+                    "reading": masking_reading(d.get("zero_grad"), d.get("zero_grad_identity")),
+                    "AutoAttack warnings": "; ".join(f"{k} ×{v}" for k, v in (d.get("messages") or {}).items()) or "—"})
+    return pd.DataFrame(out).set_index("record") if out else pd.DataFrame(out)
 
 
 def setup_provenance(s):
