@@ -282,6 +282,13 @@ def test_cli_invalid_data_manifest_is_one_line_naming_the_manifest(f, fault, cap
     assert {"missing-field": "pixels_sha256", "labels-length": "labels", "not-json": "JSON"}[fault] in err
 
 
+@pytest.mark.parametrize("action", [[], ["repair"], ["migrate"]], ids=["list", "repair", "migrate"])
+def test_cli_store_that_is_a_file_is_one_line(f, action, capsys):
+    """Listing a file as a store said 'no records' (exit 0); evaluate: test_cli.py."""
+    err = _cli(["results", *action, "--store", str(f.dir / "afile")], capsys)
+    assert f"the results store {f.dir / 'afile'} cannot be written or read: it is a file" in err, err
+
+
 def _refuse_nonempty_fsync(real_fsync):
     def fsync(fd):
         if os.fstat(fd).st_size > 0:   # the empty write check passes; the first real record does not fit

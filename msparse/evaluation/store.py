@@ -319,6 +319,10 @@ class Store:
 
     def __init__(self, root: str | os.PathLike | None = None, *, reuse_other_versions: bool | None = None):
         self.root = Path(root).expanduser() if root is not None else default_store_dir()
+        if self.root.is_file():   # listing it would say "no records"; writing to it fails later
+            from ..errors import StoreError
+            raise StoreError(f"the results store {self.root} cannot be written or read: it is a file, not a folder; "
+                             "pass another folder (--store DIR / store=...)")
         if reuse_other_versions is None:
             reuse_other_versions = os.environ.get(RECOMPUTE_ENV, "") not in ("1", "true", "yes")
         self.reuse_other_versions = reuse_other_versions
