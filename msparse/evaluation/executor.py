@@ -391,7 +391,9 @@ class Executor:
                 todo.setdefault(job.key, i)
         if not todo:
             return set()
-        bs = min(int(jobs[0].kwargs.get("batch_size", 500)), len(x))
+        from .evaluate import DEFAULT_BATCH_SIZE
+
+        bs = min(int(jobs[0].kwargs.get("batch_size", DEFAULT_BATCH_SIZE)), len(x))
         from .shards import shard_bounds
 
         tasks = []
