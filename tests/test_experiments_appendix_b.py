@@ -17,8 +17,13 @@ def test_table6(no_compute, rows_match_records):
     for rows in res.by_alpha.values():
         assert [r["eps_255"] for r in rows] == [1, 2, 4, 8, 12, 16]
         assert all(r["n"] == 500 for r in rows)
-    assert len(res.rows) == 18 and all(r["cached"] for r in res.rows)
+    assert len(res.rows) == 18 + 3 and all(r["cached"] for r in res.rows)
     rows_match_records(res.rows)
+    # BPDA beside the direct attack at ε = 8/255 (α = 0 is the direct attack's own record)
+    assert [r["alpha"] for r in res.bpda] == [0.0, 0.2, 0.35]
+    assert res.bpda[0]["key"] == next(r for r in res.by_alpha[0.0] if r["eps_255"] == 8)["key"]
+    labels = [l for l in table6.figure(res).axes[0].get_legend_handles_labels()[1] if l.startswith("BPDA")]
+    assert labels == ["BPDA apgd, α=0.2 (ours)", "BPDA apgd, α=0.35 (ours)"]
     assert res.verdict.startswith("**Verdict: ") and res.verdict.startswith(res.check.markdown())
     for a in res.by_alpha:
         t = table6.table(res, a)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .setup import Setup, setup
+from . import beside
 from .sweeps import evaluate_alphas
 
 __all__ = ["Table6", "run", "figure", "table", "caption", "reference_columns", "PAPER_MODEL"]
@@ -35,6 +36,7 @@ class Table6:
     check: object = None      # the Verdict of the growth claim
     verdict: str = ""         # its page line (Markdown)
     rows: list[dict] = field(default_factory=list)   # every row with a record (provenance)
+    bpda: list[dict] = field(default_factory=list)   # BPDA at ε = 8/255 beside the direct attack (beside.ALPHAS)
 
 
 def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, data_source: str = "auto", n_examples: int = 500,
@@ -65,8 +67,10 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, data_source: str = "au
                                 claim=claim)
     line = verdicts.verdict(v, f"Measured on {s.model_name}; the paper's numbers are for a {PAPER_MODEL} "
                                "(not available offline).")
+    bpda = beside.bpda(s, alphas, attack=attack, eps=8 / 255, n_iter=n_iter, seed=seed, progress=progress) \
+        if 8 in eps_grid else []
     return Table6(s, by_alpha, attack, n_iter, list(eps_grid), v, line,
-                  [r for rs in by_alpha.values() for r in rs])
+                  [r for rs in by_alpha.values() for r in rs] + bpda, bpda)
 
 
 def reference_columns(alpha: float) -> dict:
@@ -83,8 +87,15 @@ def figure(res: Table6):
     from ..report import plots
 
     refs = {k: v for a in res.by_alpha for k, v in reference_columns(a).items()}
-    return plots.eps_curves({f"α={a:g}": rows for a, rows in res.by_alpha.items()}, reference=refs,
-                            title=f"{res.attack} vs ε")
+    fig = plots.eps_curves({f"α={a:g}": rows for a, rows in res.by_alpha.items()}, reference=refs,
+                           title=f"{res.attack} vs ε")
+    ax = fig.axes[0]
+    for r, m in zip(res.bpda[1:], ("v", "D")):   # BPDA where its records exist: ε = 8/255, α > 0
+        ax.errorbar([8], [r["robust"]], yerr=[[r["robust"] - r["robust_lo"]], [r["robust_hi"] - r["robust"]]],
+                    fmt=m, color="#8c564b", capsize=3, label=f"BPDA {res.attack}, α={r['alpha']:g} (ours)")
+    if res.bpda:
+        plots.legend_below(ax)
+    return fig
 
 
 def caption(res: Table6, alpha: float) -> str:
