@@ -1,7 +1,7 @@
 """Running attacks: a thin adapter over the AutoAttack package (``pyautoattack``), plus BPDA and transfer.
 
 Every perturbation is computed by AutoAttack's own attack objects (APGD-CE, APGD-DLR, APGD-T, FAB-T,
-Square), configured exactly as ``AutoAttack(version='custom'|'standard')`` configures them. This module
+Square) — except ``gradest`` (:mod:`msparse.attacks.gradest`, no AutoAttack counterpart) — configured exactly as ``AutoAttack(version='custom'|'standard')`` configures them. This module
 only orchestrates them the way ``AutoAttack.run_standard_evaluation`` does (attack the points that are
 still robust, one attack after the other, a point is robust only if it survives all of them), so that
 per-example, per-attack outcomes are available and AutoAttack's sanity checks run once per evaluation.
@@ -20,8 +20,10 @@ import torch.nn as nn
 from pyautoattack import checks
 
 from ..core.placement import backward_mode, base_model
-from ..errors import UnknownNameError
+from ..errors import InputError, UnknownNameError
 from .base import Attack, AttackConfig
+from .gradest import GradientEstimation
+from .surrogate import TAUS, surrogate_backward
 
 __all__ = ["make_autoattack", "run_attack", "predict", "Outcome", "autoattack_checks", "square_check",
            "capture_autoattack_log"]
@@ -96,6 +98,10 @@ def make_autoattack(model: nn.Module, attack: Attack, cfg: AttackConfig, device,
     if n_classes is not None:   # never ask for more target classes than exist
         aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, n_classes - 1)
         aa.fab.n_target_classes = min(aa.fab.n_target_classes, n_classes - 1)
+    if "gradest" in attack.attacks:   # ours, not AutoAttack's: L∞ only
+        if cfg.norm != "Linf":
+            raise InputError(f"attack 'gradest' is an L∞ attack; got norm {cfg.norm!r} (use Linf)")
+        aa.gradest = GradientEstimation(model, eps=float(cfg.eps), n_iter=int(cfg.n_iter), seed=int(cfg.seed))
     aa.verbose = False
     return aa
 
@@ -125,6 +131,8 @@ def _perturb(aa, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if name == "square":
         aa.square.seed = aa.get_seed()
         return aa.square.perturb(x, y)
+    if name == "gradest":
+        return aa.gradest.perturb(x, y)
     raise ValueError(f"unknown AutoAttack attack {name!r}")
 
 
@@ -202,6 +210,16 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attac
             with backward_mode(model, "identity"):
                 aa = make_autoattack(model, attack, cfg, device, n_classes)
                 robust, broken_by, x_adv = _sequence(aa, model, x, y, names, clean, batch_size)
+        elif attack.mode == "surrogate":   # one stage per temperature, each on the points still robust
+            robust, broken_by = clean.clone(), torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+            x_adv = x.clone()
+            for tau in TAUS:
+                with surrogate_backward(model, tau):
+                    aa = make_autoattack(model, attack, cfg, device, n_classes)
+                    robust_t, broken_t, adv_t = _sequence(aa, model, x, y, names, robust, batch_size)
+                hit = broken_t >= 0
+                broken_by[hit], x_adv[hit] = broken_t[hit], adv_t[hit]
+                robust = robust_t
         elif attack.mode == "transfer":
             ctx = base_model(model) if source is None else contextlib.nullcontext(source)
             with ctx as src:
@@ -215,7 +233,8 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attac
             broken_by = torch.where(robust | ~clean, torch.full_like(broken_by, -1),
                                     broken_by.clamp(min=0))
         else:
-            raise UnknownNameError(f"unknown attack mode {attack.mode!r}; choose one of direct, bpda, transfer")
+            raise UnknownNameError(f"unknown attack mode {attack.mode!r}; choose one of direct, bpda, surrogate, "
+                                   "transfer")
     return Outcome(attack, robust.cpu(), broken_by.cpu(), x_adv if keep_adv else None, list(log))
 
 

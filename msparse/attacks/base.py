@@ -8,7 +8,11 @@ Attack names (:func:`parse_attack`)::
     apgd-dlr, apgd-t, fab-t, square   single AutoAttack components
     apgd-ce+t     APGD-CE then APGD-T (RobustBench's "external" attack set)
     aa            standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square
+    gradest       gradient estimation on the margin loss (antithetic Gaussian sampling, sign steps;
+                  :mod:`msparse.attacks.gradest`; gradient-free, so only the direct mode)
     bpda:<name>   <name> with every MeanSparse switched to identity backward (straight-through)
+    surrogate:<name>  <name> through the smooth surrogate backward of the band, once per temperature
+                  (:mod:`msparse.attacks.surrogate`)
     transfer:<name>  <name> crafted on the base model (all alpha = 0), evaluated on the model
     worst:<a>,<b>,...  per-example worst case over several of the above
     bpda = bpda:apgd-ce+t (RobustBench's adaptive evaluation), transfer = transfer:apgd,
@@ -24,7 +28,8 @@ from typing import Sequence
 
 from ..errors import InputError, UnknownNameError
 
-__all__ = ["PRESETS", "MODES", "SHORTHANDS", "Attack", "AttackConfig", "parse_attack", "canonical_name"]
+__all__ = ["PRESETS", "MODES", "SHORTHANDS", "Attack", "AttackConfig", "parse_attack", "canonical_name",
+           "attack_params", "GRADIENT_FREE"]
 
 #: preset name -> AutoAttack attack names, run in this order.
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -37,8 +42,11 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "fab-t": ("fab-t",),
     "square": ("square",),
     "aa": ("apgd-ce", "apgd-t", "fab-t", "square"),
+    "gradest": ("gradest",),
 }
-MODES = ("direct", "bpda", "transfer")
+MODES = ("direct", "bpda", "surrogate", "transfer")
+#: presets that use no gradient of the attacked model (a backward mode means nothing for them)
+GRADIENT_FREE = ("square", "gradest")
 SHORTHANDS = {
     "bpda": "bpda:apgd-ce+t",
     "transfer": "transfer:apgd",
@@ -51,6 +59,7 @@ class Attack:
     """One attack component: an AutoAttack preset run through a gradient path.
 
     mode: "direct" (the model as it is), "bpda" (MeanSparse backward = identity while crafting),
+    "surrogate" (MeanSparse backward = the sigmoid relaxation of the band, annealed over temperatures),
     "transfer" (crafted on the base model, i.e. every alpha = 0, or on an explicit source model).
     """
     preset: str
@@ -83,8 +92,8 @@ class AttackConfig:
 
 
 def _choices() -> str:
-    return ", ".join(list(PRESETS) + list(SHORTHANDS) + ["bpda:<preset>", "transfer:<preset>",
-                                                         "worst:<a>,<b>,..."])
+    return ", ".join(list(PRESETS) + list(SHORTHANDS) + ["bpda:<preset>", "surrogate:<preset>",
+                                                         "transfer:<preset>", "worst:<a>,<b>,..."])
 
 
 def parse_attack(spec: str) -> list[Attack]:
@@ -112,14 +121,30 @@ def parse_attack(spec: str) -> list[Attack]:
     mode, preset = "direct", s
     if ":" in s:
         mode, preset = s.split(":", 1)
-        if mode not in ("bpda", "transfer"):
+        if mode not in MODES[1:]:
             raise UnknownNameError(f"unknown attack {spec!r}: prefix {mode!r} is not one of bpda, "
-                                   f"transfer, worst; choose from: {_choices()}")
+                                   f"surrogate, transfer, worst; choose from: {_choices()}")
     if preset not in PRESETS:
         raise UnknownNameError(f"unknown attack {spec!r}; choose from: {_choices()}")
     if preset == "none" and mode != "direct":
         raise InputError(f"attack {spec!r} makes no sense: 'none' has nothing to craft")
+    if mode in ("bpda", "surrogate") and preset in GRADIENT_FREE:
+        raise InputError(f"attack {spec!r} makes no sense: {preset!r} uses no gradient, so a backward mode "
+                         f"changes nothing; use {preset!r}")
     return [Attack(preset, mode)]
+
+
+def attack_params(components: Sequence[Attack]) -> dict:
+    """The fixed parameters of the components that have any (surrogate temperatures, gradient-estimation
+    sampling), for the record key: empty for AutoAttack's own attacks, so their keys never change."""
+    out: dict = {}
+    if any(c.mode == "surrogate" for c in components):
+        from .surrogate import TAUS
+        out["surrogate_taus"] = list(TAUS)
+    if any("gradest" in c.attacks for c in components):
+        from .gradest import PARAMS
+        out["gradest"] = dict(PARAMS)
+    return out
 
 
 def direct_equivalent(components: Sequence[Attack]) -> list[Attack]:

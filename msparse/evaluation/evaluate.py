@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from .._device import model_device
 from ..attacks.autoattack import autoattack_checks, predict, run_attack, square_check
-from ..attacks.base import AttackConfig, canonical_name, direct_equivalent, parse_attack
+from ..attacks.base import AttackConfig, attack_params, canonical_name, direct_equivalent, parse_attack
 from ..attacks.diagnostics import zero_gradient_fraction
 from ..core.placement import backward_mode, blocked_fractions, named_operators
 from ..errors import InputError, InputTypeError, UnknownNameError
@@ -362,7 +362,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
             "sites": desc["sites"],
             "source": None if source is None else describe_model(source),
             "attack": {"name": canonical_name(components),
-                       **{k: v for k, v in cfg.as_dict().items() if k != "seed"}},
+                       **{k: v for k, v in cfg.as_dict().items() if k != "seed"},
+                       **attack_params(components)},
             "data": {"hash": data_hash(x, y), "n": len(x), "shape": list(x.shape[1:])},
             "seed": int(seed),
             "batch_size": int(batch_size),

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from ..errors import InputError
 
-__all__ = ["wilson", "mcnemar", "Paired", "binom_two_sided"]
+__all__ = ["wilson", "mcnemar", "Paired", "binom_two_sided", "holm"]
 
 _Z95 = 1.959963984540054
 
@@ -73,3 +73,19 @@ def mcnemar(base_flags: Sequence[bool], new_flags: Sequence[bool]) -> Paired:
     lost = sum(1 for u, v in zip(b, c) if u and not v)
     return Paired(n=len(b), base=sum(b), new=sum(c), gained=gained, lost=lost,
                   p_value=binom_two_sided(gained, gained + lost))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's (1979) step-down adjusted p-values, in the input order: the family-wise error rate over all the
+    hypotheses is at most a when every hypothesis with adjusted p < a is rejected. Sorted ascending, the i-th
+    smallest p (0-based) is multiplied by (m − i), made non-decreasing, and capped at 1."""
+    ps = [float(p) for p in p_values]
+    if any(not 0 <= p <= 1 for p in ps):
+        raise InputError(f"holm: p-values must be in [0, 1], got {ps}")
+    m = len(ps)
+    order = sorted(range(m), key=lambda i: ps[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        out[i] = running
+    return out

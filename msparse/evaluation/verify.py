@@ -207,6 +207,24 @@ class _Rebuilder:
         raise _CannotRebuild("the record's transfer source is not the base model or a reverse-attention gate")
 
 
+def _verify_binarization(chk: Check, rec: dict, model, x, y, t0: float) -> Check:
+    """Recompute a binarization-test record (:mod:`msparse.evaluation.binarize`) and compare its per-image flags."""
+    from .binarize import binarization_record
+
+    spec, atk = rec["spec"], rec["spec"]["attack"]
+    new = binarization_record(model, x, y, atk["name"], eps=atk["eps"], n_iter=atk["n_iter"], seed=spec["seed"])
+    if new["key"] != rec["key"]:
+        chk.detail = "the rebuilt binarization test has another key than the record"
+    else:
+        a, b = new["result"]["flags"], rec["result"]["flags"]
+        chk.clean_agree = chk.robust_agree = sum(u == v for u, v in zip(a, b))
+        chk.status = "agree" if a == b else "disagree"
+        chk.detail = f"binarization test: {b.count('1')}/{len(b) - b.count('-')} passed stored, " \
+                     f"{a.count('1')}/{len(a) - a.count('-')} now"
+    chk.wall_s = time.perf_counter() - t0
+    return chk
+
+
 def verify_record(rec: dict, rebuilder: _Rebuilder | None = None) -> Check:
     """Recompute one record (store untouched) and compare its per-example flags with the stored ones."""
     rb = rebuilder or _Rebuilder()
@@ -241,8 +259,10 @@ def verify_record(rec: dict, rebuilder: _Rebuilder | None = None) -> Check:
             got = describe_model(model)
             if got["sites"] != sites:
                 raise _CannotRebuild("the rebuilt sites do not describe as the record's (α, centre, layout)")
-            source = rb.source(model, spec.get("source"))
             atk = spec["attack"]
+            if spec.get("kind") == "binarization":
+                return _verify_binarization(chk, rec, model, x, y, t0)
+            source = rb.source(model, spec.get("source"))
             r = evaluate(model, x, y, atk["name"], eps=atk["eps"], norm=atk["norm"], seed=spec["seed"],
                          batch_size=spec["batch_size"], n_iter=atk.get("n_iter", 100),
                          n_restarts=atk.get("n_restarts", 1), n_queries=atk.get("n_queries", 5000),

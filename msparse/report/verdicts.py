@@ -794,8 +794,8 @@ def referee_verdict(direct_base, direct_new, worst_base, worst_new, *, clean_bas
     all attacks run (``worst_*``). ``p_adjusted``: the worst case's McNemar p after a multiple-comparison
     correction over the page's claims (Holm); None = unadjusted. Rules, in order:
 
-    1. the worst case's :func:`gain_claim` is "reproduced" and its adjusted p < :data:`ALPHA_TEST`
-       → "reproduced" (the gain survives every attack);
+    1. the worst case's :func:`gain_claim` is "reproduced": "reproduced" (the gain survives every attack) if its
+       adjusted p < :data:`ALPHA_TEST`, else "inconclusive at this n" (significant only before the correction);
     2. the direct attack's gain_claim is "reproduced" but the worst case's is not → "broken by an adaptive attack"
        (the gain exists only for the attack that sees the zero gradient);
     3. the worst case's gain_claim is "not reproduced" → "not reproduced";
@@ -804,8 +804,8 @@ def referee_verdict(direct_base, direct_new, worst_base, worst_new, *, clean_bas
     d = gain_claim(direct_base, direct_new, clean_base=clean_base, clean_new=clean_new, claim=claim)
     w = gain_claim(worst_base, worst_new, clean_base=clean_base, clean_new=clean_new, claim=claim)
     p = w.difference.p_value if (p_adjusted is None and w.difference is not None) else p_adjusted
-    if w.status == "reproduced" and p is not None and p < ALPHA_TEST:
-        phrase = "reproduced"
+    if w.status == "reproduced":   # significant unadjusted; after the correction, or inconclusive
+        phrase = "reproduced" if p is not None and p < ALPHA_TEST else "inconclusive at this n"
     elif d.status == "reproduced":
         phrase = "broken by an adaptive attack"
     elif w.status == "not reproduced":
