@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -97,3 +98,43 @@ def test_pgd_indicator_is_clean_accuracy_without_budget_and_falls_with_a_large_o
         y = model(x).argmax(1)  # every point clean-correct
     assert widgets.pgd_accuracy(model, x[:8], y[:8], eps=1e-12, steps=2) == 1.0
     assert widgets.pgd_accuracy(model, x[:8], y[:8], eps=0.5, steps=10) < 1.0
+
+
+def test_live_explorer_moves_artists_in_place_and_recomputes_only_what_alpha_changes():
+    model, x, y = _tiny()
+    live = widgets.LiveExplorer(model, x, y, alpha=0.2, n_batch=16, n_robust=4, pgd_steps=1, widgets=False)
+    fig, png = live._fig, live.png
+    assert png.startswith(b"\x89PNG")
+    calls = []
+    handle = model.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
+    try:
+        live.update(alpha=0.6)
+        assert live._fig is fig and live.png != png           # same figure, new picture
+        assert calls and calls[0] == 16                       # one pass on the batch, then the PGD on 4 images
+        del calls[:]
+        live.update(alpha=0.2)                                # a seen α: nothing recomputed
+        assert calls == []
+        live.update(site=1)
+        assert live._fig is not fig and live.site == 1        # a new site builds a new figure
+    finally:
+        handle.remove()
+    # what is drawn is what the operator does: the "after" histogram is the operator applied to the site's input
+    live.update(alpha=0.6)
+    op = pl.operators(model)[1]
+    _, feats = live.ex._pass(0.6, 1)
+    vals = feats.select(1, live.channel).flatten()
+    mu, sigma = float(op.mean[live.channel]), float(op.var[live.channel].sqrt())
+    expected = np.histogram(widgets.sparsify_values(vals, mu, sigma, 0.6).numpy(), live.edges)[0]
+    assert np.array_equal(live._hist_after.get_data().values, expected)
+    assert [b.get_height() for b in live._bars] == pytest.approx([100 * v for v in live.ex.blocked(0.6).values()])
+    assert all(float(op.alpha) == 0 for op in pl.operators(model))   # α restored after every update
+
+
+def test_clean_accuracy_comes_from_the_same_pass_as_the_blocked_fractions():
+    model, x, y = _tiny()
+    ex = widgets.AlphaExplorer(model, x, y, n_batch=16, n_robust=0)
+    ms.set_alpha(model, 0.4)
+    with torch.no_grad():
+        expected = float((model(x[:16]).argmax(1) == y[:16]).float().mean())
+    ms.set_alpha(model, 0.0)
+    assert ex.accuracy(0.4)["clean"] == expected
