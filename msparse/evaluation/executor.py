@@ -343,7 +343,8 @@ class Executor:
     merged on the client into the point's record (:mod:`.shards`; rounded down to a multiple of the batch
     size). ``shared_store=False``: workers only compute, the client writes every record (workers that cannot
     see the store; no per-batch resume on the workers then). ``threads``: torch threads per worker (default:
-    this machine's cores / N for ``local:N``, torch's default otherwise)."""
+    this machine's cores / N for ``local:N``, torch's default otherwise). ``stats``: the last run's tasks,
+    images computed, seconds and images per second."""
     spec: Any = None
     shard_size: int | None = None
     shared_store: bool = True
@@ -364,6 +365,8 @@ class Executor:
 
         Keys come from ``evaluate`` itself (a probe store), so points already stored are skipped and two jobs
         with one key run once. The model's site state is left as it was."""
+        from .evaluate import DEFAULT_BATCH_SIZE, evaluate
+        from .shards import merge_records, shard_bounds
         from .store import Store
         from .sweep import _preserve_sites
 
@@ -376,8 +379,6 @@ class Executor:
         st.check_writable()
         probe = _probe_store(root)
         probe.reuse_other_versions = st.reuse_other_versions
-        from .evaluate import evaluate
-
         todo: dict[str, int] = {}
         with _preserve_sites(model):
             for i, job in enumerate(jobs):
@@ -391,19 +392,13 @@ class Executor:
                 todo.setdefault(job.key, i)
         if not todo:
             return set()
-        from .evaluate import DEFAULT_BATCH_SIZE
-
         bs = min(int(jobs[0].kwargs.get("batch_size", DEFAULT_BATCH_SIZE)), len(x))
-        from .shards import shard_bounds
-
         tasks = []
         for key, i in todo.items():
             bounds = shard_bounds(len(x), bs, self.shard_size)
             tasks += [_Task(i, a, b) for a, b in bounds]
         recs = self._execute(model, source, x, y, jobs, tasks, root, st, progress)
         # one record per job: a point computed in shards is merged on the client
-        from .shards import merge_records
-
         by_job: dict[int, list] = {}
         for t, rec in zip(tasks, recs):
             by_job.setdefault(t.job, []).append(rec)
