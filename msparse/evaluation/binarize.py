@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from ..attacks.base import parse_attack, canonical_name
-from .evaluate import EVAL_PROTOCOL, describe_model
-from .store import Store, content_hash, data_hash, provenance
+from .evaluate import EVAL_PROTOCOL, _resolve_store, describe_model
+from .store import content_hash, data_hash, provenance
 
 __all__ = ["binarization_record", "KIND", "PARAMS"]
 
@@ -25,10 +25,12 @@ PARAMS = {"n_inner": 63, "inner": 0.5}
 
 
 def binarization_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "apgd-ce", *, eps: float = 8 / 255,
-                        n_iter: int = 100, seed: int = 0, store: Store | None = None, name: str | None = None,
+                        n_iter: int = 100, seed: int = 0, store=None, name: str | None = None,
                         data: str | None = None, tags: dict | None = None) -> dict:
     """The binarization test of ``attack`` on images x [N, C, H, W] through ``model`` as it is (its α), as a
-    record (the labels y [N] only identify the images: the test's task is built per image); reused from ``store`` when present, else computed and written there (``store=None``: not stored)."""
+    record (the labels y [N] only identify the images: the test's task is built per image); reused from ``store``
+    when present, else computed and written there (``store`` as in :func:`~msparse.evaluation.evaluate.evaluate`:
+    a Store or folder, None = the default store, False = neither read nor written)."""
     from ..attacks.binarization import binarization_test
 
     comps = parse_attack(attack)
@@ -46,6 +48,7 @@ def binarization_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
                      "shape": list(x.shape[1:])},
             "seed": int(seed), "batch_size": 1}
     key = content_hash(spec)
+    store = _resolve_store(store)
     if store is not None:
         rec = store.get(key)
         if rec is not None:
