@@ -45,7 +45,7 @@ class Explorer:
 
 def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples: int = 100, n_train: int = 1000,
         alphas=(0.0, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5), site_index: int = 0, attack: str = "apgd-ce",
-        eps: float = 8 / 255, n_iter: int = 20, n_batch: int = 64, n_robust: int = 32, pgd_steps: int = 5,
+        eps: float = 8 / 255, n_iter: int = 20, n_batch: int = 64, n_robust: int = 16, pgd_steps: int = 5,
         live: bool = True, device: str = "cpu", seed: int = 0, use_stored: bool = True,
         results_dir: str | None = None, progress: bool = True, adaptive: str | None = "bpda") -> Explorer:
     """The stored ``attack`` sweep over ``alphas`` (the Table 1 records when the parameters match) and, beside it,
