@@ -159,3 +159,14 @@ def test_several_sweeps_on_one_axes_get_their_own_colour_and_marker():
     lines = {l.get_label(): l for l in fig.axes[0].lines}
     assert lines["TRADES"].get_marker() != lines["ANCRA"].get_marker()
     assert lines["TRADES"].get_color() != lines["ANCRA"].get_color()
+
+
+def test_a_long_legend_gets_fewer_columns_and_never_squeezes_the_axes():
+    assert plots.legend_columns(["clean (ours)", "apgd (ours)"], 4.5) == 2
+    assert plots.legend_columns(["msparse/resnet18-gelu-w8-ancra (ANCRA): worst case"], 4.5) == 1
+    fig, axes = plots.panels(2)
+    rows = [{"alpha": a, "robust": 40, "robust_lo": 35, "robust_hi": 45} for a in (0, 0.5)]
+    for i in range(5):
+        plots.alpha_sweep(rows, ax=axes[0], metrics=("robust",), labels={"robust": f"a rather long series label {i}"})
+    fig.canvas.draw()
+    assert axes[0].get_window_extent().width >= 0.6 * axes[1].get_window_extent().width

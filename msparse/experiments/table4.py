@@ -161,7 +161,8 @@ def figure(res: Table4):
         worst = res.worst if name == getattr(res, "ancra_label", None) and res.worst else None
         plots.alpha_sweep(worst or r, ax=axes[1], metrics=("robust",), colors=[colors[i % 4]],
                           markers=[markers[i % 4]],
-                          labels={"robust": f"{name}: worst case of direct + gate attacks" if worst else name})
+                          labels={"robust": f"{res.methods[name]} (ours): worst of direct + gate attacks" if worst
+                                  else f"{res.methods[name]} (ours)"})
     plots.curves([{"x": ref.index_values(), "y": list(ref.column("TRADES/apgd").values()),
                    "label": "TRADES APGD (paper)", "ref": True, "color": "#ff7f0e", "marker": "s"},
                   {"x": ref.index_values(), "y": list(ref.column("TRADES/clean").values()),

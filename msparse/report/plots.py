@@ -23,7 +23,7 @@ import numpy as np
 __all__ = ["style", "operator_curve", "channel_histogram", "feature_map", "histograms_before_after", "figure1",
            "figure2_schematic", "curves", "alpha_sweep", "eps_curves", "bars", "site_profile", "blocked_fractions",
            "to_png", "is_blank_png", "OURS", "REF", "MIN_FONT_PT", "MAX_WIDTH_IN", "MIN_WIDTH_IN", "MARKERS",
-           "panels", "readable", "legend_below", "text_sizes"]
+           "panels", "readable", "legend_below", "legend_columns", "text_sizes"]
 
 #: the smallest font any figure uses (legends, annotations, ticks), in points; the book checks it renders >= 9 px
 MIN_FONT_PT = 9
@@ -74,14 +74,30 @@ def panels(n: int, ncols: int = 2, height: float = 3.6, width: float = 9.0, **kw
     return fig, flat[:n]
 
 
+def _panel_width_in(ax) -> float:
+    """The width (inches) of the grid cell ``ax`` sits in: the figure width over the grid's columns."""
+    spec = ax.get_subplotspec()
+    ncols = spec.get_gridspec().ncols if spec is not None else 1
+    return ax.figure.get_size_inches()[0] * (spec.colspan.stop - spec.colspan.start if spec else 1) / ncols
+
+
+def legend_columns(labels: Sequence[str], width_in: float, most: int = 2) -> int:
+    """How many legend columns of ``labels`` fit in ``width_in`` inches at :data:`MIN_FONT_PT` (a character is
+    about 0.55 em wide, plus 0.5 in for the marker and the gap), at most ``most``, at least 1."""
+    widest = 0.5 + max((len(l) for l in labels), default=0) * MIN_FONT_PT * 0.55 / 72
+    return max(1, min(most, int(width_in // widest)))
+
+
 def legend_below(ax, ncols: int = 2, **kw):
-    """The axes' legend below its x label (outside the axes: it never covers data or reference lines); no-op
-    without labelled artists."""
+    """The axes' legend below its x label (outside the axes: it never covers data or reference lines), in as many
+    columns (up to ``ncols``) as fit the panel's width, so a long legend never squeezes the axes; no-op without
+    labelled artists."""
     handles, labels = ax.get_legend_handles_labels()
     if not handles:
         return None
-    return ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=ncols,
-                     fontsize=MIN_FONT_PT, frameon=False, **kw)
+    return ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                     ncols=legend_columns(labels, _panel_width_in(ax), ncols), fontsize=MIN_FONT_PT, frameon=False,
+                     **kw)
 
 
 def text_sizes(fig) -> list[float]:
