@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from .setup import setup
 from .sweeps import evaluate_alphas, worst_case
 
-__all__ = ["MODELS", "ATTACKS", "Works", "ModelResult", "run", "table", "verdict_table", "figure", "cost_table"]
+__all__ = ["MODELS", "ATTACKS", "BLACK_BOX", "Works", "ModelResult", "run", "table", "base_table", "verdict_table",
+           "figure", "cost_table", "cost_sentence"]
 
 #: the models of the chapter: (name, the α of the page that evaluates it, test images). α: the offline default at
 #: Fig. 3's α; the appendix family at Tables 2 and 4's α = 0.35. n: 200 for the three models whose claims the pages
@@ -245,3 +246,15 @@ def cost_table(res: Works):
                             "s / image": round(prov.get("wall_s", float("nan")) / max(prov.get("n", 1), 1), 3),
                             "device": str(prov.get("device", "")).split(" (")[0]})
     return pd.DataFrame(out)
+
+
+def cost_sentence(res: Works, n: int = 1000) -> str:
+    """What the chapter would cost at ``n`` images per model at the measured per-image costs (CPU hours)."""
+    t = cost_table(res)
+    if t.empty:
+        return ""
+    hours = float(t["s / image"].sum()) * n / 3600
+    return (f"At these per-image costs, the records of this page at n = {n} images per model would take about "
+            f"{hours:.0f} CPU-hours on this machine (2 cores) — why the page uses n = "
+            f"{', '.join(sorted({str(m.n) for m in res.models}))}; on a GPU the same records take minutes "
+            "(`python -m msparse plan paper`).")
