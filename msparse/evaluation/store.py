@@ -551,7 +551,9 @@ def _row(rec: dict) -> dict[str, Any]:
         "model": meta.get("model"),
         "data": meta.get("data"),
         "stats": meta.get("stats"),
-        "attack": atk.get("name"),
+        # a binarization-test record (msparse.evaluation.binarize) is listed as "binarization:<attack>"; its
+        # "robust" column is the pass rate over valid samples, and it has no clean accuracy
+        "attack": f"{spec['kind']}:{atk.get('name')}" if spec.get("kind") else atk.get("name"),
         "norm": atk.get("norm"),
         "eps": atk.get("eps"),
         "alpha": alphas[0] if len(alphas) == 1 else "mixed",
@@ -560,7 +562,7 @@ def _row(rec: dict) -> dict[str, Any]:
         "clean": res.get("clean_acc"),
         "clean_lo": (res.get("clean_ci") or [None, None])[0],
         "clean_hi": (res.get("clean_ci") or [None, None])[1],
-        "robust": res.get("robust_acc"),
+        "robust": res.get("robust_acc", res.get("pass_rate")),
         "robust_lo": (res.get("robust_ci") or [None, None])[0],
         "robust_hi": (res.get("robust_ci") or [None, None])[1],
         "seed": spec.get("seed"),
