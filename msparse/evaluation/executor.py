@@ -279,6 +279,12 @@ def run_task(model, source, x, y, sites, attack: str, kwargs: dict, start: int, 
 
 _CLIENTS: dict[str, Any] = {}
 
+#: Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536; setting it at all switches off glibc's dynamic
+#: mmap threshold, so every large tensor is a fresh mmap and its pages fault in again: torch's CPU forward and
+#: backward ran 2.3-2.8x slower in such a worker (measured here). The workers msparse starts leave it unset; for
+#: workers started by hand, export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=None.
+NO_MALLOC_TRIM = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
 
 def _import_distributed():
     try:
@@ -297,10 +303,13 @@ def _client(spec):
         return distributed.Client(spec)
     if spec in _CLIENTS and _CLIENTS[spec].status == "running":
         return _CLIENTS[spec]
+    import dask
+
     kind, _, n = spec.partition(":")
     if kind == "local":
-        cluster = distributed.LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=40)
+        with dask.config.set(NO_MALLOC_TRIM):
+            cluster = distributed.LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True,
+                                               dashboard_address=None, silence_logs=40)
         client = distributed.Client(cluster)
     elif kind == "slurm":
         try:
@@ -308,7 +317,8 @@ def _client(spec):
         except ImportError:
             raise ClusterError("--cluster slurm:N needs dask-jobqueue: pip install dask-jobqueue (and its "
                                "jobqueue.yaml; see the README's Scale-out section)") from None
-        cluster = SLURMCluster()
+        with dask.config.set(NO_MALLOC_TRIM):
+            cluster = SLURMCluster()
         cluster.scale(jobs=int(n))
         client = distributed.Client(cluster)
     else:
