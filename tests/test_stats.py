@@ -211,3 +211,20 @@ def test_large_mean_small_variance_is_exact_where_a_float32_sum_of_squares_fails
     # the naive float32 estimate E[x²] − E[x]² is far off here: the test above can fail
     naive = (data.square().mean((0, 2, 3)) - data.mean((0, 2, 3)).square()).double().numpy()
     assert np.abs(naive / var - 1).max() > 0.1
+
+
+@pytest.mark.parametrize("mode", ["exact", "official"])
+def test_fused_statistics_are_the_float64_references_float32_bits(mode):
+    """Record keys hash the statistics' bits: the fused kernel (float64 sums around a shift) must store the same
+    float32 values as the float64 reference route, or every stored record would be recomputed."""
+    if not kernels.available():
+        pytest.skip(f"fused kernels unavailable: {kernels.info()['reason']}")
+    model = tiny_cnn()
+    ms.sparsify(model, "activations")
+    data = torch.rand(200, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    ms.calibrate(model, data, mode=mode, batch_size=64)
+    fused = [(op.mean.clone(), op.var.clone()) for op in pl.operators(model)]
+    with kernels.eager():
+        ms.calibrate(model, data, mode=mode, batch_size=64)
+    for (mean, var), op in zip(fused, pl.operators(model)):
+        assert torch.equal(mean, op.mean) and torch.equal(var, op.var)
