@@ -60,8 +60,10 @@ def test_table8(no_compute, rows_match_records):
     assert res.groups == {"main_path": list(range(1, 16, 2)), "after_add": list(range(2, 17, 2))}
     for rows in res.by_group.values():
         assert [r["alpha"] for r in rows] == [0.0, 0.1, 0.2, 0.3, 0.35, 0.4]
-    assert len(res.rows) == 12 and all(r["cached"] for r in res.rows)
+    assert len(res.rows) == 12 + 2 * 3 and all(r["cached"] for r in res.rows)
     rows_match_records(res.rows)
+    for g, rows in res.bpda.items():   # BPDA beside the direct attack, MeanSparse at the group's sites only
+        assert [r["alpha"] for r in rows] == [0.0, 0.2, 0.35] and rows[0]["key"] == res.by_group[g][0]["key"]
     assert list(res.verdicts) == ["main_path", "after_add"]
     assert all(v.startswith("**Verdict: ") for v in res.verdicts.values())
     for g in res.by_group:

@@ -22,14 +22,16 @@ ALPHAS = (0.2, 0.35)
 
 
 def bpda(s: Setup, alphas: Sequence[float], *, attack: str, eps: float, n_iter: int, seed: int = 0,
-         norm: str = "Linf", label: str = "appendix", progress: bool = True) -> list[dict]:
+         norm: str = "Linf", label: str = "appendix", progress: bool = True,
+         sites: Sequence[int] | None = None) -> list[dict]:
     """``bpda:<attack>`` at α = 0 and each of :data:`ALPHAS` that is among ``alphas`` (display rows; α = 0 shares
-    the direct attack's record); [] when none of them is on the page's grid."""
+    the direct attack's record), with MeanSparse at ``sites`` only (default all); [] when none of the α is on the
+    page's grid."""
     at = [a for a in ALPHAS if any(abs(a - x) < 1e-9 for x in alphas)]
     if not at:
         return []
     return evaluate_alphas(s, [0.0, *at], attack=f"bpda:{attack}", eps=eps, norm=norm, n_iter=n_iter, seed=seed,
-                           label=label, progress=progress)
+                           label=label, progress=progress, sites=sites)
 
 
 def plot(ax, rows: list[dict], attack: str) -> None:

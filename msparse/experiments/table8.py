@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .setup import Setup, setup
+from . import beside
 from .sweeps import evaluate_alphas
 
 __all__ = ["Table8", "run", "figure", "table", "caption", "GROUPS_CHECKED", "CLAIM_ALPHA", "PAPER_MODEL"]
@@ -38,6 +39,7 @@ class Table8:
     n_iter: int
     verdicts: dict = field(default_factory=dict)   # {group: verdict line (Markdown)}
     rows: list[dict] = field(default_factory=list)  # every row with a record (provenance)
+    bpda: dict = field(default_factory=dict)       # {group: BPDA rows beside the direct attack (beside.ALPHAS)}
 
 
 def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, data_source: str = "auto", n_examples: int = 500,
@@ -57,7 +59,10 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, data_source: str = "au
         groups["after_add+stem"] = [0] + groups["after_add"]
     by_group = {g: evaluate_alphas(s, alphas, sites=idx, **kw) for g, idx in groups.items()}
     lines = {g: alpha_verdict(s, by_group[g], PAPER_MODEL, CLAIM_ALPHA) for g in GROUPS_CHECKED}
-    return Table8(s, groups, by_group, attack, n_iter, lines, [r for rs in by_group.values() for r in rs])
+    bpda = {g: beside.bpda(s, alphas, attack=attack, eps=eps, n_iter=n_iter, seed=seed, progress=progress,
+                           sites=groups[g]) for g in GROUPS_CHECKED}
+    return Table8(s, groups, by_group, attack, n_iter, lines,
+                  [r for rs in [*by_group.values(), *bpda.values()] for r in rs], bpda)
 
 
 def _reference(group: str, label=lambda k: f"{k} (paper)") -> dict:
@@ -75,6 +80,7 @@ def figure(res: Table8):
     for ax, (g, r) in zip(axes, res.by_group.items()):
         plots.alpha_sweep(r, ax=ax, title=f"{g}: sites {res.groups[g]}",
                           reference=_reference(g, lambda k, g=g: f"{g} {k} (paper)"))
+        beside.plot(ax, res.bpda.get(g, []), res.attack)
     return fig
 
 
