@@ -30,7 +30,7 @@ from .setup import setup
 from .sweeps import evaluate_alphas, worst_case
 
 __all__ = ["MODELS", "ATTACKS", "BLACK_BOX", "Works", "ModelResult", "run", "table", "base_table", "verdict_table",
-           "figure", "cost_table", "cost_sentence"]
+           "figure", "cost_table", "cost_sentence", "findings"]
 
 #: the models of the chapter: (name, the α of the page that evaluates it, test images). α: the offline default at
 #: Fig. 3's α; the appendix family at Tables 2 and 4's α = 0.35. n: 200 for the three models whose claims the pages
@@ -258,3 +258,20 @@ def cost_sentence(res: Works, n: int = 1000) -> str:
             f"{hours:.0f} CPU-hours on this machine (2 cores) — why the page uses n = "
             f"{', '.join(sorted({str(m.n) for m in res.models}))}; on a GPU the same records take minutes "
             "(`python -m msparse plan paper`).")
+
+
+def findings(res: Works) -> list[str]:
+    """One sentence per model with the numbers the chapter's tables show and the records they rest on (12-character
+    key prefixes): the README's findings are these sentences."""
+    direct = next(iter(ATTACKS))
+    out = []
+    for m in res.models:
+        d, w = m.by_attack.get(direct), m.worst
+        keys = sorted({r["key"][:12] for rows in m.by_attack.values() for r in rows if r.get("key")})
+        parts = [f"{m.model} (α = {m.alpha:g}, n = {m.n}): **{m.verdict.phrase if m.verdict else 'not judged'}**"]
+        if d:
+            parts.append(f"under the official gradient {d[0]['robust']:.1f}% → {d[1]['robust']:.1f}%")
+        parts.append(f"under the worst case over {len(m.by_attack)} attacks {w[0]['robust']:.1f}% → "
+                     f"{w[1]['robust']:.1f}%")
+        out.append("; ".join(parts[:1]) + " — " + ", ".join(parts[1:]) + f" (records {', '.join(keys)})")
+    return out
