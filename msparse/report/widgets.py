@@ -213,6 +213,17 @@ class AlphaExplorer:
         return fig
 
 
+def _render_png(fig) -> bytes:
+    """The figure as PNG bytes at its own dpi: one Agg draw, then fast zlib (level 1) through Pillow."""
+    from PIL import Image
+
+    fig.canvas.draw()
+    buf = io.BytesIO()
+    Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba()).save(buf, format="png",
+                                                                                           compress_level=1)
+    return buf.getvalue()
+
+
 class LiveExplorer:
     """The live α explorer: an α slider, a site selector, the attack's backward mode, and one figure.
 
@@ -268,7 +279,7 @@ class LiveExplorer:
         before = channel_values(op, ex.inputs(site), c).flatten().numpy()
         lo, hi = float(before.min()), float(before.max())
         self.edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, 61)
-        fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+        fig, axes = plt.subplots(2, 2, figsize=(11, 7), dpi=self.dpi)   # drawn once at the PNG's resolution
         a0, a1, a2, a3 = axes.ravel()
         mu, sigma = self.mu, self.sigma
         self.grid = np.linspace(mu - 4 * sigma, mu + 4 * sigma, 801)
@@ -334,9 +345,7 @@ class LiveExplorer:
         self._robust_line.set_label(f"PGD-{ex.pgd_steps} ({ex.backward} backward, n={ex.n_robust})")
         a3.legend(fontsize=8, loc="lower left")
         self._alpha_line.set_xdata([alpha, alpha])
-        buf = io.BytesIO()
-        self._fig.savefig(buf, format="png", dpi=self.dpi)
-        self.png = buf.getvalue()
+        self.png = _render_png(self._fig)
 
     def update(self, alpha: float | None = None, site: int | None = None, backward: str | None = None) -> float:
         """Redraw after a change of α, site or backward mode (the widgets' callback); returns the seconds taken."""
