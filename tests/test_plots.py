@@ -170,3 +170,16 @@ def test_a_long_legend_gets_fewer_columns_and_never_squeezes_the_axes():
         plots.alpha_sweep(rows, ax=axes[0], metrics=("robust",), labels={"robust": f"a rather long series label {i}"})
     fig.canvas.draw()
     assert axes[0].get_window_extent().width >= 0.6 * axes[1].get_window_extent().width
+
+
+def test_a_long_title_is_wrapped_so_the_saved_figure_keeps_its_width():
+    from PIL import Image
+    import io
+
+    title = "msparse/resnet18-gelu-w8-pgdat: robust accuracy by attack (95% Wilson intervals), every α of the grid"
+    fig = plots.bars(["α=0", "α=0.35"], {"apgd-ce+t": [40, 43], "bpda:apgd-ce+t": [40, 37]}, title=title)
+    w_in = fig.get_size_inches()[0]
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")   # as the notebook's inline backend saves it
+    assert Image.open(io.BytesIO(buf.getvalue())).size[0] <= 100 * (w_in + 2 * 0.1) + 2   # + the 0.1 in padding
+    assert "\n" in fig.axes[0].get_title()

@@ -23,12 +23,13 @@ import numpy as np
 __all__ = ["style", "operator_curve", "channel_histogram", "feature_map", "histograms_before_after", "figure1",
            "figure2_schematic", "curves", "alpha_sweep", "eps_curves", "bars", "site_profile", "blocked_fractions",
            "to_png", "is_blank_png", "OURS", "REF", "MIN_FONT_PT", "MAX_WIDTH_IN", "MIN_WIDTH_IN", "MARKERS",
-           "panels", "readable", "legend_below", "legend_columns", "text_sizes"]
+           "panels", "readable", "legend_below", "legend_columns", "set_title", "text_sizes"]
 
 #: the smallest font any figure uses (legends, annotations, ticks), in points; the book checks it renders >= 9 px
 MIN_FONT_PT = 9
-#: widest figure, in inches: a 688 px column shows 9.5 in at 72.4 px/in, so 9 pt text stays >= 9 px
-MAX_WIDTH_IN = 9.5
+#: widest figure, in inches: the inline backend saves it with 0.1 in padding per side, and a 688 px column shows
+#: 9.3 + 0.2 in at 72.4 px/in, so 9 pt text stays >= 9 px
+MAX_WIDTH_IN = 9.3
 #: narrowest figure, in inches (600 px at the book's 100 dpi)
 MIN_WIDTH_IN = 6.2
 #: one marker per series, so lines stay apart in grey-scale and where colours are close
@@ -86,6 +87,18 @@ def legend_columns(labels: Sequence[str], width_in: float, most: int = 2) -> int
     about 0.55 em wide, plus 0.5 in for the marker and the gap), at most ``most``, at least 1."""
     widest = 0.5 + max((len(l) for l in labels), default=0) * MIN_FONT_PT * 0.55 / 72
     return max(1, min(most, int(width_in // widest)))
+
+
+def set_title(ax, title: str) -> None:
+    """``ax``'s title, wrapped to the panel's width (a title wider than the figure would widen the saved image
+    beyond the book's column and shrink its text)."""
+    import textwrap
+
+    from matplotlib.font_manager import FontProperties
+
+    size = FontProperties(size=matplotlib.rcParams["axes.titlesize"]).get_size_in_points()
+    chars = max(20, int(0.9 * _panel_width_in(ax) * 72 / (size * 0.6)))
+    ax.set_title(textwrap.fill(title, chars))
 
 
 def legend_below(ax, ncols: int = 2, **kw):
@@ -272,7 +285,7 @@ def curves(series: Sequence[Mapping], ax=None, xlabel: str = "α", ylabel: str =
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title)
+        set_title(ax, title)
     if legend:
         legend_below(ax)
     return fig
@@ -357,7 +370,7 @@ def bars(groups: Sequence[str], bars_: Mapping[str, Sequence], ax=None, errors: 
     if ylim:
         ax.set_ylim(*ylim)
     if title:
-        ax.set_title(title)
+        set_title(ax, title)
     legend_below(ax, ncols=min(k, 3))
     return fig
 
@@ -386,7 +399,7 @@ def blocked_fractions(fractions: Mapping[str, float], ax=None, title: str = "blo
     ax.set_xticks(range(len(names)), [str(i) for i in range(len(names))])
     ax.set_xlabel("site index")
     ax.set_ylabel("blocked (%)")
-    ax.set_title(title)
+    set_title(ax, title)
     return fig
 
 
