@@ -33,10 +33,10 @@ MIN_FIGURE_PX = 600           # a figure narrower than this on a 1280 px window 
 MIN_TEXT_PX = 9               # the smallest text in a figure, in CSS px as rendered
 PAGES = ["intro.html", "method.html"] + [f"_executed/{n}.html" for n, _ in mb.NOTEBOOKS]
 
-pytestmark = [
-    pytest.mark.skipif(not _HTML, reason="set MSPARSE_BOOK_HTML to a built book (python -m msparse book)"),
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)"),
-]
+def needs_book_and_browser(test):
+    """Skip (with the reason) a test that loads the built book in Chromium when either is missing."""
+    test = pytest.mark.skipif(not _HTML, reason="set MSPARSE_BOOK_HTML to a built book (python -m msparse book)")(test)
+    return pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")(test)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -328,6 +328,7 @@ def pages():
     return out
 
 
+@needs_book_and_browser
 @pytest.mark.parametrize("page", PAGES)
 def test_no_javascript_error_and_no_missing_resource(pages, page):
     events, _ = pages[page]
@@ -335,6 +336,7 @@ def test_no_javascript_error_and_no_missing_resource(pages, page):
     assert not problems, f"{page}:\n  " + "\n  ".join(problems)
 
 
+@needs_book_and_browser
 @pytest.mark.parametrize("page", PAGES)
 def test_figures_are_wide_readable_and_do_not_scroll(pages, page):
     from msparse.report.plots import MIN_FONT_PT
@@ -359,6 +361,7 @@ def test_figures_are_wide_readable_and_do_not_scroll(pages, page):
     assert not problems, f"{page}:\n  " + "\n  ".join(problems)
 
 
+@needs_book_and_browser
 @pytest.mark.parametrize("page", PAGES)
 def test_every_table_has_a_caption_saying_what_it_is(pages, page):
     _, m = pages[page]
