@@ -22,8 +22,8 @@ When the kernels cannot serve (``MSPARSE_FUSED=0``, no compiler, a failed build,
 an unusual memory layout, a graph being traced by ``torch.compile``) every function here returns ``None`` and the
 caller runs its eager code; :func:`info` says which route is active and why.
 
-Shapes: a tensor is seen as ``(outer, C, inner)`` with the channels in the middle: ``inner = 1`` for
-channels-last memory (NHWC, NLC, or NCHW stored channels_last), ``outer = 1`` never assumed.
+Shapes: a dense tensor is walked in memory order as ``(outer, C, inner)``, C being the channels: ``inner = 1`` for
+channels-last memory (NHWC, NLC, or NCHW stored channels_last), ``inner = H·W`` for contiguous NCHW.
 """
 
 from __future__ import annotations
