@@ -127,9 +127,10 @@ def main(argv=None):
         t_base, t_fused, t_eager = interleaved([lambda: base(x), lambda: sparse(x), eager(lambda: sparse(x))],
                                                args.repeats, device)
 
-        def plain_pass():
-            for xb in data.split(args.batch):
-                base(xb)
+    @torch.no_grad()
+    def plain_pass():   # what calibrate runs, without the statistics (calibrate is no-grad too)
+        for xb in data.split(args.batch):
+            base(xb)
 
     def stats_pass():
         ms.calibrate(sparse, data, batch_size=args.batch)
