@@ -54,6 +54,8 @@ NOTEBOOKS: tuple[tuple[str, str], ...] = (
     ("table6_attack_power", "Table 6: attack power"),
     ("table7_sites", "Table 7: single and cumulative sites"),
     ("table8_main_vs_add", "Table 8: main path vs after addition"),
+    ("does_it_work", "Does MeanSparse work? Every model under every attack"),
+    ("attack_strength", "Is the attack strong enough? Is α chosen honestly?"),
     ("adaptive", "Adaptive evaluation: BPDA and transfer"),
     ("standard_training", "Standard training"),
     ("statistics", "Statistics: exact vs official, and how many images"),
@@ -74,7 +76,13 @@ BUILD_PARAMETERS: dict = {"live": False}
 #: per-notebook overrides on top of a profile (e.g. keep Table 7's single α in the quick profile)
 NOTEBOOK_PROFILES: dict[str, dict[str, dict]] = {
     "quick": {"table7_sites": {"alphas": [0.35]}, "standard_training": {"alphas": [0.0, 0.5]},
-              "statistics": {"n_train": 512, "n_sizes": [128, 512]}, "fig3_headline": {"n_queries": 50}},
+              "statistics": {"n_train": 512, "n_sizes": [128, 512]}, "fig3_headline": {"n_queries": 50},
+              "does_it_work": {"models": [["msparse/resnet18-gelu-w8-pgdat", 0.35, 24]], "full_aa": [],
+                               "attacks": ["official gradient (APGD)", "BPDA", "surrogate", "gradient estimation",
+                                           "Square"]},
+              "attack_strength": {"checks": [["msparse/resnet18-gelu-w8-pgdat", 0.35, "apgd-ce", 5, 24, [0, 1]]],
+                                  "n_binarization": 2,
+                                  "sweeps": [["msparse/resnet18-gelu-w8-pgdat", [0.0, 0.35], "apgd-ce", 5, 24]]}},
 }
 
 _NPM = {  # package@version -> (sha512 integrity, {file in the tarball: file name in _widgets_js})

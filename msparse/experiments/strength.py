@@ -24,7 +24,7 @@ from .setup import Setup, setup
 from .sweeps import data_label, evaluate_alphas
 
 __all__ = ["Strength", "run", "convergence_table", "seed_table", "seed_spread", "binarization_table", "HeldOut",
-           "held_out", "held_out_table", "held_out_sweep", "convergence_sentence", "seed_sentence"]
+           "held_out", "held_out_table", "held_out_sweep", "convergence_sentence", "seed_sentence", "figure"]
 
 
 @dataclass
@@ -250,3 +250,16 @@ def seed_sentence(res: Strength) -> str:
             f"gain at α = {res.alpha:g} by {gain:.1f} pp (gains {', '.join(f'{g:+.1f}' for g in g0)} pp): "
             + ("a different random start alone changes the gain by as much as the gain itself."
                if gain >= min(abs(g) for g in g0) else "the gain is larger than what the seed alone changes."))
+
+
+def figure(res: Strength):
+    """Robust accuracy (%, 95% Wilson intervals) of the page's attack at each budget, at α = 0 and α."""
+    from ..report import plots
+
+    labels = list(res.convergence)
+    alphas = [r["alpha"] for r in res.convergence[labels[0]]]
+    return plots.bars(labels, {f"α = {a:g}": [res.convergence[b][i]["robust"] for b in labels]
+                               for i, a in enumerate(alphas)},
+                      errors={f"α = {a:g}": [(res.convergence[b][i]["robust_lo"], res.convergence[b][i]["robust_hi"])
+                                              for b in labels] for i, a in enumerate(alphas)},
+                      title=f"{res.setup.model_name}: {res.attack} robust accuracy by budget (95% Wilson intervals)")

@@ -30,7 +30,7 @@ from .setup import setup
 from .sweeps import evaluate_alphas, worst_case
 
 __all__ = ["MODELS", "ATTACKS", "BLACK_BOX", "Works", "ModelResult", "run", "table", "base_table", "verdict_table",
-           "figure", "cost_table", "cost_sentence", "findings"]
+           "figure", "cost_table", "cost_sentence", "flags_table", "findings"]
 
 #: the models of the chapter: (name, the α of the page that evaluates it, test images). α: the offline default at
 #: Fig. 3's α; the appendix family at Tables 2 and 4's α = 0.35. n: 200 for the three models whose claims the pages
@@ -137,7 +137,8 @@ def run(models=MODELS, *, attacks=tuple(ATTACKS), full_aa=("msparse/resnet18-gel
         d = m.by_attack.get(direct)
         m.verdict = verdicts.referee_verdict(d[0] if d else m.worst[0], d[1] if d else m.worst[1],
                                              m.worst[0], m.worst[1], p_adjusted=p_adj)
-        lines.append(f"**{m.model}** (α = {m.alpha:g}, n = {m.n}): **{m.verdict.phrase}** — {m.verdict.reason()}.")
+        lines.append(f"**Verdict: {m.verdict.phrase}** — {m.model} (α = {m.alpha:g}, n = {m.n}): "
+                     f"{m.verdict.reason()}.")
     note = (f"Budget: APGD-based attacks {n_iter} iterations (AutoAttack: 100), gradient estimation "
             f"{ATTACKS['gradient estimation'][1]['n_iter']} steps of 64 queries, Square "
             f"{ATTACKS['Square'][1]['n_queries']} queries (AutoAttack: 5000), full AutoAttack (standard version: "
@@ -199,12 +200,12 @@ def figure(res: Works):
     and under the worst case over every attack, with 95% paired intervals."""
     import matplotlib.pyplot as plt
 
-    from ..report import verdicts
+    from ..report import plots, verdicts
 
     direct = next(iter(ATTACKS))
     names = [m.model.replace("msparse/resnet18-", "").replace("msparse/", "").replace("pyautoattack/", "")
              for m in res.models]
-    fig, ax = plt.subplots(figsize=(10, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9, 4.6), layout="constrained")
     for k, (label, get) in enumerate(((f"{direct}", lambda m: m.by_attack.get(direct)),
                                       ("worst case over all attacks", lambda m: m.worst))):
         xs, ds, lo, hi = [], [], [], []
@@ -221,39 +222,75 @@ def figure(res: Works):
     ax.axhline(0, color="0.3", lw=1)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("robust accuracy, α vs α = 0 (pp)")
-    ax.set_title("MeanSparse's gain: official gradient vs the worst case over every attack (95% paired CI)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    return fig
+    ax.set_title("MeanSparse's gain: official gradient vs worst case over every attack (95% paired CI)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=2, frameon=False)
+    return plots.readable(fig)
+
+
+def _records(res: Works):
+    """(model result, column label, row, stored record) for every row of the chapter that has a record."""
+    from ..evaluation.store import Store
+
+    for m in res.models:
+        st = m.store if isinstance(m.store, Store) else Store(m.store)
+        for label, rows in m.by_attack.items():
+            for r in rows:
+                rec = st.get(r["key"]) if r.get("key") else None
+                if rec is not None:
+                    yield m, label, r, rec
+
+
+def _cost_rows(res: Works) -> list[dict]:
+    return [{"model": m.model, "attack": label, "α": r["alpha"],
+             "s / image": prov.get("wall_s", float("nan")) / max(prov.get("n", 1), 1)}
+            for m, label, r, rec in _records(res) for prov in [rec.get("provenance", {})]]
 
 
 def cost_table(res: Works):
-    """CPU seconds per image of each attack (from the records' provenance: wall time / n, on the machine that made
-    them), at α = 0 and α, per model."""
+    """CPU seconds per image of each attack (wall time / n from the records' provenance, on the machine that made
+    them; mean of α = 0 and α), one row per model, one column per attack."""
     import pandas as pd
 
-    from ..evaluation.store import Store
+    rows = _cost_rows(res)
+    if not rows:
+        return pd.DataFrame()
+    t = pd.DataFrame(rows).pivot_table(index="model", columns="attack", values="s / image", aggfunc="mean")
+    t.index = [i.replace("msparse/", "") for i in t.index]
+    return t[[c for c in ATTACKS if c in t.columns]].round(2)
 
-    out = []
-    for m in res.models:
-        for label, rows in m.by_attack.items():
-            for r in rows:
-                st = m.store if isinstance(m.store, Store) else Store(m.store)
-                rec = st.get(r["key"]) if r.get("key") else None
-                if rec is None:
-                    continue
-                prov = rec.get("provenance", {})
-                out.append({"model": m.model, "attack": label, "α": r["alpha"],
-                            "s / image": round(prov.get("wall_s", float("nan")) / max(prov.get("n", 1), 1), 3),
-                            "device": str(prov.get("device", "")).split(" (")[0]})
-    return pd.DataFrame(out)
+
+def flags_table(res: Works):
+    """Per model at its α: mean fraction of activations inside the band, the fraction of test images whose input
+    gradient is exactly zero under the official backward, and AutoAttack's own warnings over the model's records."""
+    import pandas as pd
+    from collections import Counter
+
+    out = {}
+    for m, label, r, rec in _records(res):
+        if r["alpha"] == 0:
+            continue
+        d = rec["result"].get("diagnostics") or {}
+        row = out.setdefault(m.model, {"blocked": [], "zero": [], "warnings": Counter()})
+        if "blocked_mean" in d:
+            row["blocked"].append(d["blocked_mean"])
+        if "zero_grad" in d:
+            row["zero"].append(d["zero_grad"])
+        row["warnings"].update({k.split("!")[0].split(". ")[0].strip() + ("!" if "!" in k else ""): v
+                                for k, v in (d.get("messages") or {}).items()})
+    return pd.DataFrame([{"model": k.replace("msparse/", ""),
+                          "blocked at α (mean over sites)": round(max(v["blocked"]), 3) if v["blocked"] else None,
+                          "zero input gradient (official backward)": round(max(v["zero"]), 3) if v["zero"] else None,
+                          "AutoAttack warnings (first sentence, × records)":
+                              "; ".join(f"{w} ×{c}" for w, c in v["warnings"].items()) or "none"}
+                         for k, v in out.items()]).set_index("model")
 
 
 def cost_sentence(res: Works, n: int = 1000) -> str:
     """What the chapter would cost at ``n`` images per model at the measured per-image costs (CPU hours)."""
-    t = cost_table(res)
-    if t.empty:
+    rows = _cost_rows(res)
+    if not rows:
         return ""
-    hours = float(t["s / image"].sum()) * n / 3600
+    hours = sum(r["s / image"] for r in rows) * n / 3600
     return (f"At these per-image costs, the records of this page at n = {n} images per model would take about "
             f"{hours:.0f} CPU-hours on this machine (2 cores) — why the page uses n = "
             f"{', '.join(sorted({str(m.n) for m in res.models}))}; on a GPU the same records take minutes "
