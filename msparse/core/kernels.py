@@ -381,15 +381,25 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def sparsify(x: torch.Tensor, cdim: int, centre: torch.Tensor, threshold: torch.Tensor, want_mask: bool):
-    """``(out, mask)``: out = centre where |x − centre| < threshold else x (centre, threshold: float32 [C]);
-    ``mask`` (bool, x's shape and strides) only when ``want_mask``. ``None`` if the kernels cannot serve."""
+def _serve(x: torch.Tensor, cdim: int, centre: torch.Tensor, threshold: torch.Tensor):
+    """``(library, channel view of x)`` when the kernels can serve this tensor and these float32 [C] vectors, else
+    ``None`` (no compiled library, a dtype without a kernel, a layout the kernels do not walk)."""
     lib = _lib()
     if lib is None or x.dtype not in _SUFFIX:
         return None
     view = channel_view(x, cdim)
     if view is None or centre.dtype != torch.float32 or threshold.dtype != torch.float32:
         return None
+    return lib, view
+
+
+def sparsify(x: torch.Tensor, cdim: int, centre: torch.Tensor, threshold: torch.Tensor, want_mask: bool):
+    """``(out, mask)``: out = centre where |x − centre| < threshold else x (centre, threshold: float32 [C]);
+    ``mask`` (bool, x's shape and strides) only when ``want_mask``. ``None`` if the kernels cannot serve."""
+    served = _serve(x, cdim, centre, threshold)
+    if served is None:
+        return None
+    lib, view = served
     out = torch.empty_like(x)
     if out.stride() != x.stride():
         return None
@@ -406,12 +416,10 @@ def sparsify(x: torch.Tensor, cdim: int, centre: torch.Tensor, threshold: torch.
 
 def count_band(x: torch.Tensor, cdim: int, centre: torch.Tensor, threshold: torch.Tensor):
     """Number of entries with |x − centre| < threshold, or ``None`` if the kernels cannot serve."""
-    lib = _lib()
-    if lib is None or x.dtype not in _SUFFIX:
+    served = _serve(x, cdim, centre, threshold)
+    if served is None:
         return None
-    view = channel_view(x, cdim)
-    if view is None or centre.dtype != torch.float32 or threshold.dtype != torch.float32:
-        return None
+    lib, view = served
     centre, threshold = centre.contiguous(), threshold.contiguous()
     return int(getattr(lib, f"ms_count_{_SUFFIX[x.dtype]}")(
         x.data_ptr(), centre.data_ptr(), threshold.data_ptr(), *view, _threads()))
