@@ -42,8 +42,16 @@ def test_table7(no_compute, rows_match_records):
         assert [r["site"] for r in rows] == list(range(17))
         assert all(r["alpha"] == 0.35 and "d_robust" in r for r in rows)
     assert res.base["alpha"] == 0.0
-    assert len(res.rows) == 2 * 17 + 1 and all(r["cached"] for r in res.rows)
+    assert list(res.bpda) == list(res.by_kind)             # BPDA beside the direct attack, every site
+    for rows in res.bpda.values():
+        assert [r["site"] for r in rows] == list(range(17))
+        assert all(r["attack"] == "bpda:apgd" and r["alpha"] == 0.35 and "d_robust" in r for r in rows)
+    # the single and cumulative placements share their first site's record (site 0 alone = sites 0..0)
+    assert len(res.rows) == 4 * 17 + 1 and all(r["cached"] for r in res.rows)
     rows_match_records(res.rows)
+    for kind in table7.KINDS:
+        t = table7.bpda_table(res, kind, 0.35)
+        assert t.shape[0] == 17 and "BPDA apgd" in table7.bpda_caption(res, kind, 0.35)
     assert len(res.verdicts) == 2 and all(v.startswith("**Verdict: ") for v in res.verdicts)
     for kind in table7.KINDS:
         t = table7.table(res, kind, 0.35)

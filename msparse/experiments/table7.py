@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from .setup import Setup, setup
 from .sweeps import evaluate_alphas
 
-__all__ = ["Table7", "run", "figure", "table", "caption", "base_table", "KINDS", "PAPER_MODEL"]
+__all__ = ["Table7", "run", "figure", "table", "caption", "bpda_table", "bpda_caption", "base_table", "KINDS",
+           "PAPER_MODEL"]
 
 #: the two placements of the paper's Table 7
 KINDS = ("single", "cumulative")
@@ -36,6 +37,7 @@ class Table7:
     attack: str
     n_iter: int
     alpha: float               # the α the verdicts are checked at (max of alphas)
+    bpda: dict = field(default_factory=dict)       # {(kind, α): [BPDA row per site]} at beside.ALPHAS
     checks: list = field(default_factory=list)     # Verdicts: accumulation, gain with all sites
     verdicts: list = field(default_factory=list)   # their page lines (Markdown)
     rows: list[dict] = field(default_factory=list)  # every row with a record (provenance)
@@ -60,6 +62,7 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, data_source: str = "au
                 chosen = [i] if kind == "single" else list(range(i + 1))
                 out.append(evaluate_alphas(s, [0.0, a], sites=chosen, site=i, progress=progress, **kw)[1])
             by_kind[(kind, a)] = out
+    bpda = _bpda(s, alphas, site_indices, attack=attack, eps=eps, n_iter=n_iter, seed=seed, progress=progress)
 
     a = max(alphas)
     base = evaluate_alphas(s, [0.0], progress=False, **kw)[0]  # the α=0 record (stored; the same images)
@@ -74,8 +77,27 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, data_source: str = "au
     gain = verdicts.gain_claim(base, cum[-1], claim=f"the paper's claim with sites 0..{cum[-1]['site']} active "
                                "(MeanSparse raises robust accuracy at a small clean cost)")
     lines = [verdicts.verdict(grows, where), verdicts.verdict(gain)]
-    rows = [r for rs in by_kind.values() for r in rs] + [base]
-    return Table7(s, by_kind, base, attack, n_iter, a, [grows, gain], lines, rows)
+    rows = [r for rs in list(by_kind.values()) + list(bpda.values()) for r in rs] + [base]
+    return Table7(s, by_kind, base, attack, n_iter, a, bpda, [grows, gain], lines, rows)
+
+
+def _bpda(s: Setup, alphas, site_indices, **kw) -> dict:
+    """BPDA beside the direct attack (:func:`msparse.experiments.beside.bpda`) for each placement and each α of
+    ``alphas`` among :data:`msparse.experiments.beside.ALPHAS`: {(kind, α): [row per site, with ``site``]}."""
+    from . import beside
+
+    out = {}
+    for kind in KINDS:
+        for a in alphas:
+            rows = []
+            for i in site_indices:
+                chosen = [i] if kind == "single" else list(range(i + 1))
+                got = beside.bpda(s, [0.0, a], sites=chosen, **kw)
+                if got:
+                    rows.append({**got[-1], "site": i})
+            if rows:
+                out[(kind, a)] = rows
+    return out
 
 
 def _reference_column(kind: str, alpha: float):
@@ -94,8 +116,9 @@ def figure(res: Table7):
     fig, axes = plots.panels(2, ncols=1, height=3.8)
     for ax, kind in zip(axes, KINDS):
         refs = {f"{kind} α={a:g} (paper)": _reference_column(kind, a) for a in alphas}
-        plots.site_profile({f"{kind} α={a:g}": res.by_kind[(kind, a)] for a in alphas}, ax=ax, title=kind,
-                           reference={k: v for k, v in refs.items() if v is not None})
+        ours = {f"{kind} α={a:g}": res.by_kind[(kind, a)] for a in alphas}
+        ours.update({f"BPDA {kind} α={a:g}": res.bpda[(kind, a)] for a in alphas if (kind, a) in res.bpda})
+        plots.site_profile(ours, ax=ax, title=kind, reference={k: v for k, v in refs.items() if v is not None})
     return fig
 
 
@@ -116,6 +139,22 @@ def table(res: Table7, kind: str, alpha: float):
     col = _reference_column(kind, alpha)
     return compare_table(res.by_kind[(kind, alpha)], {"APGD (paper)": col} if col is not None else None,
                          index="site")
+
+
+def bpda_caption(res: Table7, kind: str, alpha: float) -> str:
+    """One line saying what :func:`bpda_table` shows for ``(kind, alpha)``."""
+    rows = res.bpda[(kind, alpha)]
+    where = "only at site i" if kind == "single" else "at sites 0..i"
+    return (f"The adaptive attack beside it — **BPDA {res.attack}** ({res.n_iter} iterations, identity backward through "
+            f"every active site), **{kind}, α = {alpha:g}** (MeanSparse {where}), n = {rows[0]['n']} test images, "
+            f"model {res.setup.model_name}: robust accuracy per site (95% Wilson intervals; Δ vs α = 0, paired McNemar):")
+
+
+def bpda_table(res: Table7, kind: str, alpha: float):
+    """BPDA robust accuracy per site (with Δ vs α = 0) for ``(kind, alpha)``."""
+    from ..report.tables import compare_table
+
+    return compare_table(res.bpda[(kind, alpha)], metrics=("robust",), index="site")
 
 
 def base_table(res: Table7):
