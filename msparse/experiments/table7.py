@@ -54,14 +54,9 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, data_source: str = "au
     s = setup(model, n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
               use_stored=use_stored, results_dir=results_dir)
     kw = dict(attack=attack, eps=eps, n_iter=n_iter, seed=seed, label="appendix")
-    by_kind = {}
-    for kind in KINDS:
-        for a in alphas:
-            out = []
-            for i in site_indices:
-                chosen = [i] if kind == "single" else list(range(i + 1))
-                out.append(evaluate_alphas(s, [0.0, a], sites=chosen, site=i, progress=progress, **kw)[1])
-            by_kind[(kind, a)] = out
+    by_kind = {(kind, a): [evaluate_alphas(s, [0.0, a], sites=chosen, site=i, progress=progress, **kw)[1]
+                           for i, chosen in site_sets(kind, site_indices)]
+               for kind in KINDS for a in alphas}
     bpda = _bpda(s, alphas, site_indices, attack=attack, eps=eps, n_iter=n_iter, seed=seed, progress=progress)
 
     a = max(alphas)
@@ -89,15 +84,16 @@ def _bpda(s: Setup, alphas, site_indices, **kw) -> dict:
     out = {}
     for kind in KINDS:
         for a in alphas:
-            rows = []
-            for i in site_indices:
-                chosen = [i] if kind == "single" else list(range(i + 1))
-                got = beside.bpda(s, [0.0, a], sites=chosen, **kw)
-                if got:
-                    rows.append({**got[-1], "site": i})
+            rows = [{**got[-1], "site": i} for i, chosen in site_sets(kind, site_indices)
+                    if (got := beside.bpda(s, [0.0, a], sites=chosen, **kw))]
             if rows:
                 out[(kind, a)] = rows
     return out
+
+
+def site_sets(kind: str, site_indices):
+    """``(i, sites)`` for each site index i: ``[i]`` for the "single" placement, ``0..i`` for "cumulative"."""
+    return [(i, [i] if kind == "single" else list(range(i + 1))) for i in site_indices]
 
 
 def _reference_column(kind: str, alpha: float):
