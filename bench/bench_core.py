@@ -7,8 +7,9 @@
 3. Attack throughput: APGD-CE (pyautoattack's ``APGDAttack``, a fixed number of iterations on every image, labels
    = each model's own predictions so every image is attacked) through the sparsified model vs the unmodified one
    (target ≥ 1/1.05 of the unmodified throughput).
-4. One site alone (the widest, batch × 64 × 32 × 32, channels_last): the operator through the fused kernel and
-   through eager PyTorch vs a plain copy of the tensor (one read and one write: the floor for an out-of-place op).
+4. One site alone (the widest, batch × 64 × 32 × 32, channels_last): the operator through the fused kernel (its
+   output buffer reused, as in a model's repeated forwards) and through eager PyTorch vs a copy into an existing
+   tensor (one read and one write: the floor for an out-of-place op) and a clone (the same into fresh memory).
 5. First-use cost of the fused kernels: a cold build into an empty cache and a warm load, each in a fresh process.
 
     python bench/bench_core.py [--width 64] [--batch 128] [--repeats 7] [--apgd-batch 32] [--device cpu]
@@ -143,16 +144,18 @@ def main(argv=None):
         xa = data[: args.apgd_batch].contiguous(memory_format=torch.channels_last)
         t_apgd_base, t_apgd_fused, t_apgd_eager = interleaved(
             [apgd_runner(base, xa, args.apgd_iter, device), apgd_runner(sparse, xa, args.apgd_iter, device),
-             eager(apgd_runner(sparse, xa, args.apgd_iter, device))], max(3, args.repeats // 2), device)
+             eager(apgd_runner(sparse, xa, args.apgd_iter, device))], args.repeats, device)
         apgd = (t_apgd_base, t_apgd_fused, t_apgd_eager)
 
     from msparse.core.placement import operators
 
     op = operators(sparse)[0]
     feats = torch.randn(args.batch, op.channels, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    into = torch.empty_like(feats)
     with torch.no_grad():
-        t_copy, t_site, t_site_eager = interleaved([feats.clone, lambda: op(feats), eager(lambda: op(feats))],
-                                                   args.repeats, device)
+        t_copy, t_clone, t_site, t_site_eager = interleaved(
+            [lambda: into.copy_(feats), feats.clone, lambda: op(feats), eager(lambda: op(feats))], args.repeats,
+            device)
     cost = first_use_cost() if device.type == "cpu" else None
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, ResNet-18 GELU width "
           f"{args.width}, batch {args.batch}, {len(sites)} sites, alpha {args.alpha} (mean blocked fraction "
@@ -170,8 +173,8 @@ def main(argv=None):
               f"eager {tb / te:6.3f}x   ({n / tf:.1f} / {n / te:.1f} vs {n / tb:.1f} img-it/s, batch "
               f"{args.apgd_batch}, {args.apgd_iter} iterations)   target >= {1 / 1.05:.3f}")
     print(f"one site            {tuple(feats.shape)} channels_last: fused {t_site * 1e3:.1f} ms, eager "
-          f"{t_site_eager * 1e3:.1f} ms, plain copy {t_copy * 1e3:.1f} ms (fused / copy {t_site / t_copy:.2f}x, "
-          f"eager / copy {t_site_eager / t_copy:.2f}x)")
+          f"{t_site_eager * 1e3:.1f} ms, copy into an existing tensor {t_copy * 1e3:.1f} ms, clone "
+          f"{t_clone * 1e3:.1f} ms (fused / copy {t_site / t_copy:.2f}x, eager / copy {t_site_eager / t_copy:.2f}x)")
     if cost:
         c, w = cost["cold"], cost["warm"]
         print(f"first use           kernels built cold in {c['build_seconds'] or float('nan'):.2f} s (fresh process "

@@ -1,6 +1,7 @@
 """The fused CPU kernels (msparse.core.kernels): bit-identical to the eager operator in forward and in both backward
 modes, at the band edge, for every layout, centre and dtype; the route is reported and can be forced to eager."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -184,3 +185,85 @@ def test_fused_model_forward_equals_eager_on_a_sparsified_network():
         ref = model(xb)
         ref.logsumexp(1).sum().backward()
     assert torch.equal(out, ref) and torch.equal(xa.grad, xb.grad)
+
+
+# -- output buffers: reused only when nothing else refers to them ---------------------------------------------------
+def _reuse_op():
+    op = make_op("nchw", "mean", "exact")
+    kernels.release_buffers()
+    return op, torch.randn(2, C, 16, 16)
+
+
+def test_an_operator_writes_its_next_output_into_its_last_buffer_once_that_is_free():
+    op, x = _reuse_op()
+    with torch.no_grad():
+        first = op(x)
+        ptr = first.data_ptr()
+        del first
+        again = op(x)
+    assert again.data_ptr() == ptr
+    with kernels.eager():
+        assert torch.equal(again, op(x))
+
+
+@pytest.mark.parametrize("hold", ["tensor", "view", "numpy", "saved for backward"])
+def test_a_buffer_still_referred_to_is_never_overwritten(hold):
+    op, x = _reuse_op()
+    if hold == "saved for backward":
+        xr = x.clone().requires_grad_(True)
+        first = op(xr)
+        graph = first.sin()                     # sin saves its input: first's storage, for the backward
+        kept = first.detach().clone()
+        first = first.view_as(first)
+    else:
+        with torch.no_grad():
+            first = op(x)
+        kept = first.clone()
+    holder = {"tensor": first, "view": first.view(-1) if hold == "view" else None,
+              "numpy": first.detach().numpy() if hold == "numpy" else None}
+    if hold != "tensor":
+        ptr = first.data_ptr()
+        del first
+        holder.pop("tensor")
+    else:
+        ptr = first.data_ptr()
+    with torch.no_grad():
+        second = op(x * 3 + 1)                  # different values: an overwrite would show
+    assert second.data_ptr() != ptr
+    held = {"tensor": lambda: holder["tensor"], "view": lambda: holder["view"].view(kept.shape),
+            "numpy": lambda: torch.from_numpy(holder["numpy"]), "saved for backward": lambda: None}[hold]()
+    if held is not None:
+        assert torch.equal(held, kept)
+    else:
+        graph.sum().backward()                  # the saved input is intact: the gradient is cos(first) off the band
+        assert torch.equal(xr.grad, torch.where(op.band(x)[0], 0.0, kept.cos()))
+
+
+def test_repeated_backward_passes_through_reused_buffers_equal_eager():
+    op, x = _reuse_op()
+    for _ in range(3):
+        grads = []
+        for route in (contextlib.nullcontext, kernels.eager):
+            with route():
+                xr = x.clone().requires_grad_(True)
+                out = op(xr)
+                (out * out).sum().backward()
+                grads.append((out.detach(), xr.grad))
+        assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
+def test_buffers_follow_inference_mode_and_the_memory_bound(monkeypatch):
+    op, x = _reuse_op()
+    with torch.inference_mode():
+        assert op(x).is_inference()
+    out = op(x)                                 # an inference buffer is never handed out in normal mode
+    assert not out.is_inference()
+    (op(x.clone().requires_grad_(True)) ** 2).sum().backward()
+    monkeypatch.setenv("MSPARSE_REUSE_MB", "0")
+    kernels.release_buffers()
+    with torch.no_grad():
+        op(x)
+        second = op(x)
+        assert not kernels._buffers                     # nothing kept: every output freshly allocated
+    with kernels.eager():
+        assert torch.equal(second, op(x))

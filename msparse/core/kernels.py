@@ -24,6 +24,14 @@ caller runs its eager code; :func:`info` says which route is active and why.
 
 Shapes: a dense tensor is walked in memory order as ``(outer, C, inner)``, C being the channels: ``inner = 1`` for
 channels-last memory (NHWC, NLC, or NCHW stored channels_last), ``inner = H·W`` for contiguous NCHW.
+
+Output buffers: a fresh multi-megabyte CPU tensor comes from ``mmap`` and pays a page fault (and the kernel's zeroing)
+per 4 KiB page on first write — about 4× the kernel itself for a (128, 64, 32, 32) activation. So an operator (the
+``owner`` argument) keeps the storage of its last output, mask and gradient, and writes the next one into it when
+nothing else refers to that storage any more (its storage use count is back to the cache's own reference: the
+returned tensor, its views, saved-for-backward copies, NumPy arrays all hold one). Reuse changes no value, only
+where it is written; ``MSPARSE_REUSE_MB`` (default 1024, 0 = off) bounds the bytes kept over all operators, and
+:func:`release_buffers` drops them.
 """
 
 from __future__ import annotations
@@ -38,11 +46,13 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import torch
 
-__all__ = ["info", "available", "eager", "channel_view", "sparsify", "masked_grad", "count_band", "moments"]
+__all__ = ["info", "available", "eager", "channel_view", "sparsify", "masked_grad", "count_band", "moments",
+           "release_buffers"]
 
 _SOURCE = r"""
 #include <cmath>
@@ -393,17 +403,69 @@ def _serve(x: torch.Tensor, cdim: int, centre: torch.Tensor, threshold: torch.Te
     return lib, view
 
 
-def sparsify(x: torch.Tensor, cdim: int, centre: torch.Tensor, threshold: torch.Tensor, want_mask: bool):
+# -- output buffers kept per owner (see the module docstring) -------------------------------------------------------
+_buffers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # owner -> {slot: (key, private tensor)}
+_buffers_lock = threading.Lock()
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)   # absent: every output is freshly allocated
+
+
+def _reuse_limit() -> int:
+    try:
+        return max(0, int(float(os.environ.get("MSPARSE_REUSE_MB", "1024")) * 2 ** 20))
+    except ValueError:
+        return 0
+
+
+def _unshared(t: torch.Tensor) -> bool:
+    """True when ``t`` (the cache's private tensor) is the only tensor left on its storage: the use count is 2, its
+    own reference plus the temporary storage object this check creates."""
+    storage = t.untyped_storage()
+    return not storage.is_shared() and _storage_use_count(storage._cdata) == 2
+
+
+def _empty(x: torch.Tensor, dtype: torch.dtype, owner, slot: str) -> torch.Tensor:
+    """An uninitialised tensor with ``x``'s shape and strides in ``dtype``: the ``owner``'s buffer for ``slot`` from
+    an earlier call when no other tensor refers to it any more, else a fresh one (kept for next time, within
+    ``MSPARSE_REUSE_MB``). ``owner=None``: always fresh."""
+    if owner is None or _storage_use_count is None:
+        return torch.empty_like(x, dtype=dtype)
+    key = (tuple(x.shape), x.stride(), dtype, torch.is_inference_mode_enabled())
+    with _buffers_lock:
+        slots = _buffers.get(owner)
+        kept = slots.pop(slot, None) if slots is not None else None
+    if kept is not None and kept[0] == key and _unshared(kept[1]):
+        out = kept[1]
+    else:
+        del kept
+        out = torch.empty_like(x, dtype=dtype)
+    size = out.untyped_storage().nbytes()
+    private = torch.empty(0, dtype=dtype).set_(out.untyped_storage(), out.storage_offset(), out.shape, out.stride())
+    with _buffers_lock:
+        held = sum(t.untyped_storage().nbytes() for d in list(_buffers.values()) for _, t in d.values())
+        if held + size <= _reuse_limit():
+            _buffers.setdefault(owner, {})[slot] = (key, private)
+    return out
+
+
+def release_buffers() -> None:
+    """Drop every kept output buffer (their memory returns once no returned tensor refers to it)."""
+    with _buffers_lock:
+        _buffers.clear()
+
+
+def sparsify(x: torch.Tensor, cdim: int, centre: torch.Tensor, threshold: torch.Tensor, want_mask: bool,
+             owner=None):
     """``(out, mask)``: out = centre where |x − centre| < threshold else x (centre, threshold: float32 [C]);
-    ``mask`` (bool, x's shape and strides) only when ``want_mask``. ``None`` if the kernels cannot serve."""
+    ``mask`` (bool, x's shape and strides) only when ``want_mask``. ``None`` if the kernels cannot serve.
+    ``owner`` (the calling operator): reuse its earlier buffers when free (module docstring)."""
     served = _serve(x, cdim, centre, threshold)
     if served is None:
         return None
     lib, view = served
-    out = torch.empty_like(x)
+    out = _empty(x, x.dtype, owner, "out")
     if out.stride() != x.stride():
         return None
-    mask = torch.empty_like(x, dtype=torch.bool) if want_mask else None
+    mask = _empty(x, torch.bool, owner, "mask") if want_mask else None
     if mask is not None and mask.stride() != x.stride():
         return None
     centre, threshold = centre.contiguous(), threshold.contiguous()
@@ -425,14 +487,15 @@ def count_band(x: torch.Tensor, cdim: int, centre: torch.Tensor, threshold: torc
         x.data_ptr(), centre.data_ptr(), threshold.data_ptr(), *view, _threads()))
 
 
-def masked_grad(grad: torch.Tensor, mask: torch.Tensor):
-    """grad_in = 0 where ``mask`` else ``grad``; ``None`` if the kernels cannot serve (then use ``torch.where``)."""
+def masked_grad(grad: torch.Tensor, mask: torch.Tensor, owner=None):
+    """grad_in = 0 where ``mask`` else ``grad``; ``None`` if the kernels cannot serve (then use ``torch.where``).
+    ``owner``: as in :func:`sparsify`."""
     lib = _lib()
     if lib is None or grad.dtype not in _WIDTH or grad.device.type != "cpu" or torch.compiler.is_compiling():
         return None
     if grad.shape != mask.shape or grad.stride() != mask.stride() or type(grad) is not torch.Tensor:
         return None   # the mask is dense (made by sparsify), so equal strides make grad dense in the same order
-    out = torch.empty_like(grad)
+    out = _empty(grad, grad.dtype, owner, "grad")
     if out.stride() != grad.stride():
         return None
     getattr(lib, f"ms_masked_grad_{_WIDTH[grad.dtype]}")(grad.data_ptr(), mask.data_ptr(), out.data_ptr(),

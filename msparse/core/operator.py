@@ -79,8 +79,8 @@ class _FusedBand(torch.autograd.Function):
     of ``torch.where``), or the gradient itself (``identity``)."""
 
     @staticmethod
-    def forward(ctx, x, cdim, centre, threshold, exact):
-        fused = kernels.sparsify(x, cdim, centre, threshold, want_mask=exact)
+    def forward(ctx, x, cdim, centre, threshold, exact, owner):
+        fused = kernels.sparsify(x, cdim, centre, threshold, want_mask=exact, owner=owner)
         if fused is None:   # the kernels declined this tensor after all: the eager computation, same bits
             with torch.no_grad():
                 shape = [1] * x.ndim
@@ -89,7 +89,7 @@ class _FusedBand(torch.autograd.Function):
                 out = torch.where(mask, centre.view(shape).to(x.dtype), x)
         else:
             out, mask = fused
-        ctx.exact = exact
+        ctx.exact, ctx.owner = exact, owner
         if exact:
             ctx.save_for_backward(mask)
         return out
@@ -98,12 +98,12 @@ class _FusedBand(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         if not ctx.exact:
-            return grad, None, None, None, None
+            return grad, None, None, None, None, None
         (mask,) = ctx.saved_tensors
-        g = kernels.masked_grad(grad, mask)
+        g = kernels.masked_grad(grad, mask, owner=ctx.owner)
         if g is None:
             g = torch.where(mask, torch.zeros((), dtype=grad.dtype), grad)
-        return g, None, None, None, None
+        return g, None, None, None, None, None
 
 
 class MeanSparse(nn.Module):
@@ -266,8 +266,8 @@ class MeanSparse(nn.Module):
             if kernels.channel_view(x, cdim) is not None:
                 centre, threshold = self._band_vectors(x)
                 if torch.is_grad_enabled() and x.requires_grad:
-                    return _FusedBand.apply(x, cdim, centre, threshold, self.backward == "exact")
-                fused = kernels.sparsify(x, cdim, centre, threshold, want_mask=False)
+                    return _FusedBand.apply(x, cdim, centre, threshold, self.backward == "exact", self)
+                fused = kernels.sparsify(x, cdim, centre, threshold, want_mask=False, owner=self)
                 if fused is not None:
                     return fused[0]
         blocked, centre = self.band(x)
