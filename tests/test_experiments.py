@@ -24,6 +24,7 @@ def test_table1(no_compute, rows_match_records):
     assert [r["alpha"] for r in res.bpda] == [r["alpha"] for r in res.test]
     assert res.bpda[0]["key"] == res.test[0]["key"] and {r["attack"] for r in res.bpda[1:]} == {"bpda:apgd-ce"}
     assert list(table1.bpda_table(res).index) == [r["alpha"] for r in res.test]
+    assert "ours: stands % [95% CI]" in table1.bpda_table(res).columns and "stands" in table1.bpda_caption(res)
     for cap in (table1.caption(res), table1.bpda_caption(res)):
         assert "n = 100" in cap and "α ∈ {0, 0.15" in cap and "20 iterations" in cap and "msparse/default" in cap
     # the verdict re-checked on the first half of the images: a note exactly when the two verdicts differ

@@ -25,6 +25,13 @@ def _bpda_beside(bpda, direct):
     assert bpda[0]["key"] == direct[0]["key"] and all(r["attack"].startswith("bpda:") for r in bpda[1:])
     t = beside.table(bpda)
     assert list(t.index) == [0.0, 0.2, 0.35] and "ours: robust % [95% CI]" in t.columns
+    # the robust accuracy that stands: per image, the worst of the direct attack and BPDA at the same α
+    at = {r["alpha"]: r for r in direct}
+    for r in bpda:
+        both = [a == b == "1" for a, b in zip(at[r["alpha"]]["robust_flags"], r["robust_flags"])]
+        assert r["stands"] == pytest.approx(100 * sum(both) / len(both))
+        assert r["stands"] <= min(r["robust"], at[r["alpha"]]["robust"]) + 1e-9
+    assert "ours: stands % [95% CI]" in t.columns and "ours: Δstands vs α=0 (pp), McNemar p" in t.columns
     cap = beside.caption(bpda, "apgd", 50, "m")
     assert "BPDA apgd" in cap and "n = 500" in cap and "α ∈ {0, 0.2, 0.35}" in cap
 

@@ -66,3 +66,24 @@ def test_chapter_table_has_every_column_and_the_per_image_worst_case():
 def test_unknown_attack_column_is_refused_before_any_work():
     with pytest.raises(UnknownNameError, match="unknown attack column"):
         works.run([("msparse/default", 0.25, 10)], attacks=["Sqaure"])
+
+
+def test_a_control_is_shown_but_not_judged_nor_in_holms_family(monkeypatch):
+    rows = {"control": [_row(0.0, "0000"), _row(0.25, "0000")],
+            "robust": [_row(0.0, "1" * 20 + "0" * 20), _row(0.35, "1" * 10 + "0" * 30)]}
+
+    def fake(name, alpha, columns, **kw):
+        r = rows["control" if name in works.CONTROLS else "robust"]
+        by = {c: r for c in columns}
+        return works.ModelResult(name, alpha, len(r[0]["robust_flags"]), by, worst_case(*by.values())), []
+
+    monkeypatch.setattr(works, "_model_result", fake)
+    res = works.run([("msparse/x", 0.35, 40), ("pyautoattack/resnet18-standard", 0.25, 4)],
+                    attacks=["official gradient (APGD)", "BPDA"], progress=False)
+    robust, control = res.models
+    assert robust.verdict is not None and control.verdict is None
+    assert "Holm's correction over the 1 adversarially trained" in res.note and "not judged" in res.note
+    assert any(line.startswith("**Control (no claim)** — pyautoattack/resnet18-standard") for line in res.verdicts)
+    assert works.table(res).loc["pyautoattack/resnet18-standard", "verdict"] == "control (no claim)"
+    assert list(works.verdict_table(res).index) == ["msparse/x"]
+    assert "control (no claim)" in works.findings(res)[1]

@@ -3,7 +3,8 @@
 :func:`evaluate_alphas` is what the pages call: one sweep over α (optionally on a subset of sites, with another
 centre or backward mode, on test or training images, crafted on another ``source``), every point a record of the
 results store (reused when present), returned as display rows (:func:`msparse.report.tables.display_rows`).
-:func:`worst_case` combines attacks run on the same images per image.
+:func:`worst_case` combines attacks run on the same images per image; :func:`stands` adds that worst case of the
+direct and the adaptive attack to a page's adaptive rows (the robust accuracy that stands).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ..errors import InputError
 
 from .setup import Setup
 
-__all__ = ["evaluate_alphas", "worst_case", "data_label"]
+__all__ = ["evaluate_alphas", "worst_case", "stands", "data_label"]
 
 
 def data_label(s: Setup, split: str, n: int) -> str:
@@ -72,5 +73,26 @@ def worst_case(*row_lists: Sequence[Mapping]) -> list[dict]:
         elif base is not None:
             pr = mcnemar(base, flags)
             row.update(d_robust=100 * pr.delta, p_robust=pr.p_value)
+        out.append(row)
+    return out
+
+
+def stands(direct: Sequence[Mapping], adaptive: Sequence[Mapping]) -> list[dict]:
+    """``adaptive`` rows (e.g. BPDA) with the page's robust accuracy that stands added: at each of their α, the
+    per-image worst case of the direct attack (the row of ``direct`` at that α, same images) and the adaptive one
+    (:func:`worst_case`): ``stands``, ``stands_lo``, ``stands_hi`` (%, 95% Wilson) and, against α = 0 on the same
+    images, ``d_stands`` (pp) and ``p_stands`` (exact McNemar). Rows whose α has no direct row are returned as
+    they are, without these keys."""
+    at = {round(float(r["alpha"]), 9): r for r in direct}
+    pairs = [(at[round(float(r["alpha"]), 9)], r) for r in adaptive if round(float(r["alpha"]), 9) in at]
+    worst = iter(worst_case([d for d, _ in pairs], [a for _, a in pairs]) if pairs else [])
+    out = []
+    for r in adaptive:
+        row = dict(r)
+        if round(float(r["alpha"]), 9) in at:
+            w = next(worst)
+            row.update(stands=w["robust"], stands_lo=w["robust_lo"], stands_hi=w["robust_hi"])
+            if "d_robust" in w:
+                row.update(d_stands=w["d_robust"], p_stands=w["p_robust"])
         out.append(row)
     return out

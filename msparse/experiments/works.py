@@ -29,15 +29,14 @@ from dataclasses import dataclass, field
 from .setup import setup
 from .sweeps import evaluate_alphas, worst_case
 
-__all__ = ["MODELS", "ATTACKS", "BLACK_BOX", "Works", "ModelResult", "run", "table", "base_table", "verdict_table",
+__all__ = ["MODELS", "CONTROLS", "ATTACKS", "BLACK_BOX", "FULL_AA", "Works", "ModelResult", "run", "table", "base_table", "verdict_table",
            "figure", "cost_table", "cost_sentence", "flags_table", "findings"]
 
 #: the models of the chapter: (name, the α of the page that evaluates it, test images). α: the offline default at
-#: Fig. 3's α; the appendix family at Tables 2 and 4's α = 0.35. n: 200 for the three models whose claims the pages
-#: lean on (the GELU member of Tables 2–8, the offline default of Fig. 3 and Table 1, the ReLU member with the
-#: largest direct gain), 100 for the other family members — what 2 CPU cores allow for seven attacks at two α
-#: each; the chapter states what each n detects. The standard-trained control (full-width ResNet-18, about 15×
-#: the family's cost per image here) keeps its own page.
+#: Fig. 3's α; the appendix family at Tables 2 and 4's α = 0.35; the standard-trained control at its page's middle
+#: α = 0.25. n: 200 for the three models whose claims the pages lean on (the GELU member of Tables 2–8, the
+#: offline default of Fig. 3 and Table 1, the ReLU member with the largest direct gain), 100 for the others —
+#: what 2 CPU cores allow for seven attacks at two α each; the chapter states what each n detects.
 MODELS: tuple[tuple[str, float, int], ...] = (
     ("msparse/resnet18-gelu-w8-pgdat", 0.35, 200),
     ("msparse/default", 0.25, 200),
@@ -48,7 +47,13 @@ MODELS: tuple[tuple[str, float, int], ...] = (
     ("msparse/resnet18-pssilu-w8-pgdat", 0.35, 100),
     ("msparse/resnet18-gelu-w8-trades", 0.35, 100),
     ("msparse/resnet18-gelu-w8-ancra", 0.35, 100),
+    ("pyautoattack/resnet18-standard", 0.25, 100),
 )
+
+#: models run as controls, not judged: the standard-trained ResNet-18 makes no robustness claim (the paper says
+#: MeanSparse cannot make a non-robust model robust); its row shows every attack breaking a non-robust model through
+#: MeanSparse. No verdict, and not in Holm's family of the chapter's claims.
+CONTROLS = ("pyautoattack/resnet18-standard",)
 
 #: column label -> (attack name, budget overrides of the page's n_iter / n_queries), in display order.
 ATTACKS: dict[str, tuple[str, dict]] = {
@@ -72,7 +77,7 @@ class ModelResult:
     by_attack: dict                       # {column label: [row at α = 0, row at α]}
     worst: list                           # [row at α = 0, row at α]
     missing: list = field(default_factory=list)   # column labels not run on this model (budget)
-    verdict: object = None                # msparse.report.verdicts.RefereeVerdict
+    verdict: object = None                # msparse.report.verdicts.RefereeVerdict (None for a control)
     store: object = None                  # the results store the records came from
 
 
@@ -101,12 +106,16 @@ def _model_result(name: str, alpha: float, columns: dict, *, n_examples, n_train
     return ModelResult(name, alpha, len(s.x), by_attack, worst, missing, store=s.store), rows
 
 
+_CONTROL = "control (no claim)"
+
 #: models that also get the query-based attacks (gradient estimation, Square: most of the CPU time)
 BLACK_BOX = ("msparse/resnet18-gelu-w8-pgdat", "msparse/default", "msparse/resnet18-relu-w8-pgdat")
+#: models that also get full standard AutoAttack (about 9 s per image on one CPU thread)
+FULL_AA = ("msparse/resnet18-gelu-w8-pgdat",)
 _QUERY_BASED = ("gradient estimation", "Square")
 
 
-def run(models=MODELS, *, attacks=tuple(ATTACKS), full_aa=("msparse/resnet18-gelu-w8-pgdat",), black_box=BLACK_BOX,
+def run(models=MODELS, *, attacks=tuple(ATTACKS), full_aa=FULL_AA, black_box=BLACK_BOX,
         data_source: str = "auto", n_examples: int | None = None, n_train: int = 1000, eps: float = 8 / 255,
         n_iter: int = 50, device: str = "cpu", seed: int = 0, use_stored: bool = True,
         results_dir: str | None = None, progress: bool = True) -> Works:
@@ -131,21 +140,30 @@ def run(models=MODELS, *, attacks=tuple(ATTACKS), full_aa=("msparse/resnet18-gel
         results.append(mr)
         rows += r
     direct = next(iter(ATTACKS))
-    p_worst = [verdicts.paired_difference(m.worst[0], m.worst[1]).p_value for m in results]
+    judged = [m for m in results if m.model not in CONTROLS]
+    p_worst = [verdicts.paired_difference(m.worst[0], m.worst[1]).p_value for m in judged]
     lines = []
-    for m, p_adj in zip(results, holm(p_worst)):
+    for m, p_adj in zip(judged, holm(p_worst)):
         d = m.by_attack.get(direct)
         m.verdict = verdicts.referee_verdict(d[0] if d else m.worst[0], d[1] if d else m.worst[1],
                                              m.worst[0], m.worst[1], p_adjusted=p_adj)
         lines.append(f"**Verdict: {m.verdict.phrase}** — {m.model} (α = {m.alpha:g}, n = {m.n}): "
                      f"{m.verdict.reason()}.")
+    for m in results:
+        if m.model in CONTROLS:
+            lines.append(f"**Control (no claim)** — {m.model} (α = {m.alpha:g}, n = {m.n}): robust accuracy under "
+                         f"the worst case over {len(m.by_attack)} attacks {m.worst[0]['robust']:.1f}% at α = 0, "
+                         f"{m.worst[1]['robust']:.1f}% at α.")
     note = (f"Budget: APGD-based attacks {n_iter} iterations (AutoAttack: 100), gradient estimation "
             f"{ATTACKS['gradient estimation'][1]['n_iter']} steps of 64 queries, Square "
             f"{ATTACKS['Square'][1]['n_queries']} queries (AutoAttack: 5000), full AutoAttack (standard version: "
             f"100 iterations, Square 5000 queries) on {', '.join(full_aa) or 'no model'}; gradient estimation and "
             f"Square on {', '.join(black_box) or 'no model'}; the first n CIFAR-10 test "
             f"images of each model (n in the table), ε = {255 * eps:g}/255. Holm's correction over the "
-            f"{len(results)} models' worst-case tests.")
+            f"{len(judged)} adversarially trained models' worst-case tests"
+            + (f" (the control{'s' if len(results) - len(judged) > 1 else ''} "
+               f"{', '.join(m.model for m in results if m.model in CONTROLS)} not judged)." if len(judged) < len(results)
+               else "."))
     return Works(results, n_iter, eps, note, lines, rows)
 
 
@@ -167,7 +185,7 @@ def table(res: Works):
         for label in ATTACKS:
             row[label] = cell(m.by_attack[label]) if label in m.by_attack else "not run (CPU budget)"
         row["worst case"] = cell(m.worst)
-        row["verdict"] = m.verdict.phrase if m.verdict else ""
+        row["verdict"] = m.verdict.phrase if m.verdict else _CONTROL
         out.append(row)
     return pd.DataFrame(out).set_index("model")
 
@@ -192,7 +210,7 @@ def verdict_table(res: Works):
     import pandas as pd
 
     return pd.DataFrame([{"model": m.model, "α": m.alpha, "n": m.n, "verdict": m.verdict.phrase,
-                          "evidence": m.verdict.reason()} for m in res.models]).set_index("model")
+                          "evidence": m.verdict.reason()} for m in res.models if m.verdict]).set_index("model")
 
 
 def figure(res: Works):
@@ -305,7 +323,7 @@ def findings(res: Works) -> list[str]:
     for m in res.models:
         d, w = m.by_attack.get(direct), m.worst
         keys = sorted({r["key"][:12] for rows in m.by_attack.values() for r in rows if r.get("key")})
-        parts = [f"{m.model} (α = {m.alpha:g}, n = {m.n}): **{m.verdict.phrase if m.verdict else 'not judged'}**"]
+        parts = [f"{m.model} (α = {m.alpha:g}, n = {m.n}): **{m.verdict.phrase if m.verdict else _CONTROL}**"]
         if d:
             parts.append(f"under the official gradient {d[0]['robust']:.1f}% → {d[1]['robust']:.1f}%")
         parts.append(f"under the worst case over {len(m.by_attack)} attacks {w[0]['robust']:.1f}% → "

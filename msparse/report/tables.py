@@ -301,6 +301,8 @@ def compare_table(rows: Sequence[Mapping], reference: Mapping[str, Mapping] | No
             line[f"ours: {m} % [95% CI]"] = f"{r[m]:.1f} [{r[m + '_lo']:.1f}, {r[m + '_hi']:.1f}]"
         if "d_robust" in r:
             line["ours: Δrobust vs α=0 (pp), McNemar p"] = f"{r['d_robust']:+.1f}, p={r['p_robust']:.2g}"
+        if "stands" in metrics and "d_stands" in r:
+            line["ours: Δstands vs α=0 (pp), McNemar p"] = f"{r['d_stands']:+.1f}, p={r['p_stands']:.2g}"
     for lab, vals in (reference or {}).items():
         for k, v in vals.items():
             for idx in table:
