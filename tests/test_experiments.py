@@ -64,3 +64,27 @@ def test_the_demo_says_what_it_is_computing_before_each_slow_step(monkeypatch, c
         assert line in out, line
     assert out.index("[3/3] α = 0.35: bpda:apgd-ce") < out.index("<evaluate bpda:apgd-ce>")
     assert re.search(r"^\[\s*\d+\.\d s\] loading", out, flags=re.M)
+
+
+def test_claims_ledger_one_test_per_record_pair_with_holm(no_compute, rows_match_records):
+    from msparse.evaluation.significance import holm
+    from msparse.experiments import claims
+
+    led = claims.run(results_dir=str(COMMITTED))
+    rows_match_records(led.rows)
+    idents = [c.ident for c in led.claims]
+    assert len(idents) == len(set(idents)) and len(led.claims) >= 10          # pages sharing records share a test
+    merged = next(c for c in led.claims if "Table 3" in c.page and "Table 7" in c.page)
+    assert merged.model == "msparse/resnet18-gelu-w8-pgdat" and merged.alpha == 0.35
+    direct = [c for c in led.claims if c.direct.difference is not None]
+    assert [c.p_direct_holm for c in direct] == holm([c.direct.difference.p_value for c in direct])
+    stood = [c for c in led.claims if c.stands is not None]
+    assert [c.p_stands_holm for c in stood] == holm([c.stands.difference.p_value for c in stood])
+    for c in stood:   # the worst case never beats the direct attack at α on the same images
+        assert c.stands.difference.delta <= c.direct.difference.delta + 1e-12
+    t = claims.table(led)
+    assert len(t) == len(led.claims) and "verdict (stands, after Holm)" in t.columns
+    # "reproduced" survives only with a Holm-adjusted p below the level
+    for c, v in zip(led.claims, t["verdict (direct, after Holm)"]):
+        assert v != "reproduced" or c.p_direct_holm < 0.05
+    assert "Holm" in claims.summary(led)
