@@ -76,8 +76,9 @@ BUILD_PARAMETERS: dict = {"live": False}
 #: per-notebook overrides on top of a profile (e.g. keep Table 7's single α in the quick profile)
 NOTEBOOK_PROFILES: dict[str, dict[str, dict]] = {
     "quick": {"table7_sites": {"alphas": [0.35]}, "standard_training": {"alphas": [0.0, 0.5]},
+              "table1_alpha": {"n_claim": 0},
               "statistics": {"n_train": 512, "n_sizes": [128, 512]}, "fig3_headline": {"n_queries": 50},
-              "does_it_work": {"models": [["msparse/resnet18-gelu-w8-pgdat", 0.35, 24]], "full_aa": [],
+              "does_it_work": {"models": [["msparse/resnet18-gelu-w8-pgdat", 0.35, 24]], "full_aa": [], "ledger": False,
                                "attacks": ["official gradient (APGD)", "BPDA", "surrogate", "gradient estimation",
                                            "Square"]},
               "attack_strength": {"checks": [["msparse/resnet18-gelu-w8-pgdat", 0.35, "apgd-ce", 5, 24, [0, 1]]],

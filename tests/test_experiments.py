@@ -88,3 +88,23 @@ def test_claims_ledger_one_test_per_record_pair_with_holm(no_compute, rows_match
     for c, v in zip(led.claims, t["verdict (direct, after Holm)"]):
         assert v != "reproduced" or c.p_direct_holm < 0.05
     assert "Holm" in claims.summary(led)
+
+
+def test_table1_claim_at_n_claim_images_has_every_attack_and_the_worst_case(tmp_path):
+    from msparse.experiments import table1
+
+    res = table1.run("random:resnet18-gelu-w16", n_examples=4, n_claim=24, n_train=64, n_iter=1,
+                     alphas=(0.0, 0.25), train_alphas=(0.0,), results_dir=str(tmp_path), progress=False)
+    assert list(res.claim) == list(table1.CLAIM_ATTACKS)
+    assert all([r["n"] for r in rows] == [24, 24] and [r["alpha"] for r in rows] == [0.0, 0.25]
+               for rows in res.claim.values())
+    assert res.claim["BPDA"][1]["attack"] == "bpda:apgd-ce" and res.claim["surrogate"][1]["attack"].startswith("surr")
+    for i in (0, 1):   # an image stands only if it survives every attack
+        flags = [r[i]["robust_flags"] for r in res.claim.values()]
+        assert res.claim_worst[i]["robust_flags"] == "".join("1" if set(c) == {"1"} else "0" for c in zip(*flags))
+    t = table1.claim_table(res)
+    assert list(t.index) == [*table1.CLAIM_ATTACKS, "stands (worst case)"] and set(t["n"]) == {24}
+    assert table1.claim_line(res).startswith("**Verdict at n = 24: ") and "24 test images" in table1.claim_caption(res)
+    assert all(r in res.rows for rows in res.claim.values() for r in rows)
+    assert table1.run("random:resnet18-gelu-w16", n_examples=4, n_train=64, n_iter=1, alphas=(0.0, 0.25),
+                      train_alphas=(0.0,), results_dir=str(tmp_path), progress=False).claim == {}
