@@ -51,7 +51,10 @@ def test_headline(no_compute, rows_match_records):
     assert "apgd-ce+t robust accuracy" in res.verdicts[0] and "under BPDA" in res.verdicts[1]
     assert headline.table(res).shape == (2, 3)             # clean, robust, Δ vs α=0
     assert list(headline.table(res).index) == [0.0, 0.25]
-    assert headline.adaptive_table(res).shape == (2, 2)    # robust, Δ vs α=0
+    assert headline.adaptive_table(res).shape == (2, 4)    # robust, Δ vs α=0, stands, Δstands
+    from msparse.experiments.sweeps import worst_case
+    stood = headline.adaptive_table(res)["ours: stands % [95% CI]"]
+    assert [float(v.split()[0]) for v in stood] == [round(w["robust"], 1) for w in worst_case(res.aa, res.adaptive)]
     assert "AutoAttack" in res.note
 
 
@@ -110,6 +113,10 @@ def test_adaptive(no_compute, rows_match_records):
     for a in res.attacks:
         t = adaptive.table(res, a)
         assert list(t.index) == [0.0, 0.35] and t.shape == (2, 2)
+    stood = adaptive.stands_table(res)   # the worst case over the page's attacks, never above any of them
+    for i, a in enumerate([0.0, 0.35]):
+        k = float(stood.loc[a, "ours: robust % [95% CI]"].split()[0])
+        assert k <= min(round(rows[i]["robust"], 1) for rows in res.by_attack.values())
     assert adaptive.diagnostics(res).shape == (len({r["key"] for r in res.rows}), 7)   # one row per record
     assert adaptive.blocked_figure(res) is not None
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from .setup import Setup, setup
 from .sweeps import evaluate_alphas
 
-__all__ = ["Adaptive", "run", "figure", "table", "diagnostics", "blocked_figure", "reference_figure",
+__all__ = ["Adaptive", "run", "figure", "table", "stands_table", "diagnostics", "blocked_figure", "reference_figure",
            "reference_table"]
 
 
@@ -105,6 +105,15 @@ def table(res: Adaptive, attack: str):
     from ..report.tables import compare_table
 
     return compare_table(res.by_attack[attack], metrics=("robust",))
+
+
+def stands_table(res: Adaptive):
+    """The robust accuracy that stands on this page: at each α the per-image worst case over every attack of the
+    page (an image counts only if it survives all of them), with Δ vs α = 0 (McNemar p)."""
+    from ..report.tables import compare_table
+    from .sweeps import worst_case
+
+    return compare_table(worst_case(*res.by_attack.values()), metrics=("robust",))
 
 
 def diagnostics(res: Adaptive):
