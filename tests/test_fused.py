@@ -267,3 +267,19 @@ def test_buffers_follow_inference_mode_and_the_memory_bound(monkeypatch):
         assert not kernels._buffers                     # nothing kept: every output freshly allocated
     with kernels.eager():
         assert torch.equal(second, op(x))
+
+
+def test_kept_bytes_are_counted_and_given_back_when_an_operator_is_collected():
+    import gc
+
+    kernels.release_buffers()
+    assert kernels._held[0] == 0
+    op, x = _reuse_op()
+    with torch.no_grad():
+        op(x)
+    assert kernels._held[0] == x.numel() * 4
+    (op(x.clone().requires_grad_(True)) ** 2).sum().backward()     # out (replaced), mask and grad slots
+    assert kernels._held[0] == x.numel() * (4 + 1 + 4)
+    del op
+    gc.collect()
+    assert kernels._held[0] == 0 and not kernels._buffers

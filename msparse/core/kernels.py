@@ -404,8 +404,9 @@ def _serve(x: torch.Tensor, cdim: int, centre: torch.Tensor, threshold: torch.Te
 
 
 # -- output buffers kept per owner (see the module docstring) -------------------------------------------------------
-_buffers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # owner -> {slot: (key, private tensor)}
+_buffers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # owner -> {slot: (key, private tensor, bytes)}
 _buffers_lock = threading.Lock()
+_held = [0]   # bytes kept over all owners
 _storage_use_count = getattr(torch._C, "_storage_Use_Count", None)   # absent: every output is freshly allocated
 
 
@@ -414,6 +415,13 @@ def _reuse_limit() -> int:
         return max(0, int(float(os.environ.get("MSPARSE_REUSE_MB", "1024")) * 2 ** 20))
     except ValueError:
         return 0
+
+
+def _forget(slots: dict) -> None:
+    """An owner's buffers are gone (the owner was collected, or :func:`release_buffers`): stop counting them."""
+    with _buffers_lock:
+        _held[0] -= sum(entry[2] for entry in slots.values())
+        slots.clear()
 
 
 def _unshared(t: torch.Tensor) -> bool:
@@ -426,13 +434,15 @@ def _unshared(t: torch.Tensor) -> bool:
 def _empty(x: torch.Tensor, dtype: torch.dtype, owner, slot: str) -> torch.Tensor:
     """An uninitialised tensor with ``x``'s shape and strides in ``dtype``: the ``owner``'s buffer for ``slot`` from
     an earlier call when no other tensor refers to it any more, else a fresh one (kept for next time, within
-    ``MSPARSE_REUSE_MB``). ``owner=None``: always fresh."""
+    ``MSPARSE_REUSE_MB`` over all owners). ``owner=None``: always fresh."""
     if owner is None or _storage_use_count is None:
         return torch.empty_like(x, dtype=dtype)
     key = (tuple(x.shape), x.stride(), dtype, torch.is_inference_mode_enabled())
     with _buffers_lock:
         slots = _buffers.get(owner)
         kept = slots.pop(slot, None) if slots is not None else None
+        if kept is not None:
+            _held[0] -= kept[2]
     if kept is not None and kept[0] == key and _unshared(kept[1]):
         out = kept[1]
     else:
@@ -441,14 +451,21 @@ def _empty(x: torch.Tensor, dtype: torch.dtype, owner, slot: str) -> torch.Tenso
     size = out.untyped_storage().nbytes()
     private = torch.empty(0, dtype=dtype).set_(out.untyped_storage(), out.storage_offset(), out.shape, out.stride())
     with _buffers_lock:
-        held = sum(t.untyped_storage().nbytes() for d in list(_buffers.values()) for _, t in d.values())
-        if held + size <= _reuse_limit():
-            _buffers.setdefault(owner, {})[slot] = (key, private)
+        if _held[0] + size <= _reuse_limit():
+            slots = _buffers.get(owner)
+            if slots is None:
+                slots = _buffers[owner] = {}
+                weakref.finalize(owner, _forget, slots)
+            old = slots.get(slot)
+            slots[slot] = (key, private, size)
+            _held[0] += size - (old[2] if old else 0)
     return out
 
 
 def release_buffers() -> None:
     """Drop every kept output buffer (their memory returns once no returned tensor refers to it)."""
+    for slots in list(_buffers.values()):
+        _forget(slots)
     with _buffers_lock:
         _buffers.clear()
 

@@ -17,7 +17,7 @@ import base64
 import html
 import io
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -77,7 +77,9 @@ def sparsify_values(v, mu: float, sigma: float, alpha: float):
 def pgd_accuracy(model, x, y, eps: float = 8 / 255, steps: int = 5, step_size: float | None = None,
                  seed: int = 0) -> float:
     """Robust accuracy under a short L∞ PGD (random start; the model's current backward mode) — a
-    cheap *live* indicator only; the book's reported numbers come from AutoAttack records."""
+    cheap *live* indicator only; the book's reported numbers come from AutoAttack records. An image counts as robust
+    only if every iterate (the random start, each step and the last) is classified correctly; an image is dropped
+    from the attack at the first iterate that breaks it (so later steps cost only the images still standing)."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     step_size = step_size or 2.5 * eps / steps
     was = model.training
@@ -85,13 +87,21 @@ def pgd_accuracy(model, x, y, eps: float = 8 / 255, steps: int = 5, step_size: f
     try:
         delta = (torch.rand(x.shape, generator=g) * 2 - 1).to(x.device) * eps
         xa = (x + delta).clamp(0, 1)
+        alive = torch.ones(len(x), dtype=torch.bool, device=x.device)
         for _ in range(steps):
-            xa.requires_grad_(True)
-            loss = torch.nn.functional.cross_entropy(model(xa), y)
-            (grad,) = torch.autograd.grad(loss, xa)
-            xa = (xa.detach() + step_size * grad.sign()).clamp(x - eps, x + eps).clamp(0, 1)
-        with torch.no_grad():
-            return float((model(xa).argmax(1) == y).float().mean())
+            idx = alive.nonzero().flatten()
+            if len(idx) == 0:
+                break
+            xs, ys = xa[idx].requires_grad_(True), y[idx]
+            logits = model(xs)
+            alive[idx] = logits.detach().argmax(1) == ys
+            (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, ys, reduction="sum"), xs)
+            xa[idx] = (xs.detach() + step_size * grad.sign()).clamp(x[idx] - eps, x[idx] + eps).clamp(0, 1)
+        idx = alive.nonzero().flatten()
+        if len(idx):
+            with torch.no_grad():
+                alive[idx] = model(xa[idx]).argmax(1) == y[idx]
+        return float(alive.float().mean())
     finally:
         model.train(was)
 
@@ -213,11 +223,13 @@ class AlphaExplorer:
         return fig
 
 
-def _render_png(fig) -> bytes:
-    """The figure as PNG bytes at its own dpi: one Agg draw, then fast zlib (level 1) through Pillow."""
+def _render_png(fig, draw: bool = True) -> bytes:
+    """The figure as PNG bytes at its own dpi: one Agg draw (``draw=False``: the canvas as it is, e.g. after a
+    blit), then fast zlib (level 1) through Pillow."""
     from PIL import Image
 
-    fig.canvas.draw()
+    if draw:
+        fig.canvas.draw()
     buf = io.BytesIO()
     Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba()).save(buf, format="png",
                                                                                            compress_level=1)
@@ -283,17 +295,20 @@ class LiveExplorer:
         a0, a1, a2, a3 = axes.ravel()
         mu, sigma = self.mu, self.sigma
         self.grid = np.linspace(mu - 4 * sigma, mu + 4 * sigma, 801)
-        a0.plot(self.grid, self.grid, color="grey", lw=1, ls=":", label="identity")
+        (ident,) = a0.plot(self.grid, self.grid, color="grey", lw=1, ls=":", label="identity")
         (self._curve,) = a0.plot(self.grid, self.grid, lw=2, label="MeanSparse")
         self._band = a0.axvspan(mu, mu, color="#f2c14e", alpha=0.35, lw=0, label="blocked band μ ± ασ")
-        a0.axvline(mu, color="#d62728", lw=1, ls="--")
+        mu0 = a0.axvline(mu, color="#d62728", lw=1, ls="--")
         a0.set_xlabel("input")
         a0.set_ylabel("output")
         a0.legend(fontsize=8, loc="upper left")
         counts, _ = np.histogram(before, self.edges)
         self._hist_before = a1.stairs(counts, self.edges, fill=True, alpha=0.55, label="before")
         self._hist_after = a1.stairs(counts, self.edges, fill=True, alpha=0.55, label="after")
-        a1.axvline(mu, color="#d62728", lw=1, ls="--", label="μ")
+        mu1 = a1.axvline(mu, color="#d62728", lw=1, ls="--", label="μ")
+        # the largest bin any α ≤ alpha_max can make (the centre's bin grows with α): a fixed count axis
+        top = np.histogram(sparsify_values(torch.from_numpy(before), mu, sigma, self.alpha_max).numpy(), self.edges)[0]
+        a1.set_ylim(0, 1.05 * max(counts.max(), top.max(), 1))
         a1.set_xlabel("feature value")
         a1.set_ylabel("count")
         a1.legend(fontsize=8)
@@ -310,9 +325,24 @@ class LiveExplorer:
         a3.set_ylabel("accuracy (%)")
         a3.set_title("live indicator (small batch, not a record)")
         self._axes = (a0, a1, a2, a3)
+        for ax, title in ((a0, f"site {site}, channel {c} (α=0)"), (a1, f"channel {c}: before / after (α=0)"),
+                          (a2, "blocked activations (mean 0.0%)")):
+            ax.set_title(title)   # the layout reserves their room; the text changes with α
         fig.set_layout_engine("constrained")
         fig.canvas.draw()
         fig.set_layout_engine("none")   # positions fixed once: later draws skip the layout solver
+        for ax in self._axes:
+            ax.set_autoscale_on(False)  # every axis range fixed: the background below stays valid for every α
+        # what moves with α, in drawing order (each later artist over the earlier ones, as in a full draw); the
+        # rest (axes, ticks, labels, the "before" histogram) is drawn once into a background that each update
+        # restores before drawing only these (blitting)
+        self._animated = [self._band, ident, self._curve, mu0, a0.get_legend(), a0.title, self._hist_after, mu1,
+                          a1.get_legend(), a1.title, *self._bars, a2.title, self._clean_line, self._robust_line,
+                          self._alpha_line, a3.title]
+        for artist in self._animated:
+            artist.set_animated(True)
+        fig.canvas.draw()
+        self._background = fig.canvas.copy_from_bbox(fig.bbox)
         self._fig = fig
 
     def _draw(self):
@@ -333,7 +363,6 @@ class LiveExplorer:
         after = np.histogram(sparsify_values(vals, mu, sigma, alpha).numpy(), self.edges)[0]
         self._hist_before.set_data(before)
         self._hist_after.set_data(after)
-        a1.set_ylim(0, 1.05 * max(before.max(), after.max(), 1))
         a1.set_title(f"channel {self.channel}: before / after (α={alpha:g})")
         for bar, i in zip(self._bars, range(len(ex.ops))):
             bar.set_height(100 * fractions.get(i, 0.0))
@@ -342,10 +371,18 @@ class LiveExplorer:
         self._clean_line.set_data(xs, [100 * self.history[a]["clean"] for a in xs])
         robust = [a for a in xs if self.history[a]["robust"] is not None]
         self._robust_line.set_data(robust, [100 * self.history[a]["robust"] for a in robust])
-        self._robust_line.set_label(f"PGD-{ex.pgd_steps} ({ex.backward} backward, n={ex.n_robust})")
-        a3.legend(fontsize=8, loc="lower left")
+        label = f"PGD-{ex.pgd_steps} ({ex.backward} backward, n={ex.n_robust})"
+        if label != self._robust_line.get_label() or a3.get_legend() is None:   # a legend is rebuilt only when it changes
+            self._robust_line.set_label(label)
+            old = a3.get_legend()
+            a3.legend(fontsize=8, loc="lower left").set_animated(True)
+            self._animated = [a for a in self._animated if a is not old] + [a3.get_legend()]
         self._alpha_line.set_xdata([alpha, alpha])
-        self.png = _render_png(self._fig)
+        canvas = self._fig.canvas
+        canvas.restore_region(self._background)
+        for artist in self._animated:
+            self._fig.draw_artist(artist)
+        self.png = _render_png(self._fig, draw=False)
 
     def update(self, alpha: float | None = None, site: int | None = None, backward: str | None = None) -> float:
         """Redraw after a change of α, site or backward mode (the widgets' callback); returns the seconds taken."""
