@@ -405,7 +405,7 @@ def _serve(x: torch.Tensor, cdim: int, centre: torch.Tensor, threshold: torch.Te
 
 # -- output buffers kept per owner (see the module docstring) -------------------------------------------------------
 _buffers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # owner -> {slot: (key, private tensor, bytes)}
-_buffers_lock = threading.Lock()
+_buffers_lock = threading.RLock()   # re-entrant: a collected owner's finalizer may run inside a locked section
 _held = [0]   # bytes kept over all owners
 _storage_use_count = getattr(torch._C, "_storage_Use_Count", None)   # absent: every output is freshly allocated
 
