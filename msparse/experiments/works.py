@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from .setup import setup
 from .sweeps import evaluate_alphas, worst_case
 
-__all__ = ["MODELS", "CONTROLS", "ATTACKS", "BLACK_BOX", "FULL_AA", "Works", "ModelResult", "run", "table", "base_table", "verdict_table",
+__all__ = ["MODELS", "CONTROLS", "ATTACKS", "BLACK_BOX", "SQUARE_ONLY", "FULL_AA", "Works", "ModelResult", "run", "table", "base_table", "verdict_table",
            "figure", "cost_table", "cost_sentence", "flags_table", "findings"]
 
 #: the models of the chapter: (name, the α of the page that evaluates it, test images). α: the offline default at
@@ -112,15 +112,18 @@ _CONTROL = "control (no claim)"
 BLACK_BOX = ("msparse/resnet18-gelu-w8-pgdat", "msparse/default", "msparse/resnet18-relu-w8-pgdat")
 #: models that also get full standard AutoAttack (about 9 s per image on one CPU thread)
 FULL_AA = ("msparse/resnet18-gelu-w8-pgdat",)
+#: models that get Square but not gradient estimation (the full-width control: ~15× the family's cost per query)
+SQUARE_ONLY = ("pyautoattack/resnet18-standard",)
 _QUERY_BASED = ("gradient estimation", "Square")
 
 
-def run(models=MODELS, *, attacks=tuple(ATTACKS), full_aa=FULL_AA, black_box=BLACK_BOX,
+def run(models=MODELS, *, attacks=tuple(ATTACKS), full_aa=FULL_AA, black_box=BLACK_BOX, square_only=SQUARE_ONLY,
         data_source: str = "auto", n_examples: int | None = None, n_train: int = 1000, eps: float = 8 / 255,
         n_iter: int = 50, device: str = "cpu", seed: int = 0, use_stored: bool = True,
         results_dir: str | None = None, progress: bool = True) -> Works:
     """Every attack column in ``attacks`` (labels of :data:`ATTACKS`; ``"AutoAttack"`` only on the models in
-    ``full_aa``, gradient estimation and Square only on those in ``black_box``) at α = 0 and each model's α (``models``: (name, α, n) triples) on its first n test images
+    ``full_aa``, gradient estimation and Square only on those in ``black_box``, Square alone also on those in
+    ``square_only``) at α = 0 and each model's α (``models``: (name, α, n) triples) on its first n test images
     (``n_examples``, when given, for every model); the per-image worst case; referee verdicts with Holm's
     correction over the models."""
     from ..evaluation.significance import holm
@@ -133,7 +136,8 @@ def run(models=MODELS, *, attacks=tuple(ATTACKS), full_aa=FULL_AA, black_box=BLA
     results, rows = [], []
     for name, alpha, n in models:
         cols = {c: ATTACKS[c] for c in attacks
-                if (c != "AutoAttack" or name in full_aa) and (c not in _QUERY_BASED or name in black_box)}
+                if (c != "AutoAttack" or name in full_aa) and (c not in _QUERY_BASED or name in black_box
+                                                               or (c == "Square" and name in square_only))}
         mr, r = _model_result(name, float(alpha), cols, n_examples=int(n_examples or n), n_train=n_train,
                               data_source=data_source, device=device, eps=eps, n_iter=n_iter, seed=seed,
                               use_stored=use_stored, results_dir=results_dir, progress=progress)
@@ -158,7 +162,8 @@ def run(models=MODELS, *, attacks=tuple(ATTACKS), full_aa=FULL_AA, black_box=BLA
             f"{ATTACKS['gradient estimation'][1]['n_iter']} steps of 64 queries, Square "
             f"{ATTACKS['Square'][1]['n_queries']} queries (AutoAttack: 5000), full AutoAttack (standard version: "
             f"100 iterations, Square 5000 queries) on {', '.join(full_aa) or 'no model'}; gradient estimation and "
-            f"Square on {', '.join(black_box) or 'no model'}; the first n CIFAR-10 test "
+            f"Square on {', '.join(black_box) or 'no model'}"
+            + (f"; Square alone also on {', '.join(square_only)}" if square_only else "") + "; the first n CIFAR-10 test "
             f"images of each model (n in the table), ε = {255 * eps:g}/255. Holm's correction over the "
             f"{len(judged)} adversarially trained models' worst-case tests"
             + (f" (the control{'s' if len(results) - len(judged) > 1 else ''} "
