@@ -104,7 +104,7 @@ def test_table1_claim_at_n_claim_images_has_every_attack_and_the_worst_case(tmp_
         assert res.claim_worst[i]["robust_flags"] == "".join("1" if set(c) == {"1"} else "0" for c in zip(*flags))
     t = table1.claim_table(res)
     assert list(t.index) == [*table1.CLAIM_ATTACKS, "stands (worst case)"] and set(t["n"]) == {24}
-    assert table1.claim_line(res).startswith("**Verdict at n = 24: ") and "24 test images" in table1.claim_caption(res)
+    assert table1.claim_line(res).startswith("**Verdict at n = 24: ") and "n = 24 test images" in table1.claim_caption(res)
     assert all(r in res.rows for rows in res.claim.values() for r in rows)
     assert table1.run("random:resnet18-gelu-w16", n_examples=4, n_train=64, n_iter=1, alphas=(0.0, 0.25),
                       train_alphas=(0.0,), results_dir=str(tmp_path), progress=False).claim == {}

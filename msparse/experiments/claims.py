@@ -43,6 +43,8 @@ class Claim:
     p_direct_holm: float | None = None
     p_stands_holm: float | None = None
     ident: tuple = ()                     # the records (keys) of the direct test: pages sharing them share a test
+    pair: tuple = ()                      # the direct attack's rows at α = 0 and α
+    adaptive: tuple = ()                  # BPDA's rows at α = 0 and α (empty without BPDA at the claim's α)
 
 
 @dataclass
@@ -71,7 +73,8 @@ def _claim(page, what, model, attack, alpha, direct_rows, adaptive_rows=None) ->
     if adaptive is not None:
         w0, w1 = worst_case(list(pair), list(adaptive))
         stands = vd.gain_claim({**w0, "clean": pair[0]["clean"]}, {**w1, "clean": pair[1]["clean"]})
-    return Claim(page, what, model, attack, float(alpha), pair[1]["n"], direct, stands, ident=ident)
+    return Claim(page, what, model, attack, float(alpha), pair[1]["n"], direct, stands, ident=ident, pair=pair,
+                 adaptive=adaptive or ())
 
 
 def _collect(kw: dict) -> tuple[list[Claim], list[dict]]:
@@ -112,11 +115,9 @@ def _collect(kw: dict) -> tuple[list[Claim], list[dict]]:
     for g in table8.GROUPS_CHECKED:
         out.append(_claim("Table 8", f"site group {g}", r8.setup.model_name, r8.attack, table8.CLAIM_ALPHA,
                           r8.by_group.get(g), r8.bpda.get(g)))
-    for res in (r1, h, r3, r7, r8):
-        rows += res.rows
-    for res in (r2, r4, r5):
-        rows += res.all_rows
-    return [c for c in out if c is not None], rows
+    out = [c for c in out if c is not None]
+    rows = [r for c in out for r in (*c.pair, *c.adaptive)]   # the records behind the claims (provenance)
+    return out, rows
 
 
 def _merge(found: list[Claim]) -> list[Claim]:
@@ -133,7 +134,7 @@ def _merge(found: list[Claim]) -> list[Claim]:
             m.page += f", {c.page}"
         m.what += f"; {c.page}: {c.what}"
         if m.stands is None:
-            m.stands = c.stands
+            m.stands, m.adaptive = c.stands, c.adaptive
     return list(merged.values())
 
 
@@ -165,24 +166,33 @@ def _after_holm(v, p_adj) -> str:
     return v.status
 
 
-def _cell(v, p_adj) -> str:
+def _cell(v, p_adj, base: float, new: float, prefix: str = "") -> str:
     if v is None or v.difference is None:
         return "not run at this α"
     d = v.difference
-    return f"{d.delta_pp:+.1f} pp (p = {d.p_value:.2g}, Holm {p_adj:.2g})"
+    return f"{prefix}{base:.1f}% → {new:.1f}% ({d.delta_pp:+.1f} pp, p = {d.p_value:.2g}, Holm {p_adj:.2g})"
+
+
+def _stands_cell(c: Claim) -> str:
+    if not c.adaptive or c.stands is None:
+        return "not run at this α"
+    w0, w1 = worst_case(list(c.pair), list(c.adaptive))
+    return _cell(c.stands, c.p_stands_holm, w0["robust"], w1["robust"],
+                 prefix=f"BPDA at α {c.adaptive[1]['robust']:.1f}%; stands ")
 
 
 def table(led: Ledger):
-    """One row per claim: page, what, model, attack, α, n, the gain under the direct attack and under the robust
-    accuracy that stands (Δ vs α = 0 in pp, exact McNemar p, Holm-adjusted p), and each verdict after Holm."""
+    """One row per claim: page, what, model, attack, α, n, robust accuracy at α = 0 → α under the direct attack and
+    as it stands (BPDA's own number at α beside it), each with Δ in pp, exact McNemar p and Holm-adjusted p, and
+    each verdict after Holm."""
     import pandas as pd
 
     return pd.DataFrame([{
         "page": c.page, "claim": c.what, "model": c.model.replace("msparse/", ""), "attack": c.attack,
         "α": c.alpha, "n": c.n,
-        "direct attack": _cell(c.direct, c.p_direct_holm),
+        "direct attack": _cell(c.direct, c.p_direct_holm, c.pair[0]["robust"], c.pair[1]["robust"]),
         "verdict (direct, after Holm)": _after_holm(c.direct, c.p_direct_holm),
-        "stands (worst of direct, BPDA)": _cell(c.stands, c.p_stands_holm),
+        "stands (worst of direct, BPDA)": _stands_cell(c),
         "verdict (stands, after Holm)": _after_holm(c.stands, c.p_stands_holm),
     } for c in led.claims])
 

@@ -158,7 +158,7 @@ def claim_caption(res: Table1) -> str:
     if not res.claim:
         return ""
     d = res.claim[next(iter(CLAIM_ATTACKS))]
-    return (f"**The claim on {d[0]['n']} test images** — `{res.setup.model_name}`, {res.attack} ({res.n_iter} "
+    return (f"**The claim on n = {d[0]['n']} test images** — `{res.setup.model_name}`, {res.attack} ({res.n_iter} "
             f"iterations, ε = {255 * d[0]['eps']:.3g}/255) at α = 0 and α = {CLAIM_ALPHA:g}: the official gradient, "
             "BPDA (identity backward), the smooth surrogate (sigmoid relaxation of the band, τ annealed 0.3 → 0.03; "
             "see the chapter *Does MeanSparse work?*) and their per-image worst case, the robust accuracy that "

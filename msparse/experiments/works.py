@@ -112,7 +112,7 @@ _CONTROL = "control (no claim)"
 #: adversarially trained model of the chapter
 BLACK_BOX = tuple(name for name, _, _ in MODELS if name not in CONTROLS)
 #: models that also get full standard AutoAttack (about 9 s per image on one CPU thread)
-FULL_AA = ("msparse/resnet18-gelu-w8-pgdat",)
+FULL_AA = ("msparse/resnet18-gelu-w8-pgdat", "msparse/default")
 #: models that get Square but not gradient estimation (the full-width control: ~15× the family's cost per query)
 SQUARE_ONLY = ("pyautoattack/resnet18-standard",)
 _QUERY_BASED = ("gradient estimation", "Square")
