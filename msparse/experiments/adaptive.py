@@ -38,7 +38,7 @@ class Adaptive:
     rows: list[dict] = field(default_factory=list)   # every row with a record (provenance)
 
 
-def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples: int = 100, n_train: int = 1000,
+def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples: int = 1000, n_train: int = 1000,
         alphas=(0.0, 0.35), attacks=("apgd-ce+t", "bpda", "transfer"), eps: float = 8 / 255, n_iter: int = 20,
         device: str = "cpu", seed: int = 0, use_stored: bool = True, results_dir: str | None = None,
         progress: bool = True) -> Adaptive:

@@ -38,7 +38,7 @@ class Headline:
     rows: list[dict] = field(default_factory=list)      # every row with a record (provenance)
 
 
-def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples: int = 100, n_train: int = 1000,
+def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples: int = 1000, n_train: int = 1000,
         alpha: float = 0.25, attack: str = "apgd-ce+t", adaptive_attack: str = "bpda", eps: float = 8 / 255,
         n_iter: int = 20, n_queries: int = 500, device: str = "cpu", seed: int = 0, use_stored: bool = True,
         results_dir: str | None = None, progress: bool = True) -> Headline:
