@@ -45,6 +45,7 @@ class Claim:
     ident: tuple = ()                     # the records (keys) of the direct test: pages sharing them share a test
     pair: tuple = ()                      # the direct attack's rows at α = 0 and α
     adaptive: tuple = ()                  # BPDA's rows at α = 0 and α (empty without BPDA at the claim's α)
+    worst: tuple = ()                     # the per-image worst case of the two at α = 0 and α
 
 
 @dataclass
@@ -55,8 +56,9 @@ class Ledger:
 
 def _pair(rows, alpha):
     """The α = 0 row and the ``alpha`` row of a sweep, or None."""
-    at = {round(float(r["alpha"]), 9): r for r in rows or []}
-    b, r = at.get(0.0), at.get(round(float(alpha), 9))
+    from ..report.verdicts import _sweep_pair
+
+    b, r = _sweep_pair(rows or [], alpha)
     return (b, r) if b is not None and r is not None else None
 
 
@@ -68,13 +70,13 @@ def _claim(page, what, model, attack, alpha, direct_rows, adaptive_rows=None) ->
         return None
     direct = vd.gain_claim(*pair)
     ident = tuple(r.get("key") or r["robust_flags"] for r in pair)
-    stands = None
+    stands, worst = None, ()
     adaptive = _pair(adaptive_rows, alpha)
     if adaptive is not None:
-        w0, w1 = worst_case(list(pair), list(adaptive))
-        stands = vd.gain_claim({**w0, "clean": pair[0]["clean"]}, {**w1, "clean": pair[1]["clean"]})
+        worst = tuple(worst_case(list(pair), list(adaptive)))
+        stands = vd.gain_claim({**worst[0], "clean": pair[0]["clean"]}, {**worst[1], "clean": pair[1]["clean"]})
     return Claim(page, what, model, attack, float(alpha), pair[1]["n"], direct, stands, ident=ident, pair=pair,
-                 adaptive=adaptive or ())
+                 adaptive=adaptive or (), worst=worst)
 
 
 def _collect(kw: dict) -> tuple[list[Claim], list[dict]]:
@@ -134,7 +136,7 @@ def _merge(found: list[Claim]) -> list[Claim]:
             m.page += f", {c.page}"
         m.what += f"; {c.page}: {c.what}"
         if m.stands is None:
-            m.stands, m.adaptive = c.stands, c.adaptive
+            m.stands, m.adaptive, m.worst = c.stands, c.adaptive, c.worst
     return list(merged.values())
 
 
@@ -174,10 +176,9 @@ def _cell(v, p_adj, base: float, new: float, prefix: str = "") -> str:
 
 
 def _stands_cell(c: Claim) -> str:
-    if not c.adaptive or c.stands is None:
+    if c.stands is None:
         return "not run at this α"
-    w0, w1 = worst_case(list(c.pair), list(c.adaptive))
-    return _cell(c.stands, c.p_stands_holm, w0["robust"], w1["robust"],
+    return _cell(c.stands, c.p_stands_holm, c.worst[0]["robust"], c.worst[1]["robust"],
                  prefix=f"BPDA at α {c.adaptive[1]['robust']:.1f}%; stands ")
 
 

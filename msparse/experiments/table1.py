@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .setup import Setup, setup
-from .sweeps import evaluate_alphas, stands
+from .sweeps import evaluate_alphas, stands, worst_case
 
 __all__ = ["Table1", "run", "figure", "table", "caption", "bpda_table", "bpda_caption", "claim_table",
            "claim_caption", "claim_line", "N_CLAIM", "PAPER_MODELS", "CLAIM", "CLAIM_ALPHA", "CLAIM_ATTACKS"]
@@ -80,7 +80,6 @@ def run(model: str = "msparse/default", *, n_examples: int = 100, n_train: int =
 def _claim_at(res: Table1, model: str, n: int, *, kw: dict, **setup_kw) -> None:
     """The claim at :data:`CLAIM_ALPHA` on the first ``n`` test images under each of :data:`CLAIM_ATTACKS`."""
     from ..report.verdicts import referee_verdict
-    from .sweeps import worst_case
 
     s = setup(model, n_examples=n, **setup_kw)
     for label, prefix in CLAIM_ATTACKS.items():
@@ -183,12 +182,10 @@ def claim_table(res: Table1):
 
     if not res.claim:
         return None
-    out = []
+    d, out = res.claim[next(iter(CLAIM_ATTACKS))], []
     for label, rows in [*res.claim.items(), ("stands (worst case)", res.claim_worst)]:
         r0, r1 = rows
-        out.append({"attack": label, "n": r1["n"],
-                    "clean α=0 → α": f"{res.claim[next(iter(CLAIM_ATTACKS))][0]['clean']:.1f} → "
-                                     f"{res.claim[next(iter(CLAIM_ATTACKS))][1]['clean']:.1f}",
+        out.append({"attack": label, "n": r1["n"], "clean α=0 → α": f"{d[0]['clean']:.1f} → {d[1]['clean']:.1f}",
                     "robust α = 0 % [95% CI]": f"{r0['robust']:.1f} [{r0['robust_lo']:.1f}, {r0['robust_hi']:.1f}]",
                     f"robust α = {CLAIM_ALPHA:g} % [95% CI]":
                         f"{r1['robust']:.1f} [{r1['robust_lo']:.1f}, {r1['robust_hi']:.1f}]",

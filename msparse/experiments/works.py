@@ -119,7 +119,6 @@ SQUARE_LONG = BLACK_BOX
 FULL_AA = ("msparse/resnet18-gelu-w8-pgdat", "msparse/default")
 #: models that get Square but not gradient estimation (the full-width control: ~15× the family's cost per query)
 SQUARE_ONLY = ("pyautoattack/resnet18-standard",)
-_QUERY_BASED = ("gradient estimation", "Square")
 
 
 def run(models=MODELS, *, attacks=tuple(ATTACKS), full_aa=FULL_AA, black_box=BLACK_BOX, square_only=SQUARE_ONLY,
@@ -140,11 +139,10 @@ def run(models=MODELS, *, attacks=tuple(ATTACKS), full_aa=FULL_AA, black_box=BLA
         from ..errors import UnknownNameError
         raise UnknownNameError(f"unknown attack column(s) {unknown}; choose from {list(ATTACKS)}")
     results, rows = [], []
+    gates = {"AutoAttack": full_aa, "gradient estimation": black_box, "Square": (*black_box, *square_only),
+             "Square 5000": square_long}   # columns run only on the models listed; the others on every model
     for name, alpha, n in models:
-        cols = {c: ATTACKS[c] for c in attacks
-                if (c != "AutoAttack" or name in full_aa) and (c != "Square 5000" or name in square_long)
-                and (c not in _QUERY_BASED or name in black_box
-                                                               or (c == "Square" and name in square_only))}
+        cols = {c: ATTACKS[c] for c in attacks if c not in gates or name in gates[c]}
         mr, r = _model_result(name, float(alpha), cols, n_examples=int(n_examples or n), n_train=n_train,
                               data_source=data_source, device=device, eps=eps, n_iter=n_iter, seed=seed,
                               use_stored=use_stored, results_dir=results_dir, progress=progress)
