@@ -2,6 +2,8 @@
 recomputed, every number it returns is the number of the record it cites, and its verdict is worded by the
 tested rules (msparse.report.verdicts)."""
 import re
+
+import pytest
 from pathlib import Path
 
 
@@ -108,3 +110,12 @@ def test_table1_claim_at_n_claim_images_has_every_attack_and_the_worst_case(tmp_
     assert all(r in res.rows for rows in res.claim.values() for r in rows)
     assert table1.run("random:resnet18-gelu-w16", n_examples=4, n_train=64, n_iter=1, alphas=(0.0, 0.25),
                       train_alphas=(0.0,), results_dir=str(tmp_path), progress=False).claim == {}
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "1000", True])
+def test_table1_n_claim_must_be_a_whole_number(bad):
+    from msparse.errors import InputError
+    from msparse.experiments import table1
+
+    with pytest.raises(InputError, match="n_claim must be a whole number"):
+        table1.run("random:resnet18-gelu-w16", n_claim=bad)

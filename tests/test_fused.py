@@ -283,3 +283,13 @@ def test_kept_bytes_are_counted_and_given_back_when_an_operator_is_collected():
     del op
     gc.collect()
     assert kernels._held[0] == 0 and not kernels._buffers
+
+
+@pytest.mark.parametrize("bad", ["lots", "-1", "nan"])
+def test_a_bad_reuse_budget_is_a_clear_error(monkeypatch, bad):
+    from msparse.errors import InputError
+
+    op, x = _reuse_op()
+    monkeypatch.setenv("MSPARSE_REUSE_MB", bad)
+    with torch.no_grad(), pytest.raises(InputError, match="MSPARSE_REUSE_MB must be a number of megabytes"):
+        op(x)

@@ -411,10 +411,15 @@ _storage_use_count = getattr(torch._C, "_storage_Use_Count", None)   # absent: e
 
 
 def _reuse_limit() -> int:
+    raw = os.environ.get("MSPARSE_REUSE_MB", "1024")
     try:
-        return max(0, int(float(os.environ.get("MSPARSE_REUSE_MB", "1024")) * 2 ** 20))
+        mb = float(raw)
     except ValueError:
-        return 0
+        mb = -1.0
+    if not mb >= 0:
+        from ..errors import InputError
+        raise InputError(f"MSPARSE_REUSE_MB must be a number of megabytes >= 0 (0 turns buffer reuse off), got {raw!r}")
+    return int(mb * 2 ** 20)
 
 
 def _forget(slots: dict) -> None:
