@@ -56,7 +56,7 @@ NOTEBOOKS: tuple[tuple[str, str], ...] = (
     ("table8_main_vs_add", "Table 8: main path vs after addition"),
     ("does_it_work", "Does MeanSparse work? Every model under every attack"),
     ("attack_strength", "Is the attack strong enough? Is α chosen honestly?"),
-    ("adaptive", "Adaptive evaluation: BPDA and transfer"),
+    ("adaptive", "Adaptive evaluation: BPDA, transfer and full AutoAttack"),
     ("standard_training", "Standard training"),
     ("statistics", "Statistics: exact vs official, and how many images"),
 )
@@ -76,7 +76,7 @@ BUILD_PARAMETERS: dict = {"live": False}
 #: per-notebook overrides on top of a profile (e.g. keep Table 7's single α in the quick profile)
 NOTEBOOK_PROFILES: dict[str, dict[str, dict]] = {
     "quick": {"table7_sites": {"alphas": [0.35]}, "standard_training": {"alphas": [0.0, 0.5]},
-              "table1_alpha": {"n_claim": 0},
+              "table1_alpha": {"n_claim": 0}, "adaptive": {"n_aa": 0},
               "statistics": {"n_train": 512, "n_sizes": [128, 512]}, "fig3_headline": {"n_queries": 50},
               "does_it_work": {"models": [["msparse/resnet18-gelu-w8-pgdat", 0.35, 24]], "full_aa": [], "ledger": False,
                                "attacks": ["official gradient (APGD)", "BPDA", "surrogate", "gradient estimation",

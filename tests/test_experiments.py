@@ -90,6 +90,21 @@ def test_claims_ledger_one_test_per_record_pair_with_holm(no_compute, rows_match
     for c, v in zip(led.claims, t["verdict (direct, after Holm)"]):
         assert v != "reproduced" or c.p_direct_holm < 0.05
     assert "Holm" in claims.summary(led)
+    # every claim's direct test repeated under seeds 1 and 2: the same records but for the attack seed
+    from msparse.evaluation.store import Store
+    from msparse.evaluation.verify import seed_key
+
+    st = Store(COMMITTED)
+    for c in led.claims:
+        assert sorted(c.by_seed) == sorted(c.seed_pairs) == list(claims.SEEDS)
+        for k, rows in c.seed_pairs.items():
+            for new, old in zip(rows, c.pair):
+                assert new["key"] == seed_key(st.get(old["key"]), k) and (new["n"], new["alpha"]) == (old["n"], old["alpha"])
+            assert c.by_seed[k].difference.delta_pp == pytest.approx(rows[1]["robust"] - rows[0]["robust"])
+    seeds = claims.seed_table(led)
+    assert len(seeds) == len(led.claims) and "same verdict under every seed" in seeds.columns
+    stable = (seeds["same verdict under every seed"] == "yes").sum()
+    assert f"{stable} of {len(led.claims)} keep their verdict under every seed" in claims.seed_summary(led)
 
 
 def test_table1_claim_at_n_claim_images_has_every_attack_and_the_worst_case(tmp_path):
@@ -119,3 +134,38 @@ def test_table1_n_claim_must_be_a_whole_number(bad):
 
     with pytest.raises(InputError, match="n_claim must be a whole number"):
         table1.run("random:resnet18-gelu-w16", n_claim=bad)
+
+
+def test_first_images_restricts_flags_and_recomputes_accuracy():
+    from msparse.errors import InputError
+    from msparse.experiments.sweeps import first_images, worst_case
+
+    rows = [{"alpha": 0.0, "n": 6, "robust": 50.0, "robust_flags": "110100", "attack": "a", "key": "k0"},
+            {"alpha": 0.3, "n": 6, "robust": 50.0, "robust_flags": "011001", "attack": "a", "key": "k1",
+             "d_robust": 0.0, "p_robust": 1.0}]
+    got = first_images(rows, 4)
+    assert [(r["n"], r["robust_flags"], r["robust"]) for r in got] == [(4, "1101", 75.0), (4, "0110", 50.0)]
+    assert all("key" not in r and "p_robust" not in r and r["robust_lo"] < r["robust"] < r["robust_hi"] for r in got)
+    other = [{**r, "n": 4, "robust_flags": f, "attack": "b"} for r, f in zip(rows, ("1111", "0010"))]
+    assert [r["robust_flags"] for r in worst_case(other, got)] == ["1101", "0010"]
+    with pytest.raises(InputError, match="first 7 images of a row of 6"):
+        first_images(rows, 7)
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True, "200"])
+def test_adaptive_n_aa_must_be_a_whole_number(bad):
+    from msparse.errors import InputError
+    from msparse.experiments import adaptive
+
+    with pytest.raises(InputError, match="n_aa .* whole number >= 0"):
+        adaptive.run("random:resnet18-gelu-w16", n_aa=bad)
+
+
+def test_claims_seeds_must_be_whole_numbers():
+    from msparse.errors import InputError
+    from msparse.experiments import claims
+
+    with pytest.raises(InputError, match=r"seeds must be whole numbers >= 0"):
+        claims.run(seeds=[1, -2])
+    with pytest.raises(InputError, match=r"seeds must be whole numbers >= 0"):
+        claims.run(seeds=["1"])

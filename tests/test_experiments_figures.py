@@ -104,7 +104,8 @@ def test_adaptive(no_compute, rows_match_records):
     res = adaptive.run(results_dir=str(COMMITTED), progress=False)
     assert list(res.by_attack) == ["apgd-ce+t", "bpda", "transfer"]
     assert all([r["alpha"] for r in rows] == [0.0, 0.35] for rows in res.by_attack.values())
-    assert res.rows == [r for rows in res.by_attack.values() for r in rows]
+    assert res.rows == [r for rows in (*res.by_attack.values(), res.aa) for r in rows]
+    assert [(r["alpha"], r["n"], r["attack"]) for r in res.aa] == [(0.0, 200, "aa"), (0.35, 200, "aa")]
     assert all(r["cached"] for r in res.rows)
     rows_match_records(res.rows)
     assert res.verdict.startswith("**Verdict: ") and "under BPDA" in res.verdict
@@ -117,6 +118,13 @@ def test_adaptive(no_compute, rows_match_records):
     for i, a in enumerate([0.0, 0.35]):
         k = float(stood.loc[a, "ours: robust % [95% CI]"].split()[0])
         assert k <= min(round(rows[i]["robust"], 1) for rows in res.by_attack.values())
+    aa, aa_stood = adaptive.aa_table(res), adaptive.aa_stands_table(res)
+    assert list(aa.index) == list(aa_stood.index) == [0.0, 0.35]
+    for i, a in enumerate([0.0, 0.35]):   # on the first 200 images: never above AutoAttack or any attack's flags there
+        k = float(aa_stood.loc[a, "ours: robust % [95% CI]"].split()[0])
+        assert k <= round(res.aa[i]["robust"], 1)
+        for rows in res.by_attack.values():
+            assert k <= round(100 * rows[i]["robust_flags"][:200].count("1") / 200, 1)
     assert adaptive.diagnostics(res).shape == (len({r["key"] for r in res.rows}), 7)   # one row per record
     assert adaptive.blocked_figure(res) is not None
 

@@ -204,6 +204,42 @@ def test_verify_sample_and_unknown_keys(tmp_path, capsys):
     assert "key 'nope' matches no record" in capsys.readouterr().err
 
 
+def test_rerun_rebuilds_a_record_under_another_seed_and_then_reads_it(tmp_path):
+    """rerun: under the record's own seed the rebuilt experiment is the record (same key, same flags); under another
+    seed it is stored under the spec's key with that seed, tagged with the record it reruns, and read back after."""
+    from msparse.evaluation import verify as V
+
+    key = next(k for k in R.Store(COMMITTED).keys() if k.startswith(VERIFY_SAMPLE[0]))
+    rec = R.Store(COMMITTED).get(key)
+    same = V.rerun(rec, seed=rec["spec"]["seed"], store=tmp_path)
+    assert same.key == key and not same.cached
+    assert same.result["robust_flags"] == rec["result"]["robust_flags"]
+    assert same.result["clean_flags"] == rec["result"]["clean_flags"]
+    other = V.rerun(rec, seed=7, store=tmp_path)
+    assert other.key == V.seed_key(rec, 7) != key
+    stored = R.Store(tmp_path).get(other.key)
+    assert stored["spec"]["seed"] == 7 and stored["meta"]["tags"]["seed_of"] == key
+    assert stored["meta"]["model"] == rec["meta"]["model"]
+
+    class NoRebuild(V.Rebuilder):
+        def model(self, name):
+            raise AssertionError("a stored rerun must not rebuild the model")
+
+    again = V.rerun(rec, seed=7, store=tmp_path, rebuilder=NoRebuild())
+    assert again.cached and again.result["robust_flags"] == other.result["robust_flags"]
+
+
+def test_rerun_says_why_a_record_cannot_be_rebuilt(tmp_path):
+    from msparse.errors import InputError
+    from msparse.evaluation import verify as V
+
+    m, x, y = _tiny()
+    r = ms.evaluate(m, x, y, attack="none", store=tmp_path, name="my-own-model")
+    rec = R.Store(tmp_path).get(r.key)
+    with pytest.raises(InputError, match=r"cannot be rerun under seed 1 here: model 'my-own-model' cannot be loaded"):
+        V.rerun(rec, seed=1, store=tmp_path)
+
+
 # --------------------------------------------------------------------------------------------------
 # robustbench beside msparse
 # --------------------------------------------------------------------------------------------------

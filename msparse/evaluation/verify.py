@@ -30,17 +30,18 @@ from __future__ import annotations
 import random
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 from ..core.calibration import calibrate
 from ..core.placement import named_operators, set_alpha, sparsify
 from ..data import load_data
-from ..errors import UnknownNameError
+from ..errors import InputError, UnknownNameError
 from .evaluate import describe_model, evaluate
-from .store import Store, data_hash, record_versions, tensor_hash, versions
+from .store import Store, content_hash, data_hash, record_versions, tensor_hash, versions
 
-__all__ = ["Check", "verify", "verify_record", "resolve_keys", "cost", "STATS_RECIPES", "MODEL_ALIASES"]
+__all__ = ["Check", "Rebuilder", "verify", "verify_record", "rerun", "seed_key", "resolve_keys", "cost", "STATS_RECIPES", "MODEL_ALIASES"]
 
 #: statistics recipes tried in order: (label, mode, number of training images, class-sorted order)
 STATS_RECIPES: tuple[tuple[str, str, int, bool], ...] = (
@@ -122,7 +123,7 @@ def resolve_keys(store: Store, keys: Iterable[str]) -> list[str]:
     return out
 
 
-class _Rebuilder:
+class Rebuilder:
     """Caches loaded models, data and statistics snapshots across the records of one run."""
 
     def __init__(self, device: str = "cpu"):
@@ -226,53 +227,65 @@ def _verify_binarization(chk: Check, rec: dict, model, x, y, t0: float) -> Check
     return chk
 
 
-def verify_record(rec: dict, rebuilder: _Rebuilder | None = None) -> Check:
+@contextmanager
+def _rebuilt(rec: dict, rb: Rebuilder):
+    """The record's model with its sites set as the record's (α, centre, backward, statistics), its images and its
+    transfer source: yields ``(model, x, y, source, statistics label)``; every site is reset afterwards. Raises
+    :class:`_CannotRebuild` with the reason when any part cannot be matched."""
+    spec, meta = rec["spec"], rec.get("meta", {})
+    name = MODEL_ALIASES.get(meta.get("model"), meta.get("model"))
+    if not name:
+        raise _CannotRebuild("the record does not name its model (meta.model)")
+    model = rb.model(name)
+    set_alpha(model, 0.0)
+    if describe_model(model)["model"] != spec["model"]:
+        raise _CannotRebuild(f"the weights of {name!r} here differ from the record's (host checksum)")
+    x, y = rb.images(rec)
+    sites = spec.get("sites") or {}
+    mods = dict(named_operators(model))
+    missing = [s for s in sites if s not in mods]
+    if missing:
+        raise _CannotRebuild(f"the record has sites {missing[:3]} that the default placement of "
+                             f"{name!r} does not have")
+    label = "none"
+    if sites:
+        label = rb.calibrate_to(name, model, {s: v["stats"] for s, v in sites.items()})
+    try:
+        for s, v in sites.items():
+            mods[s].centre = v["centre"]
+            mods[s].set_backward(v["backward"])
+        set_alpha(model, {s: v["alpha"] for s, v in sites.items()} if sites else 0.0)
+        if describe_model(model)["sites"] != sites:
+            raise _CannotRebuild("the rebuilt sites do not describe as the record's (α, centre, layout)")
+        yield model, x, y, rb.source(model, spec.get("source")), label
+    finally:
+        set_alpha(model, 0.0)
+        for m in mods.values():
+            m.centre = "mean"
+            m.set_backward("exact")
+
+
+def _evaluate_as(rec: dict, model, x, y, source, *, seed: int, **kw):
+    """:func:`~msparse.evaluation.evaluate.evaluate` with the record's attack, budget and batch size."""
+    spec, atk = rec["spec"], rec["spec"]["attack"]
+    return evaluate(model, x, y, atk["name"], eps=atk["eps"], norm=atk["norm"], seed=seed,
+                    batch_size=spec["batch_size"], n_iter=atk.get("n_iter", 100),
+                    n_restarts=atk.get("n_restarts", 1), n_queries=atk.get("n_queries", 5000), source=source, **kw)
+
+
+def verify_record(rec: dict, rebuilder: Rebuilder | None = None) -> Check:
     """Recompute one record (store untouched) and compare its per-example flags with the stored ones."""
-    rb = rebuilder or _Rebuilder()
+    rb = rebuilder or Rebuilder()
     spec, res, meta = rec["spec"], rec["result"], rec.get("meta", {})
-    name = meta.get("model")
-    name = MODEL_ALIASES.get(name, name)
+    name = MODEL_ALIASES.get(meta.get("model"), meta.get("model"))
     chk = Check(key=rec["key"], model=name, attack=spec["attack"]["name"], n=int(res.get("n", 0)),
                 status="cannot rebuild", made_with=record_versions(rec))
     t0 = time.perf_counter()
     try:
-        if not name:
-            raise _CannotRebuild("the record does not name its model (meta.model)")
-        model = rb.model(name)
-        set_alpha(model, 0.0)
-        if describe_model(model)["model"] != spec["model"]:
-            raise _CannotRebuild(f"the weights of {name!r} here differ from the record's (host checksum)")
-        x, y = rb.images(rec)
-        sites = spec.get("sites") or {}
-        mods = dict(named_operators(model))
-        missing = [s for s in sites if s not in mods]
-        if missing:
-            raise _CannotRebuild(f"the record has sites {missing[:3]} that the default placement of "
-                                 f"{name!r} does not have")
-        label = "none"
-        if sites:
-            label = rb.calibrate_to(name, model, {s: v["stats"] for s, v in sites.items()})
-        try:
-            for s, v in sites.items():
-                mods[s].centre = v["centre"]
-                mods[s].set_backward(v["backward"])
-            set_alpha(model, {s: v["alpha"] for s, v in sites.items()} if sites else 0.0)
-            got = describe_model(model)
-            if got["sites"] != sites:
-                raise _CannotRebuild("the rebuilt sites do not describe as the record's (α, centre, layout)")
-            atk = spec["attack"]
+        with _rebuilt(rec, rb) as (model, x, y, source, label):
             if spec.get("kind") == "binarization":
                 return _verify_binarization(chk, rec, model, x, y, t0)
-            source = rb.source(model, spec.get("source"))
-            r = evaluate(model, x, y, atk["name"], eps=atk["eps"], norm=atk["norm"], seed=spec["seed"],
-                         batch_size=spec["batch_size"], n_iter=atk.get("n_iter", 100),
-                         n_restarts=atk.get("n_restarts", 1), n_queries=atk.get("n_queries", 5000),
-                         source=source, store=False, diagnostics=False)
-        finally:
-            set_alpha(model, 0.0)
-            for m in mods.values():
-                m.centre = "mean"
-                m.set_backward("exact")
+            r = _evaluate_as(rec, model, x, y, source, seed=spec["seed"], store=False, diagnostics=False)
         if r.key != rec["key"]:
             raise _CannotRebuild("the rebuilt experiment has another key than the record "
                                  "(something in the spec differs)")
@@ -290,6 +303,44 @@ def verify_record(rec: dict, rebuilder: _Rebuilder | None = None) -> Check:
         chk.detail = str(e)
     chk.wall_s = time.perf_counter() - t0
     return chk
+
+
+def seed_key(rec: dict, seed: int) -> str:
+    """The key of ``rec``'s experiment under attack seed ``seed`` (everything else as the record)."""
+    return content_hash({**rec["spec"], "seed": int(seed)})
+
+
+def rerun(rec: dict, *, seed: int, store: Store | str | None = None, rebuilder: Rebuilder | None = None,
+          progress: bool = False):
+    """``rec``'s experiment under attack seed ``seed`` — the attack's random starts and sampling redrawn, the model,
+    sites, images, attack and budget exactly the record's — as a :class:`~msparse.evaluation.evaluate.Result`.
+
+    The store's record of it is returned when it has one (nothing is rebuilt); otherwise the experiment is rebuilt
+    from the record alone, as :func:`verify_record` does, and computed into ``store`` (resumable, like every
+    evaluation). Raises :class:`~msparse.errors.InputError` naming the reason when the record cannot be rebuilt
+    here (a binarization-test record, unknown weights, images or statistics not found)."""
+    from .evaluate import Result, _resolve_store
+
+    st = _resolve_store(store)
+    key = seed_key(rec, seed)
+    have = st.get(key) if st is not None else None
+    if have is not None:
+        return Result.from_record(have, cached=True)
+    if rec["spec"].get("kind") == "binarization":
+        raise InputError(f"record {rec['key'][:12]} is a binarization test; rerun takes attack records")
+    rb = rebuilder or Rebuilder()
+    meta = rec.get("meta", {})
+    try:
+        with _rebuilt(rec, rb) as (model, x, y, source, _):
+            r = _evaluate_as(rec, model, x, y, source, seed=seed, store=st if st is not None else False,
+                             name=meta.get("model"), data=meta.get("data"), stats=meta.get("stats"),
+                             tags={**(meta.get("tags") or {}), "seed_of": rec["key"]}, progress=progress)
+    except _CannotRebuild as e:
+        raise InputError(f"record {rec['key'][:12]} cannot be rerun under seed {seed} here: {e}") from None
+    if r.key != key:
+        raise InputError(f"record {rec['key'][:12]} rebuilt as another experiment (key {r.key[:12]}, expected "
+                         f"{key[:12]}): something in its spec is not rebuilt; it was stored under its own key")
+    return r
 
 
 def verify(store: Store | str | None = None, keys: Sequence[str] | None = None, *, sample: int | None = None,
@@ -315,7 +366,7 @@ def verify(store: Store | str | None = None, keys: Sequence[str] | None = None, 
     if log:
         log(f"verifying {len(recs)} record(s) of {st.root} under torch {run['torch']}, "
             f"pyautoattack {run['pyautoattack']}")
-    rb = _Rebuilder(device)
+    rb = Rebuilder(device)
     out = []
     for rec in recs:
         c = verify_record(rec, rb)

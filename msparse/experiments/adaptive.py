@@ -8,9 +8,13 @@ MeanSparse is no better than its base") is checked on the model given here (defa
 default), with the direct attack (official gradient), BPDA and a transfer attack (crafted on the base model,
 α = 0) at each α (:func:`msparse.report.verdicts.no_better_than_base` between BPDA at α = 0 and at the largest α).
 The diagnostics show how many activations sit inside the band and how many input gradients are exactly zero.
+Full standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square with 5000 queries: the paper's protocol, about 9 s per image
+on one CPU thread) runs on the first ``n_aa`` of the images at every α, and the robust accuracy that stands on those
+images is the worst case over it and the page's other attacks.
 
     res = adaptive.run()
     adaptive.reference_figure(); adaptive.figure(res); adaptive.table(res, "bpda"); adaptive.diagnostics(res)
+    adaptive.aa_table(res); adaptive.aa_stands_table(res)
     adaptive.blocked_figure(res); res.verdict
 """
 from __future__ import annotations
@@ -20,8 +24,8 @@ from dataclasses import dataclass, field
 from .setup import Setup, setup
 from .sweeps import evaluate_alphas
 
-__all__ = ["Adaptive", "run", "figure", "table", "stands_table", "diagnostics", "blocked_figure", "reference_figure",
-           "reference_table"]
+__all__ = ["Adaptive", "run", "figure", "table", "stands_table", "aa_table", "aa_stands_table", "diagnostics",
+           "blocked_figure", "reference_figure", "reference_table"]
 
 
 @dataclass
@@ -36,23 +40,37 @@ class Adaptive:
     note: str = ""                                # budget note (Markdown)
     verdict: str = ""
     rows: list[dict] = field(default_factory=list)   # every row with a record (provenance)
+    aa: list = field(default_factory=list)           # full AutoAttack's display rows on the first n_aa images
+
 
 
 def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples: int = 1000, n_train: int = 1000,
         alphas=(0.0, 0.35), attacks=("apgd-ce+t", "bpda", "transfer"), eps: float = 8 / 255, n_iter: int = 20,
-        device: str = "cpu", seed: int = 0, use_stored: bool = True, results_dir: str | None = None,
+        device: str = "cpu", seed: int = 0, n_aa: int = 200, use_stored: bool = True, results_dir: str | None = None,
         progress: bool = True) -> Adaptive:
-    """Each of ``attacks`` at each of ``alphas`` on the first ``n_examples`` test images; blocked fractions per
-    site at every α > 0 (on up to 64 clean images); the verdict on RobustBench's BPDA finding at ``max(alphas)``."""
+    """Each of ``attacks`` at each of ``alphas`` on the first ``n_examples`` test images; full standard AutoAttack
+    (100 iterations, Square with 5000 queries) at each of ``alphas`` on the first ``n_aa`` of them (0: none); blocked
+    fractions per site at every α > 0 (on up to 64 clean images); the verdict on RobustBench's BPDA finding at
+    ``max(alphas)``."""
     from ..report import verdicts, widgets
     from ..report.tables import budget_note
 
     alphas, attacks = list(alphas), list(attacks)
+    if isinstance(n_aa, bool) or not isinstance(n_aa, int) or n_aa < 0:
+        from ..errors import InputError
+        raise InputError(f"n_aa (test images for full AutoAttack) must be a whole number >= 0 (0: skip), got {n_aa!r}")
     s = setup(model, n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
               use_stored=use_stored, results_dir=results_dir)
     note = budget_note(s, ", ".join(attacks), n_iter)
     by_attack = {a: evaluate_alphas(s, alphas, attack=a, eps=eps, n_iter=n_iter, seed=seed, label="adaptive",
                                     progress=progress) for a in attacks}
+    aa = []
+    if n_aa:
+        n_aa = min(int(n_aa), len(s.x))
+        s_aa = s if n_aa == len(s.x) else setup(model, n_examples=n_aa, n_train=n_train, data_source=data_source,
+                                                 device=device, use_stored=use_stored, results_dir=results_dir)
+        aa = evaluate_alphas(s_aa, alphas, attack="aa", eps=eps, n_iter=100, n_queries=5000, seed=seed,
+                             label="adaptive", progress=progress)
     ex = widgets.AlphaExplorer(s.model, s.x, s.y, n_batch=min(64, len(s.x)), n_robust=0)
     blocked = {a: ex.blocked(a) for a in alphas if a > 0}
 
@@ -67,7 +85,8 @@ def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples
     d = next(r for r in by_attack[attacks[0]] if r["alpha"] == a_hi)
     line = verdicts.verdict(v, f"Measured on {s.model_name} at α={a_hi:g}; the direct {attacks[0]} changes robust "
                                f"accuracy by {d.get('d_robust', 0):+.1f} pp vs α=0.")
-    return Adaptive(s, by_attack, alphas, attacks, blocked, note, line, [r for rs in by_attack.values() for r in rs])
+    return Adaptive(s, by_attack, alphas, attacks, blocked, note, line,
+                    [r for rs in (*by_attack.values(), aa) for r in rs], aa)
 
 
 def reference_figure():
@@ -114,6 +133,27 @@ def stands_table(res: Adaptive):
     from .sweeps import worst_case
 
     return compare_table(worst_case(*res.by_attack.values()), metrics=("robust",))
+
+
+def aa_table(res: Adaptive):
+    """Full standard AutoAttack on the first ``n_aa`` images: robust accuracy at each α (Δ vs α = 0, McNemar p);
+    None when it was not run."""
+    from ..report.tables import compare_table
+
+    return compare_table(res.aa, metrics=("robust",)) if res.aa else None
+
+
+def aa_stands_table(res: Adaptive):
+    """The robust accuracy that stands on the first ``n_aa`` images: per image, the worst case over full AutoAttack
+    and every attack of the page (their flags on the same first images); None when AutoAttack was not run."""
+    from ..report.tables import compare_table
+    from .sweeps import first_images, worst_case
+
+    if not res.aa:
+        return None
+    n = res.aa[0]["n"]
+    return compare_table(worst_case(res.aa, *(first_images(rs, n) for rs in res.by_attack.values())),
+                         metrics=("robust",))
 
 
 def diagnostics(res: Adaptive):

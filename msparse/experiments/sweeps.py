@@ -14,7 +14,7 @@ from ..errors import InputError
 
 from .setup import Setup
 
-__all__ = ["evaluate_alphas", "worst_case", "stands", "data_label"]
+__all__ = ["evaluate_alphas", "first_images", "worst_case", "stands", "data_label"]
 
 
 def data_label(s: Setup, split: str, n: int) -> str:
@@ -50,6 +50,23 @@ def evaluate_alphas(s: Setup, alphas: Sequence[float], *, attack: str = "apgd-ce
                tags={"book": label or "sweep", "split": split}, progress="lines" if progress else False,
                compare=any(float(a) == 0.0 for a in alphas))
     return display_rows(sw, split=split, **extra)
+
+
+def first_images(rows: Sequence[Mapping], n: int) -> list[dict]:
+    """Rows of :func:`evaluate_alphas` restricted to their first ``n`` images (robust flags, n and robust accuracy
+    with its Wilson interval; the paired columns dropped), to be set beside an attack run on those images only."""
+    from ..evaluation.significance import wilson
+
+    out = []
+    for r in rows:
+        if r["n"] < n:
+            raise InputError(f"cannot take the first {n} images of a row of {r['n']}")
+        flags = r["robust_flags"][:n]
+        k = flags.count("1")
+        lo, hi = wilson(k, n)
+        out.append({**{k_: v for k_, v in r.items() if k_ not in ("d_robust", "p_robust", "key")}, "n": n,
+                    "robust_flags": flags, "robust": 100 * k / n, "robust_lo": 100 * lo, "robust_hi": 100 * hi})
+    return out
 
 
 def worst_case(*row_lists: Sequence[Mapping]) -> list[dict]:
