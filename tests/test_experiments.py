@@ -90,16 +90,27 @@ def test_claims_ledger_one_test_per_record_pair_with_holm(no_compute, rows_match
     for c, v in zip(led.claims, t["verdict (direct, after Holm)"]):
         assert v != "reproduced" or c.p_direct_holm < 0.05
     assert "Holm" in claims.summary(led)
-    # every claim's direct test repeated under seeds 1 and 2: the same records but for the attack seed
+    # every claim on all 1000 offline test images: the page's own records extended (same experiment, more images)
     from msparse.evaluation.store import Store
-    from msparse.evaluation.verify import seed_key
+    from msparse.evaluation.verify import rerun_key
 
     st = Store(COMMITTED)
+    assert {c.n for c in led.claims} == {claims.N_CLAIM} and {c.page_n for c in led.claims} == {500, 1000}
+    for c in led.claims:
+        if c.page_n < c.n:
+            for new, old in zip(c.pair, c.page_pair):
+                assert new["key"] == rerun_key(st.get(old["key"]), n=c.n) and new["alpha"] == old["alpha"]
+                new_rec, old_rec = st.get(new["key"]), st.get(old["key"])   # the page's images come first
+                assert new_rec["result"]["clean_flags"][:c.page_n] == old_rec["result"]["clean_flags"]
+        else:
+            assert c.pair == c.page_pair and c.direct is c.page_direct
+    # every claim's direct test repeated under seeds 1 and 2 on the page's images: the same records but the seed
     for c in led.claims:
         assert sorted(c.by_seed) == sorted(c.seed_pairs) == list(claims.SEEDS)
         for k, rows in c.seed_pairs.items():
-            for new, old in zip(rows, c.pair):
-                assert new["key"] == seed_key(st.get(old["key"]), k) and (new["n"], new["alpha"]) == (old["n"], old["alpha"])
+            for new, old in zip(rows, c.page_pair):
+                assert new["key"] == rerun_key(st.get(old["key"]), seed=k)
+                assert (new["n"], new["alpha"]) == (old["n"], old["alpha"])
             assert c.by_seed[k].difference.delta_pp == pytest.approx(rows[1]["robust"] - rows[0]["robust"])
     seeds = claims.seed_table(led)
     assert len(seeds) == len(led.claims) and "same verdict under every seed" in seeds.columns

@@ -216,9 +216,9 @@ def test_rerun_rebuilds_a_record_under_another_seed_and_then_reads_it(tmp_path):
     assert same.result["robust_flags"] == rec["result"]["robust_flags"]
     assert same.result["clean_flags"] == rec["result"]["clean_flags"]
     other = V.rerun(rec, seed=7, store=tmp_path)
-    assert other.key == V.seed_key(rec, 7) != key
+    assert other.key == V.rerun_key(rec, seed=7) == R.content_hash({**rec["spec"], "seed": 7}) != key
     stored = R.Store(tmp_path).get(other.key)
-    assert stored["spec"]["seed"] == 7 and stored["meta"]["tags"]["seed_of"] == key
+    assert stored["spec"]["seed"] == 7 and stored["meta"]["tags"]["rerun_of"] == key
     assert stored["meta"]["model"] == rec["meta"]["model"]
 
     class NoRebuild(V.Rebuilder):
@@ -236,8 +236,31 @@ def test_rerun_says_why_a_record_cannot_be_rebuilt(tmp_path):
     m, x, y = _tiny()
     r = ms.evaluate(m, x, y, attack="none", store=tmp_path, name="my-own-model")
     rec = R.Store(tmp_path).get(r.key)
-    with pytest.raises(InputError, match=r"cannot be rerun under seed 1 here: model 'my-own-model' cannot be loaded"):
+    with pytest.raises(InputError, match=r"cannot be rerun with seed 1 here: model 'my-own-model' cannot be loaded"):
         V.rerun(rec, seed=1, store=tmp_path)
+
+
+def test_rerun_on_more_images_is_the_experiment_a_page_computes_on_them(tmp_path):
+    """rerun(n=...): the first n images of the record's split, the record's images their start; the same key as
+    evaluating the rebuilt model on those n images directly; fewer images than the record is refused."""
+    from msparse.errors import InputError
+    from msparse.evaluation import verify as V
+
+    key = next(k for k in R.Store(COMMITTED).keys() if k.startswith(VERIFY_SAMPLE[0]))
+    rec = R.Store(COMMITTED).get(key)
+    n0 = rec["spec"]["data"]["n"]
+    more = V.rerun(rec, n=n0 + 8, store=tmp_path)
+    assert more.key == V.rerun_key(rec, n=n0 + 8) and more.n == n0 + 8
+    assert more.result["clean_flags"][:n0] == rec["result"]["clean_flags"]   # the record's images come first
+    rb = V.Rebuilder()
+    model = rb.model(rec["meta"]["model"])
+    x, y = ms.load_data("cifar10", "train", n=n0 + 8)
+    direct = ms.evaluate(model, x, y, rec["spec"]["attack"]["name"], n_iter=rec["spec"]["attack"]["n_iter"],
+                         store=False, diagnostics=False)
+    assert direct.key == more.key and direct.result["robust_flags"] == more.result["robust_flags"]
+    assert R.Store(tmp_path).get(more.key)["meta"]["data"] == f"cifar10/train 0..{n0 + 7}"
+    with pytest.raises(InputError, match=f"fewer than the record's {n0} images"):
+        V.rerun(rec, n=n0 - 1, store=tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------

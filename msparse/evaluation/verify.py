@@ -41,7 +41,7 @@ from ..errors import InputError, UnknownNameError
 from .evaluate import describe_model, evaluate
 from .store import Store, content_hash, data_hash, record_versions, tensor_hash, versions
 
-__all__ = ["Check", "Rebuilder", "verify", "verify_record", "rerun", "seed_key", "resolve_keys", "cost", "STATS_RECIPES", "MODEL_ALIASES"]
+__all__ = ["Check", "Rebuilder", "verify", "verify_record", "rerun", "rerun_key", "resolve_keys", "cost", "STATS_RECIPES", "MODEL_ALIASES"]
 
 #: statistics recipes tried in order: (label, mode, number of training images, class-sorted order)
 STATS_RECIPES: tuple[tuple[str, str, int, bool], ...] = (
@@ -265,11 +265,12 @@ def _rebuilt(rec: dict, rb: Rebuilder):
             m.set_backward("exact")
 
 
-def _evaluate_as(rec: dict, model, x, y, source, *, seed: int, **kw):
-    """:func:`~msparse.evaluation.evaluate.evaluate` with the record's attack, budget and batch size."""
+def _evaluate_as(rec: dict, model, x, y, source, *, seed: int, batch_size: int | None = None, **kw):
+    """:func:`~msparse.evaluation.evaluate.evaluate` with the record's attack and budget (and batch size, unless
+    given)."""
     spec, atk = rec["spec"], rec["spec"]["attack"]
     return evaluate(model, x, y, atk["name"], eps=atk["eps"], norm=atk["norm"], seed=seed,
-                    batch_size=spec["batch_size"], n_iter=atk.get("n_iter", 100),
+                    batch_size=batch_size or spec["batch_size"], n_iter=atk.get("n_iter", 100),
                     n_restarts=atk.get("n_restarts", 1), n_queries=atk.get("n_queries", 5000), source=source, **kw)
 
 
@@ -305,38 +306,92 @@ def verify_record(rec: dict, rebuilder: Rebuilder | None = None) -> Check:
     return chk
 
 
-def seed_key(rec: dict, seed: int) -> str:
-    """The key of ``rec``'s experiment under attack seed ``seed`` (everything else as the record)."""
-    return content_hash({**rec["spec"], "seed": int(seed)})
+@dataclass
+class _Variant:
+    spec: dict                  # the varied experiment's spec (its key is the spec's content hash)
+    images: tuple | None        # (x, y) when the images differ from the record's, else None
+    data: str | None            # the data label stored with it
 
 
-def rerun(rec: dict, *, seed: int, store: Store | str | None = None, rebuilder: Rebuilder | None = None,
-          progress: bool = False):
-    """``rec``'s experiment under attack seed ``seed`` — the attack's random starts and sampling redrawn, the model,
-    sites, images, attack and budget exactly the record's — as a :class:`~msparse.evaluation.evaluate.Result`.
+def _variant(rec: dict, seed: int | None, n: int | None, rb: Rebuilder) -> _Variant:
+    """``rec``'s spec with the attack seed and/or the number of images changed. ``n``: the first ``n`` images of
+    the record's split from the record's first image (the record's own images must be the first of them); the batch
+    size stays the record's when it split the record's images, else it is the evaluation default (the record's
+    batch held all its images)."""
+    from .evaluate import DEFAULT_BATCH_SIZE
 
-    The store's record of it is returned when it has one (nothing is rebuilt); otherwise the experiment is rebuilt
+    spec, meta = rec["spec"], rec.get("meta", {})
+    new = {**spec, "seed": int(spec["seed"] if seed is None else seed)}
+    n_rec = spec["data"]["n"]
+    if n is None or int(n) == n_rec:
+        return _Variant(new, None, meta.get("data"))
+    n = int(n)
+    if n < 1:
+        raise InputError(f"n must be >= 1 images, got {n}")
+    m = _DATA_RE.search(str(meta.get("data") or ""))
+    split, start = (m.group(1), int(m.group(2))) if m else ("test", 0)
+    key = (split, start, n)
+    if key not in rb.data:
+        try:
+            x, y = load_data("cifar10", split, n=n, start=start)
+        except Exception as e:   # fewer images than asked, or data missing here: a reason, not a crash
+            raise _CannotRebuild(f"the first {n} CIFAR-10 {split} images from {start} are not available here "
+                                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        rb.data[key] = (x.to(rb.device), y.to(rb.device), data_hash(x, y))
+    x, y, h = rb.data[key]
+    if n > n_rec and data_hash(x[:n_rec].cpu(), y[:n_rec].cpu()) != spec["data"]["hash"]:
+        raise _CannotRebuild(f"the record's images are not the first {n_rec} CIFAR-10 {split} images from {start}")
+    if n < n_rec:
+        raise _CannotRebuild(f"n = {n} is fewer than the record's {n_rec} images; rerun extends a record")
+    batch = spec["batch_size"] if spec["batch_size"] < n_rec else DEFAULT_BATCH_SIZE
+    new.update(data={**spec["data"], "hash": h, "n": n}, batch_size=min(batch, n))
+    label = f"cifar10/{split} {start}..{start + n - 1}" + (" (offline)" if "(offline)" in str(meta.get("data")) else "")
+    return _Variant(new, (x, y), label)
+
+
+def rerun_key(rec: dict, *, seed: int | None = None, n: int | None = None, rebuilder: Rebuilder | None = None) -> str:
+    """The key :func:`rerun` gives ``rec``'s experiment under ``seed`` and/or on ``n`` images (no model is built)."""
+    try:
+        return content_hash(_variant(rec, seed, n, rebuilder or Rebuilder()).spec)
+    except _CannotRebuild as e:
+        raise InputError(f"record {rec['key'][:12]} cannot be rerun here: {e}") from None
+
+
+def rerun(rec: dict, *, seed: int | None = None, n: int | None = None, store: Store | str | None = None,
+          rebuilder: Rebuilder | None = None, progress: bool = False):
+    """``rec``'s experiment under attack seed ``seed`` and/or on the first ``n`` images of its split (more than the
+    record's; None: the record's) — model, sites, attack and budget exactly the record's — as a
+    :class:`~msparse.evaluation.evaluate.Result`.
+
+    The store's record of it is returned when it has one (no model is rebuilt); otherwise the experiment is rebuilt
     from the record alone, as :func:`verify_record` does, and computed into ``store`` (resumable, like every
-    evaluation). Raises :class:`~msparse.errors.InputError` naming the reason when the record cannot be rebuilt
-    here (a binarization-test record, unknown weights, images or statistics not found)."""
+    evaluation), tagged ``rerun_of`` the record. Its key is the one a page evaluating the same model, α and attack
+    with that seed on those images computes, so pages and reruns share records. Raises
+    :class:`~msparse.errors.InputError` naming the reason when the record cannot be rebuilt here (a
+    binarization-test record, unknown weights, images or statistics not found)."""
     from .evaluate import Result, _resolve_store
 
-    st = _resolve_store(store)
-    key = seed_key(rec, seed)
-    have = st.get(key) if st is not None else None
-    if have is not None:
-        return Result.from_record(have, cached=True)
+    what = " and ".join(w for w in (f"seed {seed}" if seed is not None else "",
+                                    f"{n} images" if n is not None else "") if w) or "its own settings"
     if rec["spec"].get("kind") == "binarization":
         raise InputError(f"record {rec['key'][:12]} is a binarization test; rerun takes attack records")
+    st = _resolve_store(store)
     rb = rebuilder or Rebuilder()
     meta = rec.get("meta", {})
     try:
+        var = _variant(rec, seed, n, rb)
+        key = content_hash(var.spec)
+        have = st.get(key) if st is not None else None
+        if have is not None:
+            return Result.from_record(have, cached=True)
         with _rebuilt(rec, rb) as (model, x, y, source, _):
-            r = _evaluate_as(rec, model, x, y, source, seed=seed, store=st if st is not None else False,
-                             name=meta.get("model"), data=meta.get("data"), stats=meta.get("stats"),
-                             tags={**(meta.get("tags") or {}), "seed_of": rec["key"]}, progress=progress)
+            x, y = var.images or (x, y)
+            r = _evaluate_as(rec, model, x, y, source, seed=var.spec["seed"], batch_size=var.spec["batch_size"],
+                             store=st if st is not None else False, name=meta.get("model"), data=var.data,
+                             stats=meta.get("stats"), tags={**(meta.get("tags") or {}), "rerun_of": rec["key"]},
+                             progress=progress)
     except _CannotRebuild as e:
-        raise InputError(f"record {rec['key'][:12]} cannot be rerun under seed {seed} here: {e}") from None
+        raise InputError(f"record {rec['key'][:12]} cannot be rerun with {what} here: {e}") from None
     if r.key != key:
         raise InputError(f"record {rec['key'][:12]} rebuilt as another experiment (key {r.key[:12]}, expected "
                          f"{key[:12]}): something in its spec is not rebuilt; it was stored under its own key")

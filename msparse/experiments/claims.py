@@ -16,11 +16,16 @@ active), Table 8 (each site group checked). Table 6's claim is a trend over ε (
 not one paired difference) and the standard-training page's is a ceiling (one-sided Wilson), so neither is in the
 family; both keep their own verdicts.
 
+Every claim is tested on the first :data:`N_CLAIM` test images: where a page runs fewer (the appendix family's
+pages: 500, as their α sweeps took 3 CPU-hours at 500 images), the claim's own records (the direct attack and
+BPDA at α = 0 and α) are extended to them by :func:`msparse.evaluation.verify.rerun` — the same model, sites,
+attack and budget, the record's images first — and the page's own verdict is kept beside it.
+
 Every direct test is also repeated under other attack seeds (:data:`SEEDS`: APGD's random starts, AutoAttack's
 target order, Square's and the estimator's sampling redrawn; model, images, α and budget the record's, rebuilt by
 :func:`msparse.evaluation.verify.rerun`). The seeds size attack noise against each claimed gain; they are
 re-measurements of the same claim, not further tests, so they are not in Holm's family: a claim is called stable
-when its verdict is the same under every seed.
+when its verdict is the same under every seed. They run on each page's own images.
 
     led = claims.run(); claims.table(led); claims.summary(led); claims.seed_table(led); claims.seed_summary(led)
 """
@@ -30,10 +35,12 @@ from dataclasses import dataclass, field
 
 from .sweeps import worst_case
 
-__all__ = ["Claim", "Ledger", "SEEDS", "run", "table", "summary", "seed_table", "seed_summary"]
+__all__ = ["Claim", "Ledger", "SEEDS", "N_CLAIM", "run", "table", "summary", "seed_table", "seed_summary"]
 
 #: attack seeds besides the pages' own (0) under which every claim's direct test is repeated
 SEEDS = (1, 2)
+#: test images of every claim (the offline subset's 1000): pages with fewer are extended to them
+N_CLAIM = 1000
 
 
 @dataclass
@@ -55,6 +62,9 @@ class Claim:
     pair: tuple = ()                      # the direct attack's rows at α = 0 and α
     adaptive: tuple = ()                  # BPDA's rows at α = 0 and α (empty without BPDA at the claim's α)
     worst: tuple = ()                     # the per-image worst case of the two at α = 0 and α
+    page_n: int = 0                       # the page's own n (n above: the claim's, after extending the records)
+    page_pair: tuple = ()                 # the direct attack's rows on the page's own images
+    page_direct: object = None            # the direct test's Verdict on the page's own images
     by_seed: dict = field(default_factory=dict)   # {attack seed: Verdict of the direct test under that seed}
     seed_pairs: dict = field(default_factory=dict)   # {attack seed: (row at α = 0, row at α)}
 
@@ -87,7 +97,26 @@ def _claim(page, what, model, attack, alpha, direct_rows, adaptive_rows=None) ->
         worst = tuple(worst_case(list(pair), list(adaptive)))
         stands = vd.gain_claim({**worst[0], "clean": pair[0]["clean"]}, {**worst[1], "clean": pair[1]["clean"]})
     return Claim(page, what, model, attack, float(alpha), pair[1]["n"], direct, stands, ident=ident, pair=pair,
-                 adaptive=adaptive or (), worst=worst)
+                 adaptive=adaptive or (), worst=worst, page_n=pair[1]["n"], page_pair=pair, page_direct=direct)
+
+
+def _extended(c: Claim, n: int, st, rb, progress) -> Claim:
+    """``c`` on the first ``n`` test images: its direct and BPDA records rerun on them (read from the store, computed
+    there when missing); the page's own pair and verdict kept. ``c`` itself when it already has ``n`` images or its
+    records are not stored."""
+    from ..evaluation.verify import rerun
+    from ..report.tables import result_row
+
+    if c.n >= n or any(not r.get("key") or st.get(r["key"]) is None for r in (*c.pair, *c.adaptive)):
+        return c
+
+    def more(rows):
+        return [result_row(rerun(st.get(r["key"]), n=n, store=st, rebuilder=rb, progress=progress),
+                           alpha=r["alpha"]) for r in rows]
+
+    new = _claim(c.page, c.what, c.model, c.attack, c.alpha, more(c.pair), more(c.adaptive) if c.adaptive else None)
+    new.page_n, new.page_pair, new.page_direct = c.page_n, c.page_pair, c.page_direct
+    return new
 
 
 def _collect(kw: dict) -> tuple[list[Claim], list[dict]]:
@@ -160,34 +189,47 @@ def _rerun_seeds(found: list[Claim], seeds, *, results_dir, device, progress) ->
 
     st, rb, rows = open_store(results_dir), Rebuilder(device), []
     for c in found:
-        recs = [st.get(r["key"]) if r.get("key") else None for r in c.pair]
+        recs = [st.get(r["key"]) if r.get("key") else None for r in c.page_pair]
         if any(rec is None for rec in recs):
             continue
         for k in seeds:
             if int(k) == recs[1]["spec"]["seed"]:
                 continue
             pair = tuple(result_row(rerun(rec, seed=int(k), store=st, rebuilder=rb, progress=progress),
-                                    alpha=r["alpha"], seed=int(k)) for rec, r in zip(recs, c.pair))
+                                    alpha=r["alpha"], seed=int(k)) for rec, r in zip(recs, c.page_pair))
             c.seed_pairs[int(k)], c.by_seed[int(k)] = pair, vd.gain_claim(*pair)
             rows += pair
     return rows
 
 
 def run(*, data_source: str = "auto", device: str = "cpu", use_stored: bool = True, results_dir: str | None = None,
-        seeds=SEEDS, progress: bool = False) -> Ledger:
+        n_claim: int = N_CLAIM, seeds=SEEDS, progress: bool = False) -> Ledger:
     """Every page's primary claim on its own default parameters (the records the book renders from), with Holm's
     correction over the direct-attack tests and, separately, over the tests of the robust accuracy that stands; each
-    direct test repeated under the attack ``seeds`` (read from the store, computed into it when missing; none when
-    ``use_stored`` is False, as the reruns are rebuilt from the stored records)."""
+    claim on the first ``n_claim`` test images (pages with fewer extended to them; 0: each page's own n); each
+    direct test repeated on the page's images under the attack ``seeds``. Extensions and seeds are read from the
+    store and computed into it when missing; neither runs when ``use_stored`` is False (they are rebuilt from the
+    stored records)."""
     from ..evaluation.significance import holm
 
     seeds = list(seeds or ())
     if any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in seeds):
         from ..errors import InputError
         raise InputError(f"seeds must be whole numbers >= 0 (attack seeds; [] for none), got {seeds!r}")
+    if isinstance(n_claim, bool) or not isinstance(n_claim, int) or n_claim < 0:
+        from ..errors import InputError
+        raise InputError(f"n_claim (test images per claim) must be a whole number >= 0 (0: each page's own n), "
+                         f"got {n_claim!r}")
     kw = dict(data_source=data_source, device=device, use_stored=use_stored, results_dir=results_dir,
               progress=progress)
     found, rows = _collect(kw)
+    if n_claim and use_stored:
+        from ..evaluation.verify import Rebuilder
+        from ..report.tables import open_store
+
+        st, rb = open_store(results_dir), Rebuilder(device)
+        found = [_extended(c, n_claim, st, rb, progress) for c in found]
+        rows += [r for c in found if c.n != c.page_n for r in (*c.pair, *c.adaptive)]
     found = _merge(found)
     for attr, adj in (("direct", "p_direct_holm"), ("stands", "p_stands_holm")):
         judged = [c for c in found if getattr(c, attr) is not None and getattr(c, attr).difference is not None]
@@ -232,6 +274,8 @@ def table(led: Ledger):
     return pd.DataFrame([{
         "page": c.page, "claim": c.what, "model": c.model.replace("msparse/", ""), "attack": c.attack,
         "α": c.alpha, "n": c.n,
+        "the page's own images": ("the same" if c.page_n == c.n else
+                                  f"n = {c.page_n}: " + _seed_cell(c.page_direct, c.page_pair)),
         "direct attack": _cell(c.direct, c.p_direct_holm, c.pair[0]["robust"], c.pair[1]["robust"]),
         "verdict (direct, after Holm)": _after_holm(c.direct, c.p_direct_holm),
         "stands (worst of direct, BPDA)": _stands_cell(c),
@@ -254,6 +298,10 @@ def summary(led: Ledger) -> str:
     def loss(k):
         return f"{k} show{'s' if k == 1 else ''} a significant loss after it"
 
+    ns = " or ".join(map(str, sorted({c.n for c in led.claims})))
+    k = sum(c.n != c.page_n for c in led.claims)
+    ext = (f" ({k} claim{'s' if k != 1 else ''} extended beyond {'their pages' if k != 1 else 'its page'}' images; "
+           "the pages' own verdicts are beside them)") if k else ""
     n_d, raw_d, held_d, down_d = count("direct", "p_direct_holm")
     n_s, raw_s, held_s, down_s = count("stands", "p_stands_holm")
     return (f"Of the book's {n_d} primary gain claims (one per distinct test: pages that share records share it), "
@@ -261,7 +309,7 @@ def summary(led: Ledger) -> str:
             f"after Holm's correction over those {n_d} tests; {loss(down_d)}. Of the {n_s} claims whose page runs "
             f"BPDA at the claim's α, the robust accuracy that stands (per-image worst case of the direct attack and "
             f"BPDA) reproduces {raw_s} before and {held_s} after Holm's correction over those {n_s}; {loss(down_s)}. "
-            f"Level {ALPHA_TEST:g}; each claim's n and what it could detect are on its page.")
+            f"Level {ALPHA_TEST:g}; {ns} test images per claim{ext}.")
 
 
 def _seed_cell(v, pair) -> str:
@@ -279,12 +327,12 @@ def seed_table(led: Ledger):
     for c in led.claims:
         if not c.by_seed:
             continue
-        seed0 = c.pair[1].get("seed", 0)
-        row = {"page": c.page, "claim": c.what.split("; ")[0], "n": c.n,
-               f"seed {seed0} (the page's)": _seed_cell(c.direct, c.pair)}
+        seed0 = c.page_pair[1].get("seed", 0)
+        row = {"page": c.page, "claim": c.what.split("; ")[0], "n (the page's)": c.page_n,
+               f"seed {seed0} (the page's)": _seed_cell(c.page_direct, c.page_pair)}
         row.update({f"seed {k}": _seed_cell(v, c.seed_pairs[k]) for k, v in c.by_seed.items()})
-        gains = [c.direct.difference.delta_pp] + [v.difference.delta_pp for v in c.by_seed.values()]
-        statuses = {c.direct.status} | {v.status for v in c.by_seed.values()}
+        gains = [c.page_direct.difference.delta_pp] + [v.difference.delta_pp for v in c.by_seed.values()]
+        statuses = {c.page_direct.status} | {v.status for v in c.by_seed.values()}
         row["gain range (pp)"] = round(max(gains) - min(gains), 1)
         row["same verdict under every seed"] = "yes" if len(statuses) == 1 else "no: " + " / ".join(sorted(statuses))
         out.append(row)
@@ -297,15 +345,17 @@ def seed_summary(led: Ledger) -> str:
     if not cs:
         return "No claim was repeated under other attack seeds in this run (the reruns are built from stored records)."
     seeds = sorted({k for c in cs for k in c.by_seed})
-    stable = [c for c in cs if len({c.direct.status} | {v.status for v in c.by_seed.values()}) == 1]
-    spread = [max(g) - min(g) for g in ([c.direct.difference.delta_pp] + [v.difference.delta_pp
-                                                                          for v in c.by_seed.values()] for c in cs)]
+    stable = [c for c in cs if len({c.page_direct.status} | {v.status for v in c.by_seed.values()}) == 1]
+    spread = [max(g) - min(g) for g in ([c.page_direct.difference.delta_pp] + [v.difference.delta_pp
+                                                                               for v in c.by_seed.values()] for c in cs)]
     moved = [c for c in cs if c not in stable]
     which = "; ".join(f"{c.page} ({c.what.split('; ')[0]}): " + " / ".join(
-        [f"seed {c.pair[1].get('seed', 0)} {c.direct.status}"] + [f"seed {k} {v.status}" for k, v in c.by_seed.items()])
+        [f"seed {c.page_pair[1].get('seed', 0)} {c.page_direct.status}"]
+        + [f"seed {k} {v.status}" for k, v in c.by_seed.items()])
         for c in moved)
     return (f"Each of the {len(cs)} direct tests was repeated under attack seed{'s' if len(seeds) > 1 else ''} "
-            f"{', '.join(map(str, seeds))} (same model, images, α and budget; the attack's random choices redrawn). "
+            f"{', '.join(map(str, seeds))} on its page's images (same model, images, α and budget; the attack's "
+            "random choices redrawn). "
             f"{len(stable)} of {len(cs)} keep their verdict under every seed"
             + (f"; the others change: {which}" if moved else "")
             + f". The gain moves across seeds by {min(spread):.1f} to {max(spread):.1f} pp (median "
