@@ -119,10 +119,10 @@ def _extended(c: Claim, n: int, st, rb, progress) -> Claim:
     return new
 
 
-def _collect(kw: dict) -> tuple[list[Claim], list[dict]]:
+def _collect(kw: dict) -> list[Claim]:
     from . import headline, table1, table2, table3, table4, table5, table7, table8
 
-    out, rows = [], []
+    out = []
     r1 = table1.run(**kw, n_claim=table1.N_CLAIM)   # the page's claim on all its n_claim images
     direct = r1.claim.get(next(iter(table1.CLAIM_ATTACKS)), r1.test)
     out.append(_claim("Table 1", "robust accuracy rises with α", r1.setup.model_name, r1.attack, table1.CLAIM_ALPHA,
@@ -157,9 +157,7 @@ def _collect(kw: dict) -> tuple[list[Claim], list[dict]]:
     for g in table8.GROUPS_CHECKED:
         out.append(_claim("Table 8", f"site group {g}", r8.setup.model_name, r8.attack, table8.CLAIM_ALPHA,
                           r8.by_group.get(g), r8.bpda.get(g)))
-    out = [c for c in out if c is not None]
-    rows = [r for c in out for r in (*c.pair, *c.adaptive)]   # the records behind the claims (provenance)
-    return out, rows
+    return [c for c in out if c is not None]
 
 
 def _merge(found: list[Claim]) -> list[Claim]:
@@ -222,15 +220,16 @@ def run(*, data_source: str = "auto", device: str = "cpu", use_stored: bool = Tr
                          f"got {n_claim!r}")
     kw = dict(data_source=data_source, device=device, use_stored=use_stored, results_dir=results_dir,
               progress=progress)
-    found, rows = _collect(kw)
+    found = _collect(kw)
     if n_claim and use_stored:
         from ..evaluation.verify import Rebuilder
         from ..report.tables import open_store
 
         st, rb = open_store(results_dir), Rebuilder(device)
         found = [_extended(c, n_claim, st, rb, progress) for c in found]
-        rows += [r for c in found if c.n != c.page_n for r in (*c.pair, *c.adaptive)]
     found = _merge(found)
+    # the records the ledger shows (provenance): each claim's tests, and the page's own direct pair where extended
+    rows = [r for c in found for r in (*c.pair, *c.adaptive, *(c.page_pair if c.n != c.page_n else ()))]
     for attr, adj in (("direct", "p_direct_holm"), ("stands", "p_stands_holm")):
         judged = [c for c in found if getattr(c, attr) is not None and getattr(c, attr).difference is not None]
         for c, p in zip(judged, holm([getattr(c, attr).difference.p_value for c in judged])):
