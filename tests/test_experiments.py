@@ -143,7 +143,7 @@ def test_table1_n_claim_must_be_a_whole_number(bad):
     from msparse.errors import InputError
     from msparse.experiments import table1
 
-    with pytest.raises(InputError, match="n_claim must be a whole number"):
+    with pytest.raises(InputError, match=r"n_claim \(test images for the claim; 0 or None: skip\) must be a whole number >= 0"):
         table1.run("random:resnet18-gelu-w16", n_claim=bad)
 
 
@@ -176,7 +176,16 @@ def test_claims_seeds_must_be_whole_numbers():
     from msparse.errors import InputError
     from msparse.experiments import claims
 
-    with pytest.raises(InputError, match=r"seeds must be whole numbers >= 0"):
+    with pytest.raises(InputError, match=r"each of seeds \(an attack seed; \[\] for none\) must be a whole number >= 0"):
         claims.run(seeds=[1, -2])
-    with pytest.raises(InputError, match=r"seeds must be whole numbers >= 0"):
+    with pytest.raises(InputError, match=r"each of seeds \(an attack seed; \[\] for none\) must be a whole number >= 0"):
         claims.run(seeds=["1"])
+
+
+def test_claims_n_claim_must_be_a_whole_number():
+    from msparse.errors import InputError
+    from msparse.experiments import claims
+
+    with pytest.raises(InputError, match=r"n_claim \(test images per claim; 0: each page's own n\) must be a whole "
+                                         r"number >= 0, got -1"):
+        claims.run(n_claim=-1)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .setup import Setup, setup
+from .setup import Setup, check_count, setup
 from .sweeps import evaluate_alphas
 
 __all__ = ["Adaptive", "run", "figure", "table", "stands_table", "aa_table", "aa_stands_table", "diagnostics",
@@ -56,9 +56,7 @@ def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples
     from ..report.tables import budget_note
 
     alphas, attacks = list(alphas), list(attacks)
-    if isinstance(n_aa, bool) or not isinstance(n_aa, int) or n_aa < 0:
-        from ..errors import InputError
-        raise InputError(f"n_aa (test images for full AutoAttack) must be a whole number >= 0 (0: skip), got {n_aa!r}")
+    check_count("n_aa", n_aa, "test images for full AutoAttack; 0: skip")
     s = setup(model, n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
               use_stored=use_stored, results_dir=results_dir)
     note = budget_note(s, ", ".join(attacks), n_iter)

@@ -210,14 +210,10 @@ def run(*, data_source: str = "auto", device: str = "cpu", use_stored: bool = Tr
     stored records)."""
     from ..evaluation.significance import holm
 
-    seeds = list(seeds or ())
-    if any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in seeds):
-        from ..errors import InputError
-        raise InputError(f"seeds must be whole numbers >= 0 (attack seeds; [] for none), got {seeds!r}")
-    if isinstance(n_claim, bool) or not isinstance(n_claim, int) or n_claim < 0:
-        from ..errors import InputError
-        raise InputError(f"n_claim (test images per claim) must be a whole number >= 0 (0: each page's own n), "
-                         f"got {n_claim!r}")
+    from .setup import check_count
+
+    seeds = [check_count("each of seeds", k, "an attack seed; [] for none") for k in seeds or ()]
+    check_count("n_claim", n_claim, "test images per claim; 0: each page's own n")
     kw = dict(data_source=data_source, device=device, use_stored=use_stored, results_dir=results_dir,
               progress=progress)
     found = _collect(kw)

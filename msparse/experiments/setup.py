@@ -24,6 +24,14 @@ RANDOM_PREFIX = "random:"  # "random:resnet18-gelu-w16": random weights, for inf
 _DATA_SOURCES = ("auto", "offline", "official")
 
 
+def check_count(name: str, v, what: str) -> int:
+    """``v`` if it is a whole number >= 0; else :class:`~msparse.errors.InputError` naming ``name`` (``what``: what
+    it counts and what 0 means) and the value given."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise InputError(f"{name} ({what}) must be a whole number >= 0, got {v!r}")
+    return v
+
+
 def _positive_int(name, v):
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise InputError(f"notebook parameter {name} must be a positive integer, got {v!r}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .setup import Setup, setup
+from .setup import Setup, check_count, setup
 from .sweeps import evaluate_alphas, stands, worst_case
 
 __all__ = ["Table1", "run", "figure", "table", "caption", "bpda_table", "bpda_caption", "claim_table",
@@ -61,11 +61,10 @@ def run(model: str = "msparse/default", *, n_examples: int = 100, n_train: int =
     ``n_claim`` (> ``n_examples``, e.g. all 1000 images of the offline subset): the claim again at α = 0 and
     :data:`CLAIM_ALPHA` on the first ``n_claim`` test images under each of :data:`CLAIM_ATTACKS`, with the
     referee's verdict on the per-image worst case (:func:`msparse.report.verdicts.referee_verdict`)."""
-    from ..errors import InputError
     from ..report.verdicts import alpha_verdict
 
-    if n_claim is not None and (isinstance(n_claim, bool) or not isinstance(n_claim, int) or n_claim < 0):
-        raise InputError(f"n_claim must be a whole number of test images >= 0 (0 or None: skip), got {n_claim!r}")
+    if n_claim is not None:
+        check_count("n_claim", n_claim, "test images for the claim; 0 or None: skip")
     s = setup(model, n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
               use_stored=use_stored, results_dir=results_dir)
     kw = dict(attack=attack, eps=eps, n_iter=n_iter, seed=seed, label="table1", progress=progress)
