@@ -326,8 +326,8 @@ def _variant(rec: dict, seed: int | None, n: int | None, rb: Rebuilder) -> _Vari
     if n is None or int(n) == n_rec:
         return _Variant(new, None, meta.get("data"))
     n = int(n)
-    if n < 1:
-        raise InputError(f"n must be >= 1 images, got {n}")
+    if n < n_rec:
+        raise _CannotRebuild(f"n = {n} is fewer than the record's {n_rec} images; rerun extends a record")
     m = _DATA_RE.search(str(meta.get("data") or ""))
     split, start = (m.group(1), int(m.group(2))) if m else ("test", 0)
     key = (split, start, n)
@@ -339,10 +339,8 @@ def _variant(rec: dict, seed: int | None, n: int | None, rb: Rebuilder) -> _Vari
                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
         rb.data[key] = (x.to(rb.device), y.to(rb.device), data_hash(x, y))
     x, y, h = rb.data[key]
-    if n > n_rec and data_hash(x[:n_rec].cpu(), y[:n_rec].cpu()) != spec["data"]["hash"]:
+    if data_hash(x[:n_rec].cpu(), y[:n_rec].cpu()) != spec["data"]["hash"]:
         raise _CannotRebuild(f"the record's images are not the first {n_rec} CIFAR-10 {split} images from {start}")
-    if n < n_rec:
-        raise _CannotRebuild(f"n = {n} is fewer than the record's {n_rec} images; rerun extends a record")
     batch = spec["batch_size"] if spec["batch_size"] < n_rec else DEFAULT_BATCH_SIZE
     new.update(data={**spec["data"], "hash": h, "n": n}, batch_size=min(batch, n))
     label = f"cifar10/{split} {start}..{start + n - 1}" + (" (offline)" if "(offline)" in str(meta.get("data")) else "")

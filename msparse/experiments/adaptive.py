@@ -43,7 +43,6 @@ class Adaptive:
     aa: list = field(default_factory=list)           # full AutoAttack's display rows on the first n_aa images
 
 
-
 def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples: int = 1000, n_train: int = 1000,
         alphas=(0.0, 0.35), attacks=("apgd-ce+t", "bpda", "transfer"), eps: float = 8 / 255, n_iter: int = 20,
         device: str = "cpu", seed: int = 0, n_aa: int = 200, use_stored: bool = True, results_dir: str | None = None,

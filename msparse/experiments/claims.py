@@ -100,21 +100,28 @@ def _claim(page, what, model, attack, alpha, direct_rows, adaptive_rows=None) ->
                  adaptive=adaptive or (), worst=worst, page_n=pair[1]["n"], page_pair=pair, page_direct=direct)
 
 
-def _extended(c: Claim, n: int, st, rb, progress) -> Claim:
-    """``c`` on the first ``n`` test images: its direct and BPDA records rerun on them (read from the store, computed
-    there when missing); the page's own pair and verdict kept. ``c`` itself when it already has ``n`` images or its
-    records are not stored."""
+def _stored(rows, st) -> bool:
+    return all(r.get("key") and st.get(r["key"]) is not None for r in rows)
+
+
+def _rerun_rows(rows, st, rb, progress, **change) -> list[dict]:
+    """Display rows of ``rows``' records rerun with ``change`` (``seed=`` and/or ``n=``,
+    :func:`msparse.evaluation.verify.rerun`): read from the store, computed there when missing."""
     from ..evaluation.verify import rerun
     from ..report.tables import result_row
 
-    if c.n >= n or any(not r.get("key") or st.get(r["key"]) is None for r in (*c.pair, *c.adaptive)):
+    extra = {"seed": change["seed"]} if "seed" in change else {}
+    return [result_row(rerun(st.get(r["key"]), store=st, rebuilder=rb, progress=progress, **change),
+                       alpha=r["alpha"], **extra) for r in rows]
+
+
+def _extended(c: Claim, n: int, st, rb, progress) -> Claim:
+    """``c`` on the first ``n`` test images: its direct and BPDA records rerun on them; the page's own pair and
+    verdict kept. ``c`` itself when it already has ``n`` images or its records are not stored."""
+    if c.n >= n or not _stored((*c.pair, *c.adaptive), st):
         return c
-
-    def more(rows):
-        return [result_row(rerun(st.get(r["key"]), n=n, store=st, rebuilder=rb, progress=progress),
-                           alpha=r["alpha"]) for r in rows]
-
-    new = _claim(c.page, c.what, c.model, c.attack, c.alpha, more(c.pair), more(c.adaptive) if c.adaptive else None)
+    new = _claim(c.page, c.what, c.model, c.attack, c.alpha, _rerun_rows(c.pair, st, rb, progress, n=n),
+                 _rerun_rows(c.adaptive, st, rb, progress, n=n) if c.adaptive else None)
     new.page_n, new.page_pair, new.page_direct = c.page_n, c.page_pair, c.page_direct
     return new
 
@@ -178,24 +185,20 @@ def _merge(found: list[Claim]) -> list[Claim]:
     return list(merged.values())
 
 
-def _rerun_seeds(found: list[Claim], seeds, *, results_dir, device, progress) -> list[dict]:
-    """Each claim's direct test (its two records) under each of ``seeds``: read from the store, computed there when
-    missing. Sets ``by_seed`` and ``seed_pairs``; returns the rows (provenance)."""
-    from ..evaluation.verify import Rebuilder, rerun
+def _rerun_seeds(found: list[Claim], seeds, st, rb, progress) -> list[dict]:
+    """Each claim's direct test on its page's images under each of ``seeds`` (other than the page's). Sets
+    ``by_seed`` and ``seed_pairs``; returns the rows (provenance)."""
     from ..report import verdicts as vd
-    from ..report.tables import open_store, result_row
 
-    st, rb, rows = open_store(results_dir), Rebuilder(device), []
+    rows = []
     for c in found:
-        recs = [st.get(r["key"]) if r.get("key") else None for r in c.page_pair]
-        if any(rec is None for rec in recs):
+        if not _stored(c.page_pair, st):
             continue
         for k in seeds:
-            if int(k) == recs[1]["spec"]["seed"]:
+            if k == st.get(c.page_pair[1]["key"])["spec"]["seed"]:
                 continue
-            pair = tuple(result_row(rerun(rec, seed=int(k), store=st, rebuilder=rb, progress=progress),
-                                    alpha=r["alpha"], seed=int(k)) for rec, r in zip(recs, c.page_pair))
-            c.seed_pairs[int(k)], c.by_seed[int(k)] = pair, vd.gain_claim(*pair)
+            pair = tuple(_rerun_rows(c.page_pair, st, rb, progress, seed=k))
+            c.seed_pairs[k], c.by_seed[k] = pair, vd.gain_claim(*pair)
             rows += pair
     return rows
 
@@ -217,11 +220,12 @@ def run(*, data_source: str = "auto", device: str = "cpu", use_stored: bool = Tr
     kw = dict(data_source=data_source, device=device, use_stored=use_stored, results_dir=results_dir,
               progress=progress)
     found = _collect(kw)
-    if n_claim and use_stored:
+    if use_stored:   # extensions and seeds are rebuilt from the stored records
         from ..evaluation.verify import Rebuilder
         from ..report.tables import open_store
 
         st, rb = open_store(results_dir), Rebuilder(device)
+    if n_claim and use_stored:
         found = [_extended(c, n_claim, st, rb, progress) for c in found]
     found = _merge(found)
     # the records the ledger shows (provenance): each claim's tests, and the page's own direct pair where extended
@@ -231,7 +235,7 @@ def run(*, data_source: str = "auto", device: str = "cpu", use_stored: bool = Tr
         for c, p in zip(judged, holm([getattr(c, attr).difference.p_value for c in judged])):
             setattr(c, adj, p)
     if seeds and use_stored:
-        rows += _rerun_seeds(found, seeds, results_dir=results_dir, device=device, progress=progress)
+        rows += _rerun_seeds(found, seeds, st, rb, progress)
     return Ledger(found, rows)
 
 
@@ -270,7 +274,7 @@ def table(led: Ledger):
         "page": c.page, "claim": c.what, "model": c.model.replace("msparse/", ""), "attack": c.attack,
         "α": c.alpha, "n": c.n,
         "the page's own images": ("the same" if c.page_n == c.n else
-                                  f"n = {c.page_n}: " + _seed_cell(c.page_direct, c.page_pair)),
+                                  f"n = {c.page_n}: " + _verdict_cell(c.page_direct, c.page_pair)),
         "direct attack": _cell(c.direct, c.p_direct_holm, c.pair[0]["robust"], c.pair[1]["robust"]),
         "verdict (direct, after Holm)": _after_holm(c.direct, c.p_direct_holm),
         "stands (worst of direct, BPDA)": _stands_cell(c),
@@ -307,7 +311,14 @@ def summary(led: Ledger) -> str:
             f"Level {ALPHA_TEST:g}; {ns} test images per claim{ext}.")
 
 
-def _seed_cell(v, pair) -> str:
+def _seed_spread(c: Claim) -> tuple[float, set]:
+    """The range of the gain (pp) over the page's seed and the other seeds, and the set of verdicts."""
+    verdicts = [c.page_direct, *c.by_seed.values()]
+    gains = [v.difference.delta_pp for v in verdicts]
+    return max(gains) - min(gains), {v.status for v in verdicts}
+
+
+def _verdict_cell(v, pair) -> str:
     d = v.difference
     return f"{pair[0]['robust']:.1f}% → {pair[1]['robust']:.1f}% ({d.delta_pp:+.1f} pp, p = {d.p_value:.2g}): {v.status}"
 
@@ -324,11 +335,10 @@ def seed_table(led: Ledger):
             continue
         seed0 = c.page_pair[1].get("seed", 0)
         row = {"page": c.page, "claim": c.what.split("; ")[0], "n (the page's)": c.page_n,
-               f"seed {seed0} (the page's)": _seed_cell(c.page_direct, c.page_pair)}
-        row.update({f"seed {k}": _seed_cell(v, c.seed_pairs[k]) for k, v in c.by_seed.items()})
-        gains = [c.page_direct.difference.delta_pp] + [v.difference.delta_pp for v in c.by_seed.values()]
-        statuses = {c.page_direct.status} | {v.status for v in c.by_seed.values()}
-        row["gain range (pp)"] = round(max(gains) - min(gains), 1)
+               f"seed {seed0} (the page's)": _verdict_cell(c.page_direct, c.page_pair)}
+        row.update({f"seed {k}": _verdict_cell(v, c.seed_pairs[k]) for k, v in c.by_seed.items()})
+        spread, statuses = _seed_spread(c)
+        row["gain range (pp)"] = round(spread, 1)
         row["same verdict under every seed"] = "yes" if len(statuses) == 1 else "no: " + " / ".join(sorted(statuses))
         out.append(row)
     return pd.DataFrame(out)
@@ -340,9 +350,8 @@ def seed_summary(led: Ledger) -> str:
     if not cs:
         return "No claim was repeated under other attack seeds in this run (the reruns are built from stored records)."
     seeds = sorted({k for c in cs for k in c.by_seed})
-    stable = [c for c in cs if len({c.page_direct.status} | {v.status for v in c.by_seed.values()}) == 1]
-    spread = [max(g) - min(g) for g in ([c.page_direct.difference.delta_pp] + [v.difference.delta_pp
-                                                                               for v in c.by_seed.values()] for c in cs)]
+    stable = [c for c in cs if len(_seed_spread(c)[1]) == 1]
+    spread = [_seed_spread(c)[0] for c in cs]
     moved = [c for c in cs if c not in stable]
     which = "; ".join(f"{c.page} ({c.what.split('; ')[0]}): " + " / ".join(
         [f"seed {c.page_pair[1].get('seed', 0)} {c.page_direct.status}"]

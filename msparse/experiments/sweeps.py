@@ -52,37 +52,40 @@ def evaluate_alphas(s: Setup, alphas: Sequence[float], *, attack: str = "apgd-ce
     return display_rows(sw, split=split, **extra)
 
 
+def _robust_from(flags: Sequence[bool]) -> dict:
+    """Robust accuracy of per-image flags with its 95% Wilson interval, in percent (display-row keys)."""
+    from ..evaluation.significance import wilson
+
+    k, n = sum(map(bool, flags)), len(flags)
+    lo, hi = wilson(k, n)
+    return {"robust": 100 * k / n, "robust_lo": 100 * lo, "robust_hi": 100 * hi}
+
+
 def first_images(rows: Sequence[Mapping], n: int) -> list[dict]:
     """Rows of :func:`evaluate_alphas` restricted to their first ``n`` images (robust flags, n and robust accuracy
     with its Wilson interval; the paired columns dropped), to be set beside an attack run on those images only."""
-    from ..evaluation.significance import wilson
-
     out = []
     for r in rows:
         if r["n"] < n:
             raise InputError(f"cannot take the first {n} images of a row of {r['n']}")
         flags = r["robust_flags"][:n]
-        k = flags.count("1")
-        lo, hi = wilson(k, n)
-        out.append({**{k_: v for k_, v in r.items() if k_ not in ("d_robust", "p_robust", "key")}, "n": n,
-                    "robust_flags": flags, "robust": 100 * k / n, "robust_lo": 100 * lo, "robust_hi": 100 * hi})
+        row = {k: v for k, v in r.items() if k not in ("d_robust", "p_robust", "key")}
+        out.append({**row, "n": n, "robust_flags": flags, **_robust_from([c == "1" for c in flags])})
     return out
 
 
 def worst_case(*row_lists: Sequence[Mapping]) -> list[dict]:
     """Per-image worst case over attacks run on the same images at the same α (rows of :func:`evaluate_alphas`,
     same α order): an image counts as robust only if it survives every attack."""
-    from ..evaluation.significance import mcnemar, wilson
+    from ..evaluation.significance import mcnemar
 
     out, base = [], None
     for rows in zip(*row_lists):
         if len({r["alpha"] for r in rows}) != 1 or len({r["n"] for r in rows}) != 1:
             raise InputError("worst_case needs rows of the same alpha and the same images, in the same order")
         flags = [all(c == "1" for c in chars) for chars in zip(*(r["robust_flags"] for r in rows))]
-        k, n = sum(flags), len(flags)
-        lo, hi = wilson(k, n)
         row = {k: v for k, v in rows[0].items() if k not in ("d_robust", "p_robust")}
-        row.update(robust=100 * k / n, robust_lo=100 * lo, robust_hi=100 * hi, key=None,
+        row.update(**_robust_from(flags), key=None,
                    attack="worst of " + ", ".join(r["attack"] for r in rows),
                    robust_flags="".join("1" if f else "0" for f in flags))
         if row["alpha"] == 0.0 and base is None:
