@@ -21,7 +21,7 @@ COMMITTED = REPO / "results"
 #: cheap committed records that CI recomputes on every run (seconds each on 2 cores): random-weights
 #: APGD-CE with and without statistics, clean accuracy with exact statistics of 100 and 3000 images, and
 #: with the official statistics on a class-sorted loader
-VERIFY_SAMPLE = ("03bb9dc85774", "ae82c713a822", "dd32154c9d05", "730b796bd1c8", "7bfde0831e51")
+VERIFY_SAMPLE = ("4826e56e7c37", "aa3f2aca5cb1", "05f6498b3ff0", "6d9f49f1c506", "118941f36393")
 
 
 def _modules():
@@ -113,11 +113,12 @@ def test_schema1_records_are_served_under_their_new_key_and_migrated_once(tmp_pa
     # evaluate finds it without recomputing
     assert ms.evaluate(m, x, y, attack="none", store=tmp_path).cached
 
-    assert st.migrate() == {"migrated": 1, "already_present": 0, "unreadable": 0}
+    assert st.migrate().counts() == {"migrated": 1, "already_present": 0, "current": 0, "not_rebuilt": 0,
+                                     "conflicts": 0, "unreadable": 0, "relabelled": 0}
     assert not old_path.exists()
     new = json.loads((tmp_path / "records" / f"{res.key}.json").read_text())
     assert new == got
-    assert st.migrate() == {"migrated": 0, "already_present": 0, "unreadable": 0}   # idempotent
+    assert st.migrate().counts()["current"] == 1   # idempotent: nothing left to rewrite
 
 
 def test_migrate_keeps_an_existing_new_record_and_the_cli_reports(tmp_path, capsys):
@@ -126,19 +127,22 @@ def test_migrate_keeps_an_existing_new_record_and_the_cli_reports(tmp_path, caps
     old = _legacy(res.to_record(), "2.3")
     (tmp_path / "records" / f"{old['key']}.json").write_text(json.dumps(old))
     assert cli(["results", "migrate", "--store", str(tmp_path)]) == 0
-    assert "0 schema-1 records rewritten under their schema-2 key, 1 already present" in capsys.readouterr().out
+    assert "0 records rewritten under their schema-3 key (architecture in the key), 1 already present" in \
+        capsys.readouterr().out
     assert sorted(p.stem for p in (tmp_path / "records").glob("*.json")) == [res.key]
 
 
-def test_every_committed_record_has_the_library_free_key():
+def test_every_committed_record_has_the_library_free_key_naming_its_architecture():
     files = sorted((COMMITTED / "records").glob("*.json"))
     assert len(files) >= 212
     for f in files:
         doc = json.loads(f.read_text())
-        assert doc["schema"] == R.SCHEMA, f.name
         assert "versions" not in doc["spec"], f.name
         assert R.content_hash(doc["spec"]) == doc["key"] == f.stem
         assert R.record_versions(doc)["torch"], f.name        # the versions are in the provenance
+        # migrated (`msparse results migrate`) unless no model can be rebuilt for it: it names none
+        migrated = doc["schema"] == R.SCHEMA and R.has_architecture(doc["spec"])
+        assert migrated or not doc["meta"].get("model"), f.name
 
 
 def test_the_book_lookups_hit_the_committed_store_under_another_torch(monkeypatch):
@@ -179,7 +183,13 @@ def test_verify_reports_a_disagreement_and_fails(tmp_path, capsys):
     key = next(k for k in R.Store(COMMITTED).keys() if k.startswith(VERIFY_SAMPLE[2]))
     rec = R.Store(COMMITTED).get(key)
     flags = rec["result"]["clean_flags"]
-    bad = {**rec, "result": {**rec["result"], "clean_flags": ("0" if flags[0] == "1" else "1") + flags[1:]}}
+    assert rec["spec"]["attack"]["name"] == "none"   # robust = clean: one flipped image changes both, consistently
+    from msparse.evaluation.significance import wilson
+    flipped = ("0" if flags[0] == "1" else "1") + flags[1:]
+    k, n = flipped.count("1"), len(flipped)
+    nums = {"clean": k, "robust": k, "clean_acc": k / n, "robust_acc": k / n, "clean_ci": list(wilson(k, n)),
+            "robust_ci": list(wilson(k, n)), "clean_flags": flipped, "robust_flags": flipped}
+    bad = {**rec, "result": {**rec["result"], **nums}}   # a record that reads well but disagrees with a recomputation
     st.put(bad)
     assert cli(["results", "verify", "--store", str(tmp_path)]) == 1
     out = capsys.readouterr().out

@@ -14,12 +14,14 @@ from msparse.evaluation.store import (Store, content_hash, data_hash, default_st
 
 
 def _record(alpha=0.25, attack="apgd-ce", robust=0.5, model="m"):
+    """A record whose numbers follow from its flags (3 of 4 clean; 4·robust ≤ 3 robust, among the clean ones)."""
     spec = {"model": "abc", "sites": {"s0": {"alpha": alpha}}, "attack": {"name": attack,
             "eps": 8 / 255, "norm": "Linf"}, "data": {"hash": "d", "n": 4}, "seed": 0}
-    result = {"n": 4, "clean": 3, "robust": int(4 * robust), "clean_acc": 0.75,
+    k = int(4 * robust)
+    result = {"n": 4, "clean": 3, "robust": k, "clean_acc": 0.75,
               "robust_acc": robust, "clean_ci": list(wilson(3, 4)),
-              "robust_ci": list(wilson(int(4 * robust), 4)), "clean_flags": "1110",
-              "robust_flags": "1100"}
+              "robust_ci": list(wilson(k, 4)), "clean_flags": "1110",
+              "robust_flags": "1" * k + "0" * (4 - k)}
     return {"key": content_hash(spec), "spec": spec, "result": result,
             "meta": {"model": model, "tags": {"table": "1"}}, "provenance": {"device": "cpu"}}
 

@@ -39,7 +39,8 @@ def binarization_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
         raise InputError(f"the binarization test runs one attack at a time, got {attack!r}")
     model.eval()
     desc = describe_model(model)
-    spec = {"protocol": EVAL_PROTOCOL, "kind": KIND, "model": desc["model"], "sites": desc["sites"],
+    spec = {"protocol": EVAL_PROTOCOL, "kind": KIND, "model": desc["model"], "arch": desc["arch"],
+            "sites": desc["sites"],
             "source": None,
             "attack": {"name": canonical_name(comps), "eps": float(eps), "norm": "Linf", "n_iter": int(n_iter),
                        "n_restarts": 1, "n_queries": max(int(n_iter) * 10, 100), "n_target_classes": 1},

@@ -1,9 +1,9 @@
 """Evaluation: ``evaluate()`` one configuration under one attack (sweeps are :mod:`msparse.evaluation.sweep`).
 
 Every point is one record in a :class:`~msparse.evaluation.store.Store`, keyed by a content hash of what
-determines it (host-model weights, active sites with their α/centre/backward/statistics, attack and
-budget, data, seed, batch size; library versions are provenance, not key). Evaluation runs batch by batch; each
-finished batch is written as a shard, so a run killed at any moment resumes where it stopped, and a
+determines it (host-model weights and architecture fingerprint, active sites with their α/centre/backward/statistics,
+attack and budget, data, seed, batch size; library versions are provenance, not key). Evaluation runs batch by batch;
+each finished batch is written as a shard, so a run killed at any moment resumes where it stopped, and a
 finished record is reused by every later call (the CLI, notebooks, the book).
 
 >>> res = evaluate(model, x, y, attack="apgd-ce", eps=8/255)          # doctest: +SKIP
@@ -28,6 +28,7 @@ from ..attacks.base import AttackConfig, attack_params, canonical_name, direct_e
 from ..attacks.diagnostics import zero_gradient_fraction
 from ..core.placement import backward_mode, blocked_fractions, named_operators
 from ..errors import InputError, InputTypeError, UnknownNameError
+from .fingerprint import fingerprint
 from .significance import Paired, mcnemar, wilson
 from .store import (Store, content_hash, data_hash, flags_to_str, model_checksum, provenance, str_to_flags,
                     tensor_hash)
@@ -146,11 +147,15 @@ def host_checksum(model: nn.Module) -> str:
 
 
 def describe_model(model: nn.Module) -> dict:
-    """``{"model": host checksum, "sites": {...active sites...}}`` for the record key.
+    """``{"model": host checksum, "arch": architecture fingerprint, "sites": {...active sites...}}`` for the
+    record key.
 
-    The host checksum leaves out every MeanSparse buffer, so a sparsified model with all α = 0 has
-    the same description as the plain model (it computes the same function). Each active site
-    (α > 0) contributes its α, centre, layout, backward mode and a hash of its statistics.
+    The host checksum names the weights, the fingerprint (:func:`msparse.evaluation.fingerprint.fingerprint`) the
+    rest of what the host computes (module classes, their configuration, tensors outside the state dict, registry
+    entry and version): two models with the same weights and another forward are described apart. Both leave out
+    every MeanSparse operator, so a sparsified model with all α = 0 has the same description as the plain model
+    (it computes the same function). Each active site (α > 0) contributes its α, centre, layout, backward mode and
+    a hash of its statistics.
     """
     sites = {}
     for name, m in named_operators(model):
@@ -162,7 +167,7 @@ def describe_model(model: nn.Module) -> dict:
                              "msparse.calibrate(model, data) before evaluating")
         sites[name] = {"alpha": _alpha7(a), "centre": m.centre, "layout": m.layout,
                        "backward": m.backward, "stats": tensor_hash(m.mean, m.var, length=16)}
-    return {"model": host_checksum(model), "sites": sites}
+    return {"model": host_checksum(model), "arch": fingerprint(model), "sites": sites}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -359,6 +364,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
         spec = {
             "protocol": EVAL_PROTOCOL,
             "model": desc["model"],
+            "arch": desc["arch"],
             "sites": desc["sites"],
             "source": None if source is None else describe_model(source),
             "attack": {"name": canonical_name(components),

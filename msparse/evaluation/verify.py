@@ -10,7 +10,9 @@ Rebuilding a record needs no recipe stored with it:
 
 * the model from ``meta.model`` (any name :func:`msparse.models.registry.load_model` knows, or ``random:<family>``),
   its default placement (the paper's ResNet-18 preset for the family, every activation otherwise), and
-  the host-weights checksum must equal ``spec.model``;
+  the host-weights checksum must equal ``spec.model`` and its architecture fingerprint ``spec.arch`` (a record of
+  an older schema has none: :func:`migrate`, ``python -m msparse results migrate``, gives it one by rebuilding
+  its model the same way, :func:`record_architecture`);
 * the images from ``meta.data`` (``cifar10/<split> a..b``) or the first ``spec.data.n`` test/train
   images, accepted only if their hash equals ``spec.data.hash``;
 * the statistics by trying the recipes the book and CLI use (exact statistics of the first 1000, 3000,
@@ -37,11 +39,14 @@ from typing import Callable, Iterable, Sequence
 from ..core.calibration import calibrate
 from ..core.placement import named_operators, set_alpha, sparsify
 from ..data import load_data
-from ..errors import InputError, UnknownNameError
-from .evaluate import describe_model, evaluate
-from .store import Store, content_hash, data_hash, record_versions, tensor_hash, versions
+from ..errors import CorruptRecord, InputError, UnknownNameError
+from .evaluate import describe_model, evaluate, host_checksum
+from .fingerprint import fingerprint
+from .store import (Migration, Store, check_record, content_hash, data_hash, has_architecture, record_versions,
+                    tensor_hash, versions)
 
-__all__ = ["Check", "Rebuilder", "verify", "verify_record", "rerun", "rerun_key", "resolve_keys", "cost", "STATS_RECIPES", "MODEL_ALIASES"]
+__all__ = ["Check", "Rebuilder", "verify", "verify_record", "rerun", "rerun_key", "resolve_keys", "cost", "STATS_RECIPES",
+           "MODEL_ALIASES", "record_architecture", "migrate"]
 
 #: statistics recipes tried in order: (label, mode, number of training images, class-sorted order)
 STATS_RECIPES: tuple[tuple[str, str, int, bool], ...] = (
@@ -65,9 +70,11 @@ _DATA_RE = re.compile(r"cifar10/(test|train) (\d+)\.\.(\d+)")
 class Check:
     """The outcome of recomputing one record.
 
-    ``status``: ``"agree"`` (every example's clean and robust flag equal), ``"disagree"`` or
-    ``"cannot rebuild"`` (``detail`` says why). ``clean_agree``/``robust_agree``: examples whose flag
-    agrees, of ``n``.
+    ``status``: ``"agree"`` (every example's clean and robust flag equal, and every number readers see — n,
+    counts, accuracies, Wilson intervals, per-component accuracies, a binarization test's pass rate — equal to the
+    recomputed one), ``"disagree"``, ``"cannot rebuild"`` or ``"corrupted"`` (the stored record does not verify:
+    its file, or its numbers against its own flags, :func:`~msparse.evaluation.store.check_record`); ``detail``
+    says why. ``clean_agree``/``robust_agree``: examples whose flag agrees, of ``n``.
     """
     key: str
     model: str | None
@@ -93,6 +100,12 @@ class Check:
 
 class _CannotRebuild(Exception):
     pass
+
+
+def _corrupted(key: str | None, err: Exception) -> Check:
+    """The :class:`Check` of a stored record that does not verify (nothing is recomputed)."""
+    return Check(key=str(key or "?"), model=None, attack="?", n=0, status="corrupted",
+                 detail=f"the stored record does not verify: {err}")
 
 
 def cost(rec: dict) -> float:
@@ -208,6 +221,32 @@ class Rebuilder:
         raise _CannotRebuild("the record's transfer source is not the base model or a reverse-attention gate")
 
 
+#: the numbers readers see, compared between a stored record and its recomputation (besides the flags)
+_SHOWN = ("n", "clean", "robust", "clean_acc", "robust_acc", "clean_ci", "robust_ci")
+_SHOWN_COMPONENT = ("robust", "robust_acc", "after")
+_SHOWN_BINARIZATION = ("n", "valid", "passed", "pass_rate")
+
+
+def _differing(stored: dict, now: dict, binarization: bool = False) -> list[str]:
+    """The displayed fields of ``stored`` (a record's result) that are not those of ``now`` (its recomputation),
+    as ``"field (stored, now)"``."""
+    out = []
+
+    def cmp(label, a, b):
+        if a != b:
+            out.append(f"{label} ({a!r} stored, {b!r} now)")
+
+    for f in _SHOWN_BINARIZATION if binarization else _SHOWN:
+        cmp(f, stored.get(f), now.get(f))
+    if not binarization:
+        comps_a, comps_b = stored.get("components") or {}, now.get("components") or {}
+        for name in sorted(set(comps_a) | set(comps_b)):
+            a, b = comps_a.get(name) or {}, comps_b.get(name) or {}
+            for f in _SHOWN_COMPONENT:
+                cmp(f"components[{name!r}].{f}", a.get(f), b.get(f))
+    return out
+
+
 def _verify_binarization(chk: Check, rec: dict, model, x, y, t0: float) -> Check:
     """Recompute a binarization-test record (:mod:`msparse.evaluation.binarize`) and compare its per-image flags."""
     from .binarize import binarization_record
@@ -220,11 +259,76 @@ def _verify_binarization(chk: Check, rec: dict, model, x, y, t0: float) -> Check
     else:
         a, b = new["result"]["flags"], rec["result"]["flags"]
         chk.clean_agree = chk.robust_agree = sum(u == v for u, v in zip(a, b))
-        chk.status = "agree" if a == b else "disagree"
+        numbers = _differing(rec["result"], new["result"], binarization=True)
+        chk.status = "agree" if a == b and not numbers else "disagree"
         chk.detail = f"binarization test: {b.count('1')}/{len(b) - b.count('-')} passed stored, " \
                      f"{a.count('1')}/{len(a) - a.count('-')} now"
+        if numbers:
+            chk.detail += "; numbers differ: " + ", ".join(numbers)
     chk.wall_s = time.perf_counter() - t0
     return chk
+
+
+def _named_model(rec: dict, rb: Rebuilder):
+    """``(name, model)``: the model ``meta.model`` names (:data:`MODEL_ALIASES` applied), rebuilt with its default
+    placement; :class:`_CannotRebuild` unless its host weights are the record's (``spec["model"]``)."""
+    meta = rec.get("meta") or {}
+    name = MODEL_ALIASES.get(meta.get("model"), meta.get("model"))
+    if not name:
+        raise _CannotRebuild("the record does not name its model (meta.model)")
+    model = rb.model(name)
+    if host_checksum(model) != rec["spec"]["model"]:
+        raise _CannotRebuild(f"the weights of {name!r} here differ from the record's (host checksum)")
+    return name, model
+
+
+def record_architecture(rec: dict, rebuilder: Rebuilder | None = None) -> dict:
+    """``{"arch": ..., "source": ...}``: the architecture fingerprints
+    (:func:`~msparse.evaluation.fingerprint.fingerprint`) of the model a record of any schema was computed with and
+    of its transfer source (None without one), what :func:`~msparse.evaluation.store.upgrade_record` needs to give
+    an older record its schema-3 key.
+
+    The model is the one ``meta.model`` names, rebuilt here, and its host weights must equal ``spec["model"]``;
+    the source is the one model among it and its reverse-attention gates (:class:`msparse.models.resnet.RAAuxPath`)
+    whose host weights equal ``spec["source"]["model"]``. Nothing is evaluated: loading the model is the cost.
+    Raises :class:`~msparse.errors.InputError` with the reason when the record cannot be rebuilt here."""
+    try:
+        return _record_architecture(rec, rebuilder or Rebuilder())
+    except _CannotRebuild as e:
+        raise InputError(f"record {rec['key'][:12]} cannot be rebuilt here: {e}") from None
+
+
+def _record_architecture(rec: dict, rb: Rebuilder) -> dict:
+    name, model = _named_model(rec, rb)
+    src = rec["spec"].get("source")
+    out = {"arch": fingerprint(model), "source": None}
+    if src is not None:
+        cands = [model]
+        if getattr(model, "reverse_attention", False):
+            from ..models.resnet import RAAuxPath
+            cands += [RAAuxPath(model, b) for b in range(len(model.layer4))]
+        found = {fingerprint(c) for c in cands if host_checksum(c) == src.get("model")}
+        if len(found) != 1:
+            raise _CannotRebuild(f"the record's transfer source is {'none' if not found else 'more than one'} of "
+                                 f"{name!r} and its reverse-attention gates (by host checksum)")
+        out["source"] = found.pop()
+    return out
+
+
+def migrate(store: Store | str | None = None, *, device: str = "cpu") -> Migration:
+    """:meth:`Store.migrate <msparse.evaluation.store.Store.migrate>` with every record's model rebuilt here
+    (:func:`record_architecture`, one load per model name): older records get their schema-3 key without being
+    recomputed; those whose model cannot be rebuilt are left as they are, with the reason."""
+    st = store if isinstance(store, Store) else Store(store)
+    rb = Rebuilder(device)
+
+    def architecture(rec: dict):
+        try:
+            return _record_architecture(rec, rb)
+        except _CannotRebuild as e:
+            return str(e)
+
+    return st.migrate(architecture)
 
 
 @contextmanager
@@ -233,13 +337,13 @@ def _rebuilt(rec: dict, rb: Rebuilder):
     transfer source: yields ``(model, x, y, source, statistics label)``; every site is reset afterwards. Raises
     :class:`_CannotRebuild` with the reason when any part cannot be matched."""
     spec, meta = rec["spec"], rec.get("meta", {})
-    name = MODEL_ALIASES.get(meta.get("model"), meta.get("model"))
-    if not name:
-        raise _CannotRebuild("the record does not name its model (meta.model)")
-    model = rb.model(name)
+    name, model = _named_model(rec, rb)
+    if not has_architecture(spec):
+        raise _CannotRebuild(f"the record is of schema {rec.get('schema', 1)}: its key does not name the model's "
+                             "architecture; run `python -m msparse results migrate` first")
     set_alpha(model, 0.0)
-    if describe_model(model)["model"] != spec["model"]:
-        raise _CannotRebuild(f"the weights of {name!r} here differ from the record's (host checksum)")
+    if describe_model(model)["arch"] != spec["arch"]:
+        raise _CannotRebuild(f"the architecture of {name!r} here differs from the record's (fingerprint)")
     x, y = rb.images(rec)
     sites = spec.get("sites") or {}
     mods = dict(named_operators(model))
@@ -275,7 +379,13 @@ def _evaluate_as(rec: dict, model, x, y, source, *, seed: int, batch_size: int |
 
 
 def verify_record(rec: dict, rebuilder: Rebuilder | None = None) -> Check:
-    """Recompute one record (store untouched) and compare its per-example flags with the stored ones."""
+    """Recompute one record (store untouched) and compare its per-example flags and the numbers readers see with
+    the stored ones. A record whose numbers do not follow from its own flags is ``"corrupted"`` without being
+    recomputed (:func:`~msparse.evaluation.store.check_record`)."""
+    try:
+        check_record(rec)
+    except CorruptRecord as e:
+        return _corrupted(rec.get("key") if isinstance(rec, dict) else None, e)
     rb = rebuilder or Rebuilder()
     spec, res, meta = rec["spec"], rec["result"], rec.get("meta", {})
     name = MODEL_ALIASES.get(meta.get("model"), meta.get("model"))
@@ -294,12 +404,15 @@ def verify_record(rec: dict, rebuilder: Rebuilder | None = None) -> Check:
         r_new, r_old = r.result["robust_flags"], res["robust_flags"]
         chk.clean_agree = sum(a == b for a, b in zip(c_new, c_old))
         chk.robust_agree = sum(a == b for a, b in zip(r_new, r_old))
-        same = c_new == c_old and r_new == r_old
+        numbers = _differing(res, r.result)
+        same = c_new == c_old and r_new == r_old and not numbers
         chk.status = "agree" if same else "disagree"
         chk.detail = f"statistics: {label}"
         if not same:
             chk.detail += (f"; clean {100 * res['clean_acc']:.1f}% stored vs {100 * r.clean_acc:.1f}% now, "
                            f"robust {100 * res['robust_acc']:.1f}% vs {100 * r.robust_acc:.1f}%")
+        if numbers:
+            chk.detail += "; numbers differ: " + ", ".join(numbers)
     except _CannotRebuild as e:
         chk.detail = str(e)
     chk.wall_s = time.perf_counter() - t0
@@ -406,21 +519,42 @@ def verify(store: Store | str | None = None, keys: Sequence[str] | None = None, 
         sample: check ``sample`` records drawn at random (``seed``) instead of all.
         max_cost: only records whose :func:`cost` (images × iterations) is at most this.
     Returns:
-        one :class:`Check` per record, in the order checked.
+        one :class:`Check` per record, in the order checked; first a ``"corrupted"`` one for every chosen record
+        file that does not verify (it is never sampled away or filtered out by cost).
+    Raises:
+        :class:`~msparse.errors.InputError` when there is nothing to check: no record in the store, or none
+        matching ``max_cost`` (a verification of nothing is not a pass).
     """
     st = store if isinstance(store, Store) else Store(store)
     chosen = resolve_keys(st, keys) if keys else st.keys()
-    recs = [r for r in (st.get(k) for k in chosen) if r is not None]
+    recs, out = [], []
+    for k in chosen:
+        try:
+            rec = st.read(k)
+        except (ValueError, OSError) as e:   # CorruptRecord (a ValueError) and StoreError (an OSError)
+            out.append(_corrupted(k, e))
+            continue
+        if rec is not None:
+            recs.append(rec)
+    if not chosen:
+        raise InputError(f"{st.root} holds no records to verify; pass the folder that holds them (--store DIR)")
     if max_cost is not None:
-        recs = [r for r in recs if cost(r) <= max_cost]
+        cheap = [r for r in recs if cost(r) <= max_cost]
+        if recs and not cheap and not out:
+            raise InputError(f"none of the {len(recs)} records of {st.root} costs at most {max_cost:g} "
+                             f"image-iterations (the cheapest costs {min(map(cost, recs)):g}); raise --max-cost")
+        recs = cheap
     if sample is not None and sample < len(recs):
         recs = random.Random(seed).sample(recs, sample)
+    if not recs and not out:
+        raise InputError(f"none of the {len(chosen)} chosen records of {st.root} could be read (see the warnings)")
     run = versions()
     if log:
-        log(f"verifying {len(recs)} record(s) of {st.root} under torch {run['torch']}, "
+        log(f"verifying {len(recs) + len(out)} record(s) of {st.root} under torch {run['torch']}, "
             f"pyautoattack {run['pyautoattack']}")
+        for c in out:
+            log(f"  {c.key[:12]}: {c.status}; {c.detail}")
     rb = Rebuilder(device)
-    out = []
     for rec in recs:
         c = verify_record(rec, rb)
         out.append(c)

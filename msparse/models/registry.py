@@ -58,7 +58,10 @@ class ModelEntry:
     ``names(dataset, threat_model)``: the names :func:`list_models` lists for it. ``accepts(name, dataset,
     threat_model)``: does the entry own ``name``? ``datasets``: the (dataset, threat model) pairs its models
     are for (``None``: any). ``from_checkpoint``: it loads ``load_model(checkpoint=...)`` files.
-    ``example``: one name it owns (documentation, and the registry's own test).
+    ``example``: one name it owns (documentation, and the registry's own test). ``version``: the version of the
+    entry's build code; bump it when a change of ``build`` changes what its models compute with the same weights
+    (another preprocessing, another module). It enters the architecture fingerprint of every model the entry
+    builds (:mod:`msparse.evaluation.fingerprint`), hence the key of every record made with one.
     """
 
     key: str
@@ -71,6 +74,7 @@ class ModelEntry:
     datasets: Optional[tuple] = CIFAR10_LINF
     from_checkpoint: bool = False
     default: bool = False
+    version: int = 1
 
     def serves(self, dataset: str, threat_model: str) -> bool:
         return self.datasets is None or (dataset, threat_model) in self.datasets
@@ -82,22 +86,24 @@ _REGISTRY: dict[str, ModelEntry] = {}
 def register_model(key: str, *, kind: str, summary: str, example: Optional[str] = None,
                    names: Optional[Callable[[str, str], list]] = None,
                    accepts: Optional[Callable[[str, str, str], bool]] = None, datasets=CIFAR10_LINF,
-                   from_checkpoint: bool = False, default: bool = False):
+                   from_checkpoint: bool = False, default: bool = False, version: int = 1):
     """Decorator: register ``build(name, request, pretrained) -> nn.Module`` as the entry ``key``.
 
     Without ``names``/``accepts`` the entry owns exactly the name ``key``. ``default=True`` makes it the model
-    of ``load_model()`` (one entry only).
+    of ``load_model()`` (one entry only). ``version``: see :class:`ModelEntry` (a whole number >= 1).
     """
     def deco(build):
         if key in _REGISTRY:
             raise ValueError(f"model registry: {key!r} is registered twice")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"model registry: {key!r} has version {version!r}; give a whole number >= 1")
         if default and any(e.default for e in _REGISTRY.values()):
             raise ValueError(f"model registry: {key!r} and another entry both claim to be the default")
         _REGISTRY[key] = ModelEntry(
             key=key, kind=kind, summary=summary, example=example or key, build=build,
             names=names or (lambda dataset, threat_model: [key]),
             accepts=accepts or (lambda name, dataset, threat_model: name == key),
-            datasets=datasets, from_checkpoint=from_checkpoint, default=default)
+            datasets=datasets, from_checkpoint=from_checkpoint, default=default, version=version)
         return build
     return deco
 
@@ -168,7 +174,8 @@ def load_model(name: Optional[str] = None, dataset: str = "cifar10", threat_mode
     model-zoo name (from ``model_dir/<dataset>/<threat_model>/<name>.pt``).
 
     The model maps images (N, 3, H, W) in [0, 1] to logits (N, classes) and carries ``model.msparse_card``
-    (name, source, path, sha256, verified, and the model card when there is one). ``checkpoint`` loads a family
+    (name, source, path, sha256, verified, the model card when there is one, and ``registry``: the entry that built
+    it and its ``version``). ``checkpoint`` loads a family
     model from a file (its card, ``<file>.json`` or ``model.json`` beside it, gives the architecture and
     sha256). ``verify=False`` skips the sha256 check of cards. ``download=True`` lets RobustBench fetch a missing
     checkpoint (internet); otherwise a missing file is an error. ``pretrained=False`` returns the architecture
@@ -191,7 +198,11 @@ def load_model(name: Optional[str] = None, dataset: str = "cifar10", threat_mode
                              f"threat_model={threat_model!r}")
     request = LoadRequest(dataset, threat_model, Path(model_dir), None if checkpoint is None else Path(checkpoint),
                           device, download, verify)
-    return entry.build(entry.key if name is None and checkpoint is None else name, request, pretrained)
+    model = entry.build(entry.key if name is None and checkpoint is None else name, request, pretrained)
+    card = getattr(model, "msparse_card", None)
+    if isinstance(card, dict):   # the entry that built it and its code version (read by the architecture fingerprint)
+        card["registry"] = {"entry": entry.key, "version": entry.version}
+    return model
 
 
 def list_models(dataset: str = "cifar10", threat_model: str = "Linf", *, include_robustbench: bool = True) -> list[str]:
