@@ -40,10 +40,15 @@ BOOK_DIR = REPO / "book"
 NOTEBOOK_DIR = REPO / "notebooks"
 EXECUTED = "_executed"
 WIDGET_JS = "_widgets_js"
+#: written into every folder ``--book-dir`` makes: a non-empty folder without it is not msparse's to overwrite
+BOOK_MARKER = ".msparse-book"
 
 #: (notebook name, title), in book order
 NOTEBOOKS: tuple[tuple[str, str], ...] = (
+    ("intro", "MeanSparse, reproduced and stress-tested (the start page: what the book found)"),
     ("fig1_operator", "Fig. 1–2: the operator on a real channel"),
+    ("does_it_work", "Does MeanSparse work? Every model under every attack"),
+    ("attack_strength", "Is the attack strong enough? Is α chosen honestly?"),
     ("table1_alpha", "Table 1: clean and APGD-CE vs α"),
     ("fig3_headline", "Fig. 3 and the README table: clean and AutoAttack"),
     ("alpha_explorer", "Explore α"),
@@ -54,8 +59,6 @@ NOTEBOOKS: tuple[tuple[str, str], ...] = (
     ("table6_attack_power", "Table 6: attack power"),
     ("table7_sites", "Table 7: single and cumulative sites"),
     ("table8_main_vs_add", "Table 8: main path vs after addition"),
-    ("does_it_work", "Does MeanSparse work? Every model under every attack"),
-    ("attack_strength", "Is the attack strong enough? Is α chosen honestly?"),
     ("adaptive", "Adaptive evaluation: BPDA, transfer and full AutoAttack"),
     ("standard_training", "Standard training"),
     ("statistics", "Statistics: exact vs official, and how many images"),
@@ -171,6 +174,10 @@ def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default
     out_dir.mkdir(parents=True, exist_ok=True)
     known = [n for n, _ in NOTEBOOKS]
     names = list(names) if names else known
+    paths = [n for n in names if not isinstance(n, str) or n in ("", ".", "..") or Path(n).name != n]
+    if paths:   # each name is also the executed copy's file name in out_dir: never a path out of it
+        raise InputError(f"notebook names are plain names without a folder, got {', '.join(map(repr, paths))}; "
+                         f"notebooks: {', '.join(known)}")
     bad = [n for n in names if not notebook_path(n, notebook_dir).is_file()]
     if bad:
         raise InputError(f"no notebook {', '.join(bad)} in {notebook_dir} (looked for <name>{NOTEBOOK_SUFFIX}); "
@@ -365,7 +372,7 @@ class BuildReport:
         return [r for r in self.runs if not r.ok]
 
 
-_BOOK_SOURCES = ("_config.yml", "_toc.yml", "intro.md", "method.md", "reproduction.md", "references.md")
+_BOOK_SOURCES = ("_config.yml", "_toc.yml", "method.md", "reproduction.md", "references.md")
 
 
 def _copy_sources(dst: Path) -> None:
@@ -382,11 +389,15 @@ def build_book(profile: str = "default", only: Sequence[str] | None = None, *, b
     others keep their last executed copy or get a 'not yet run here' page), then ``jupyter-book build``.
 
     ``book_dir``: where to build (default the repository's ``book/``; a different folder gets a copy of the
-    book's sources — used by the tests). Returns a :class:`BuildReport`; the HTML is ``<book>/_build/html``.
+    book's sources — used by the tests — and must be new, empty or made by an earlier build: see
+    :func:`_claim_book_dir`). ``only``: page names of :data:`NOTEBOOKS`. Returns a :class:`BuildReport`; the
+    HTML is ``<book>/_build/html``.
     """
     t0 = time.perf_counter()
     book = Path(book_dir) if book_dir else BOOK_DIR
+    _check_pages(only)
     if book.resolve() != BOOK_DIR.resolve():
+        _claim_book_dir(book)
         _copy_sources(book)
     executed = book / EXECUTED
     if widget_js:
@@ -425,6 +436,32 @@ def build_book(profile: str = "default", only: Sequence[str] | None = None, *, b
     return report
 
 
+def _check_pages(names: Sequence[str] | None) -> None:
+    """Raise :class:`~msparse.errors.InputError` unless every name is a page of the book (:data:`NOTEBOOKS`):
+    a name is also a file name under ``_executed/``, so a path (``../x``, ``/tmp/x``) must never get through."""
+    known = [n for n, _ in NOTEBOOKS]
+    bad = [n for n in names or () if n not in known]
+    if bad:
+        raise InputError(f"--only {' '.join(map(repr, bad))}: not a page of the book; give page names "
+                         f"(python -m msparse book --list): {', '.join(known)}")
+
+
+def _claim_book_dir(book: Path) -> None:
+    """Make ``book`` a build folder of msparse's (created with :data:`BOOK_MARKER` in it), or accept it when
+    it is one already or empty; refuse (:class:`~msparse.errors.InputError`) a file or a non-empty folder that
+    msparse did not make, whose files the build would overwrite."""
+    from ._io import atomic_write_text
+
+    if book.exists() and not book.is_dir():
+        raise InputError(f"--book-dir {book} is a file: give a new or empty folder")
+    if book.is_dir() and not (book / BOOK_MARKER).is_file() and any(book.iterdir()):
+        raise InputError(f"--book-dir {book} is a folder msparse did not make and is not empty (no "
+                         f"{BOOK_MARKER} in it): the build would overwrite its files; give a new or empty folder")
+    if not (book / BOOK_MARKER).is_file():
+        atomic_write_text(book / BOOK_MARKER, "a book build folder made by msparse (python -m msparse book "
+                                              "--book-dir); msparse may overwrite any file in it\n")
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``book`` command's options (for ``python -m msparse book``; see :func:`run`)."""
     ap.add_argument("--quick", action="store_true", help="small parameters for every notebook (CI)")
@@ -437,7 +474,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--model", default=None, help="model for every notebook that takes one (default: each notebook's)")
     ap.add_argument("--timeout", type=int, default=7200,
                     help="per-cell timeout in seconds (default 7200; a stuck kernel fails instead of hanging)")
-    ap.add_argument("--book-dir", default=None, help="build somewhere else (a copy of the book's sources)")
+    ap.add_argument("--book-dir", default=None, help="build somewhere else (a copy of the book's sources): a new or "
+                                                     "empty folder, or one an earlier --book-dir build made")
     ap.add_argument("--recompute-other-versions", action="store_true",
                     help="treat stored records computed under another torch minor or pyautoattack version than the "
                          "running ones as missing: recompute (and overwrite) them here")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -76,29 +77,45 @@ class _Parser(argparse.ArgumentParser):
 # argument types
 # --------------------------------------------------------------------------------------------------
 
+#: the most values a ``start:stop:step`` range may give (a step of 1e-9 would otherwise ask for 10^18 points)
+MAX_RANGE_VALUES = 10_000
+
+
 def parse_number(text: str) -> float:
-    """'8/255', '0.0313', '.5' -> float."""
+    """'8/255', '0.0313', '.5' -> float; 'inf', 'nan' and numbers beyond a float's range are refused."""
     try:
-        if "/" in text:
-            return float(Fraction(text.strip()))
-        return float(text)
-    except (ValueError, ZeroDivisionError):
+        v = float(Fraction(text.strip())) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError, OverflowError):
         raise argparse.ArgumentTypeError(f"not a number: {text!r} (write e.g. 8/255 or 0.5)") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r} (write e.g. 8/255 or 0.5)")
+    return v
 
 
 def parse_list(text: str) -> list[float]:
-    """'0,0.1,0.2' or '0:0.4:0.05' (start:stop:step, stop included) -> list of floats."""
+    """'0,0.1,0.2' or '0:0.4:0.05' (start:stop:step, stop included) -> list of floats.
+
+    Every value is finite (:func:`parse_number`); a range gives at most :data:`MAX_RANGE_VALUES` values and its
+    length is checked before any value is made."""
     text = text.strip()
     if text.count(":") == 2:
         a, b, s = (parse_number(t) for t in text.split(":"))
         if s <= 0 or b < a:
             raise argparse.ArgumentTypeError(f"bad range {text!r}: need start <= stop and step > 0")
-        n = int(math.floor((b - a) / s + 1e-9)) + 1
+        steps = (b - a) / s   # inf when the quotient overflows: refused like any too long range
+        n = int(math.floor(steps + 1e-9)) + 1 if steps < MAX_RANGE_VALUES else math.inf
+        if n > MAX_RANGE_VALUES:
+            many = f"{steps + 1:.6g}" if math.isfinite(steps) else "too many"
+            raise argparse.ArgumentTypeError(f"range {text!r} gives {many} values, at most "
+                                             f"{MAX_RANGE_VALUES} are allowed: use a larger step or a shorter range")
         return [round(a + i * s, 10) for i in range(n)]
     try:
-        return [parse_number(t) for t in text.split(",") if t.strip()]
+        values = [parse_number(t) for t in text.split(",") if t.strip()]
     except argparse.ArgumentTypeError as e:
         raise argparse.ArgumentTypeError(f"bad list {text!r}: {e}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"bad list {text!r}: no values (write e.g. 0,0.1,0.2 or 0:0.4:0.05)")
+    return values
 
 
 def parse_names(text: str) -> list[str]:
@@ -398,7 +415,7 @@ def cmd_plan(args) -> int:
     from .experiments import plan
 
     items = plan.paper_plan(args.n, models=args.models, pages=args.pages)
-    tflops = args.gpu_tflops or plan.GPU_TFLOPS
+    tflops = plan.GPU_TFLOPS if args.gpu_tflops is None else args.gpu_tflops
     stored = plan.stored_counts(items, Store(args.store or None), args.random_weights)
     cost = None if args.no_measure else plan.measure_cost()
     rows = []
@@ -472,29 +489,44 @@ def cmd_results_verify(args) -> int:
     if args.sample is not None and args.keys:
         raise UsageError("give either --sample K or record keys, not both")
     checks = verify(st, args.keys or None, sample=args.sample, seed=args.seed, max_cost=args.max_cost,
-                    device=str(resolve_device(args.device)))
-    bad = [c for c in checks if c.status == "disagree"]
-    unbuilt = [c for c in checks if c.status == "cannot rebuild"]
-    print(f"{len(checks) - len(bad) - len(unbuilt)} agree, {len(bad)} disagree, {len(unbuilt)} could not be "
-          f"rebuilt (of {len(checks)} records)")
-    return 1 if bad or unbuilt else 0
+                    device=str(resolve_device(args.device)))   # nothing to check: InputError (one line, exit 2)
+    n = {s: sum(c.status == s for c in checks) for s in ("agree", "disagree", "cannot rebuild", "corrupted")}
+    print(f"{n['agree']} agree, {n['disagree']} disagree, {n['cannot rebuild']} could not be rebuilt, "
+          f"{n['corrupted']} corrupted (of {len(checks)} records)")
+    return 0 if n["agree"] == len(checks) else 1
 
 
 def cmd_results_repair(args) -> int:
     st = Store(args.store or None)
-    moved = st.repair()
-    for p in moved:
+    done = st.repair()
+    for p in done:
         print(f"moved aside: {p.name} -> {p.name}.corrupt")
-    print(f"{st.root}: {len(moved)} corrupted record file(s) moved aside; they are recomputed when next needed")
-    return 0
+    for p, why in done.failed:
+        print(f"NOT moved: {p.name} could not be moved aside ({why})")
+    for p, why in done.left:
+        print(f"left as it is: {p.name} ({why})")
+    print(f"{st.root}: {len(done)} corrupted record file(s) moved aside (recomputed when next needed), "
+          f"{len(done.failed)} could not be moved, {len(done.left)} left as they are")
+    return 1 if done.failed or done.left else 0
 
 
 def cmd_results_migrate(args) -> int:
+    from .evaluation.verify import migrate
+
     st = Store(args.store or None)
-    done = st.migrate()
-    print(f"{st.root}: {done['migrated']} schema-1 records rewritten under their schema-2 key, "
-          f"{done['already_present']} already present, {done['unreadable']} unreadable")
-    return 1 if done["unreadable"] else 0
+    done = migrate(st)   # a read-only store: StoreError before anything changes (one line, exit 2)
+    for key, model, why in done.not_rebuilt:
+        print(f"  left as it is: {key[:12]} ({model or 'no model name'}): {why}")
+    for old, new in done.conflicts:
+        print(f"  conflict: {old[:12]} -> {new[:12]} already holds another result; both kept")
+    for name, why in done.unreadable:
+        print(f"  unreadable: {name}: {why}")
+    n = done.counts()
+    print(f"{st.root}: {n['migrated']} records rewritten under their schema-3 key (architecture in the key), "
+          f"{n['already_present']} already present, {n['current']} current, {n['not_rebuilt']} could not be "
+          f"rebuilt (left as they are), {n['conflicts']} conflicts, {n['unreadable']} unreadable; "
+          f"{n['relabelled']} records' labels now cite current keys")
+    return 1 if done.unreadable or done.conflicts else 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -526,12 +558,12 @@ def _common_model(p, *, stats=True):
         g.add_argument("--stats", help="statistics file written by `msparse calibrate`")
         g.add_argument("--calib-data", help="calibrate in this run on DATASET:SPLIT instead, e.g. "
                                             "cifar10:train (no augmentation)")
-        g.add_argument("--calib-n", type=int, help="number of calibration images (default all)")
+        g.add_argument("--calib-n", type=_positive_int, help="number of calibration images (default all)")
         g.add_argument("--stats-mode", choices=("exact", "official"), default="exact",
                        help="statistics estimator for --calib-data (default exact)")
-        g.add_argument("--calib-batch-size", type=int, default=512)
+        g.add_argument("--calib-batch-size", type=_positive_int, default=512)
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    g.add_argument("--threads", type=int, help="torch CPU threads")
+    g.add_argument("--threads", type=_positive_int, help="torch CPU threads (>= 1)")
 
 
 def _common_data(p, default_n=None):
@@ -550,14 +582,15 @@ def _common_attack(p):
     g.add_argument("--eps", type=parse_number, default=8 / 255,
                    help="radius for pixels in [0, 1], e.g. 8/255 or 0.5 (default 8/255)")
     g.add_argument("--norm", choices=("Linf", "L2"), default="Linf")
-    g.add_argument("--seed", type=_nonneg_int, default=0, help="AutoAttack seed (default 0)")
+    g.add_argument("--seed", type=_seed, default=0, help="AutoAttack seed, 0 to 2^63 - 1 (default 0)")
     g.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
                    help=f"images per batch = per resumable shard (default {DEFAULT_BATCH_SIZE}, as the book)")
     g.add_argument("--n-iter", type=_positive_int, default=100, help="APGD/FAB iterations (100)")
     g.add_argument("--n-restarts", type=_positive_int, default=1, help="APGD-CE/DLR restarts (1)")
     g.add_argument("--n-queries", type=_positive_int, default=5000, help="Square queries (5000)")
     g = p.add_argument_group("results")
-    g.add_argument("--store", help="results folder (default $MSPARSE_RESULTS or <repo>/results)")
+    g.add_argument("--store", type=_store_folder,
+                   help="results folder (default $MSPARSE_RESULTS or <repo>/results)")
     g.add_argument("--no-store", action="store_true", help="neither read nor write records")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -568,6 +601,9 @@ def _cluster_options(p, shards: bool = True):
                    help="where the points are computed: in-process (default), local:N (N Dask workers here), "
                         "a scheduler address tcp://host:8786, or slurm:N (dask-jobqueue); default "
                         "$MSPARSE_CLUSTER. Workers write records into the shared --store")
+    g.add_argument("--cluster-timeout", type=_positive_number, default=None, metavar="SECONDS",
+                   help="the longest one wait on the Dask scheduler may take (connecting, a reply, a result) "
+                        "before the run fails naming it; default $MSPARSE_CLUSTER_TIMEOUT, else 60")
     if shards:
         g.add_argument("--shard-size", type=_positive_int, default=None,
                        help="split each point into index shards of this many images (rounded down to a "
@@ -579,10 +615,19 @@ def _executor_arg(args):
     from .evaluation.executor import Executor, get_executor
 
     cluster, shard = getattr(args, "cluster", None), getattr(args, "shard_size", None)
-    if cluster is None and shard is None:
+    timeout = getattr(args, "cluster_timeout", None)
+    if cluster is None and shard is None and timeout is None:
         return None
     ex = get_executor(cluster)
-    return Executor(ex.spec, shard_size=shard) if shard else ex
+    return Executor(ex.spec, shard_size=shard, timeout=timeout) if shard or timeout is not None else ex
+
+
+def _store_folder(text: str) -> str:
+    """``--store DIR``: a folder name; an empty one is refused (it would silently mean the working folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("--store needs a folder, got an empty name; pass a folder (e.g. --store "
+                                         "results), or leave --store out for the default store")
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -603,6 +648,37 @@ def _nonneg_int(text: str) -> int:
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
     return v
+
+
+#: the largest seed the command line takes (a signed 64-bit integer, what every generator seeded from it holds)
+MAX_SEED = 2**63 - 1
+
+
+def _seed(text: str) -> int:
+    v = _nonneg_int(text)
+    if v > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be at most 2^63 - 1 = {MAX_SEED}, got {v}")
+    return v
+
+
+def _positive_number(text: str) -> float:
+    v = parse_number(text)   # finite
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return v
+
+
+def _out_file(text: str) -> str:
+    """A file path to write (``--out``): not empty, not a folder, and no file where one of its folders goes."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty file name: give a file to write, e.g. stats/model.pt")
+    p = Path(text)
+    if p.is_dir() or text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder: give a file name in it, e.g. {p / 'stats.pt'}")
+    above = next((d for d in p.parents if d.exists()), None)
+    if above is not None and not above.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: {above} is a file, not a folder; choose another path")
+    return text
 
 
 def _alpha(text: str) -> float:
@@ -639,7 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exact (float64, population variance) or official (average of per-batch "
                         "statistics, as the released checkpoints)")
     g.add_argument("--batch-size", type=_positive_int, default=512)
-    g.add_argument("--out", required=True, help="statistics file to write")
+    g.add_argument("--out", type=_out_file, required=True, help="statistics file to write")
     s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("evaluate", help="clean and robust accuracy of one configuration",
@@ -691,12 +767,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-iter", type=_positive_int, default=100, help="attack iterations (default 100, the paper's)")
     s.add_argument("--n-train", type=_positive_int, default=1000,
                    help="training images for the statistics (default 1000, as the book's pages)")
-    s.add_argument("--gpu-tflops", type=parse_number, default=None,
+    s.add_argument("--gpu-tflops", type=_positive_number, default=None,
                    help="assumed sustained GPU throughput in TFLOP/s for the estimate (default 50)")
     s.add_argument("--random-weights", action="store_true",
                    help="the architectures with random weights (tests of the machinery; numbers meaningless)")
     s.add_argument("--run", action="store_true", help="compute the missing records of the book's items")
-    s.add_argument("--store", help="results folder (default $MSPARSE_RESULTS or <repo>/results)")
+    s.add_argument("--store", type=_store_folder,
+                   help="results folder (default $MSPARSE_RESULTS or <repo>/results)")
     s.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     s.add_argument("--no-measure", action="store_true", help="skip the per-image cost measurement on this machine")
     s.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -710,14 +787,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "library versions and compare per example (verify), move damaged files aside "
                                    "(repair), or rewrite records of the old key format once (migrate).")
     _debug_flag(s)
-    s.add_argument("--store", help="results folder (default $MSPARSE_RESULTS or <repo>/results)")
+    s.add_argument("--store", type=_store_folder,
+                   help="results folder (default $MSPARSE_RESULTS or <repo>/results)")
     s.add_argument("--where", action="append", metavar="FIELD=VALUE",
                    help="filter, e.g. --where attack=apgd-ce --where model=Peng2023Robust")
     s.set_defaults(func=cmd_results, action="list")
     rsub = s.add_subparsers(dest="action", metavar="{list,verify,migrate,repair}")
     def action(name, help, description=None):
         a = rsub.add_parser(name, help=help, description=description, formatter_class=fmt)
-        a.add_argument("--store", default=argparse.SUPPRESS, help="results folder")
+        a.add_argument("--store", default=argparse.SUPPRESS, type=_store_folder, help="results folder")
         _debug_flag(a)
         return a
 
@@ -727,21 +805,27 @@ def build_parser() -> argparse.ArgumentParser:
     r = action("verify", "recompute records under the running install; compare every example's flags",
                "Rebuild each record's experiment from the record alone (model, images, statistics, sites, "
                "attack, seed, batch size), recompute it without touching the store, and report per record how "
-               "many examples' clean and robust flags agree. Exit status 1 on any disagreement or record that "
-               "could not be rebuilt.")
+               "many examples' clean and robust flags agree and whether the numbers readers see (counts, "
+               "accuracies, intervals) are the recomputed ones. Exit status 1 on any disagreement, record that "
+               "could not be rebuilt or stored record that does not verify; 2 when there is no record to check.")
     r.add_argument("keys", nargs="*", metavar="KEY", help="record keys or unique prefixes (default: all)")
     r.add_argument("--sample", type=_positive_int, help="check K records drawn at random (--seed)")
-    r.add_argument("--seed", type=_nonneg_int, default=0, help="seed of --sample (default 0)")
-    r.add_argument("--max-cost", type=parse_number,
+    r.add_argument("--seed", type=_seed, default=0, help="seed of --sample (default 0)")
+    r.add_argument("--max-cost", type=_positive_number,
                    help="only records costing at most this many image-iterations (e.g. 2000)")
     r.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     action("repair", "move record files that do not verify aside (*.corrupt)",
            "Reading the store never changes it; this moves every record file whose checksum, key or JSON does "
-           "not verify to <file>.corrupt, so the next evaluation that needs it recomputes it.")
-    action("migrate", "rewrite records of the old key format (library versions in the key) once",
-           "Rewrite every schema-1 record (torch/pyautoattack versions in its key) as a schema-2 record: same "
-           "results, meta and provenance, the old key kept in provenance.key_history. Reading needs no "
-           "migration; this only tidies the folder.")
+           "not verify (numbers that disagree with the record's per-image flags included) to <file>.corrupt, so "
+           "the next evaluation that needs it recomputes it. Links and other non-regular entries are neither "
+           "followed nor moved, only listed. Exit status 1 when anything could not be moved or was left.")
+    action("migrate", "rewrite records of older key formats under their current key (re-runnable)",
+           "Rewrite every record of an older schema (1: torch/pyautoattack versions in its key; 2: the key named "
+           "the weights but not the architecture) as a schema-3 record: the model each record names is rebuilt "
+           "here, its weights checked against the record, its architecture fingerprint added to the key; same "
+           "results, meta and provenance, every old key kept in provenance.key_history. Nothing is recomputed. "
+           "Records whose model cannot be rebuilt are left as they are and listed; an old file is removed only "
+           "once its record reads back under the new key. Exit status 1 on conflicts or unreadable files.")
 
     s = sub.add_parser("demo", help="MeanSparse on the shipped offline default, paper vs BPDA evaluation",
                        formatter_class=fmt, description=_demo.__doc__)

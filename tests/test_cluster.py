@@ -78,6 +78,18 @@ def test_cli_bad_cluster_is_one_line_and_exit_2(cmd, capsys):
     assert len(err.splitlines()) == 1 and "unknown cluster" in err
 
 
+def test_network_timeout_is_the_argument_else_the_environment_else_the_default(monkeypatch):
+    monkeypatch.delenv(ex.TIMEOUT_ENV, raising=False)
+    assert ex.network_timeout() == ex.DEFAULT_TIMEOUT
+    monkeypatch.setenv(ex.TIMEOUT_ENV, "2.5")
+    assert ex.network_timeout() == 2.5 and ex.network_timeout(7) == 7.0
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        monkeypatch.setenv(ex.TIMEOUT_ENV, bad)
+        with pytest.raises(UsageError, match=rf"\$MSPARSE_CLUSTER_TIMEOUT must be a number of seconds > 0, "
+                                             rf"got '{bad}'"):
+            ex.network_timeout()
+
+
 def test_cluster_without_distributed_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)   # import distributed -> ImportError
     with pytest.raises(ClusterError, match=r"msparse\[cluster\]"):
@@ -265,6 +277,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def distributed_client(address: str, timeout: float = 30.0):
+    """A client of the scheduler at ``address``, retried until it answers (at most ``timeout`` seconds)."""
+    import distributed
+
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return distributed.Client(address, timeout="5s")
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)
+
+
 def _wait_for_workers(address: str, n: int, timeout: float = 60.0) -> None:
     import distributed
 
@@ -323,3 +349,46 @@ def test_scheduler_address_sweep_with_a_killed_worker_equals_the_in_process_swee
         assert not list((store / "records").glob("*.corrupt"))
     finally:
         ex._close_clients()
+
+
+@pytest.mark.slow
+@needs_dask
+def test_a_scheduler_that_stops_answering_mid_run_fails_the_run_naming_it(tmp_path):
+    """A real scheduler without workers: the tasks wait, and the run waits on as long as the scheduler answers
+    (several timeouts long); once it stops answering (SIGSTOP) the run fails within about two timeouts. (3 s: a
+    scheduler on a loaded 2-core machine took over 1 s to answer its first request here.)"""
+    dask = Path(sys.executable).with_name("dask")
+    if not dask.exists():
+        pytest.skip("the dask command is not installed next to this python")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    sched = subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                              "--dashboard-address", ":0"], cwd=str(tmp_path), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    m = tiny_model()
+    x, y = tiny_data(8)
+    stopped = []
+    freeze = threading.Timer(8.0, lambda: (sched.send_signal(signal.SIGSTOP), stopped.append(time.monotonic())))
+    watchdog = threading.Timer(60.0, sched.kill)   # a client that waits for ever gets a dead scheduler instead
+    try:
+        with distributed_client(address):   # the scheduler is up and answers
+            pass
+        freeze.start()
+        watchdog.start()
+        t0 = time.monotonic()
+        with pytest.raises(ClusterError, match=f"the Dask scheduler at {address} stopped answering \\(no answer "
+                                               "within 3 s\\)"):
+            sweep(m, x, y, store=tmp_path / "store", cluster=ex.Executor(address, timeout=3), **SWEEP)
+        assert stopped and stopped[0] - t0 > 7.5, "the run failed while the scheduler still answered"
+        assert time.monotonic() - stopped[0] < 15
+    finally:
+        freeze.cancel()
+        watchdog.cancel()
+        sched.send_signal(signal.SIGCONT)
+        ex._close_clients()
+        sched.terminate()
+        try:
+            sched.wait(5)
+        except subprocess.TimeoutExpired:
+            sched.kill()
+            sched.wait(10)

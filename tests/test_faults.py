@@ -1,6 +1,7 @@
 """Faults, as a table: every kind of input the API, the command line and the notebooks accept, each bad value
 raising the exact msparse error with a message that names the value; then fault injection on the results store
-(SIGKILL mid-write, a full disk, a read-only store, two concurrent writers).
+(SIGKILL mid-write, a full disk, a read-only store, two concurrent writers). The command line has its own table
+(:data:`CLI_CASES`): every option value it cannot use is one line on stderr and exit status 2, before any work.
 
 Related checks that live elsewhere (not repeated here): a store path that is a file or read-only fails before any
 work through the CLI (test_cli.py::test_an_unwritable_store_fails_before_any_work_in_one_line); reading a damaged
@@ -10,14 +11,17 @@ a planted CIFAR batch never runs (test_safe_unpickle.py); statistics files all o
 from __future__ import annotations
 
 import ast
+import contextlib
 import errno
 import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -29,10 +33,13 @@ import torch
 import msparse as ms
 from msparse import errors as E
 from msparse.attacks.base import parse_attack
+from msparse.book import build_book, run_notebooks
 from msparse.cli import main
 from msparse.core import placement as pl
 from msparse.evaluation.statsfile import load_stats, save_stats
+from msparse.evaluation import executor as ex
 from msparse.evaluation.store import Store, content_hash
+from msparse.experiments import plan as xplan
 from msparse.experiments import setup as es
 from msparse.models.resnet import resnet18
 
@@ -98,6 +105,18 @@ def f(tmp_path_factory):
     blob = (d / "stats.pt").read_bytes()
     (d / "stats_truncated.pt").write_bytes(blob[: len(blob) // 2])
     (d / "stats_text.pt").write_text("mean=0 var=1\n")
+    # statistics files of the right model and format whose structure is wrong (one site's entry broken)
+    saved = torch.load(d / "stats.pt", weights_only=True)
+    site = next(iter(saved["sites"]))
+    entry = saved["sites"][site]
+    broken = {"nosites": {k: v for k, v in saved.items() if k != "sites"},
+              "siteslist": {**saved, "sites": list(saved["sites"])},
+              "siteentry": {**saved, "sites": {**saved["sites"], site: entry["mean"]}},
+              "nomean": {**saved, "sites": {**saved["sites"], site: {k: v for k, v in entry.items() if k != "mean"}}},
+              "nsamples": {**saved, "sites": {**saved["sites"], site: {**entry, "n_samples": torch.tensor([5, 6])}}},
+              "shape": {**saved, "sites": {**saved["sites"], site: {**entry, "mean": entry["mean"][:-1]}}}}
+    for name, obj in broken.items():
+        torch.save(obj, d / f"stats_{name}.pt")
     (d / "afile").write_text("a file, not a folder")
     x, y = make_data(8, 2)
     torch.save({"x": x, "y": y}, d / "test.pt")
@@ -111,6 +130,51 @@ def _ev(f, x=None, y=None, **kw):
 
 def _full(value):
     return torch.full((4, 3, 8, 8), value)
+
+
+def tiny_model():
+    """``--model test_faults:tiny_model``: the fixture's model (same weights and sites), so that a statistics file
+    made for it passes the model check and its structure is what the command line reads next."""
+    return _tiny(0)
+
+
+@contextlib.contextmanager
+def silent_server(lifetime: float = 30.0):
+    """A TCP server on 127.0.0.1 (a free port) that accepts every connection and never sends a byte, as a Dask
+    scheduler that hangs; yields its address. It stops by itself after ``lifetime`` seconds (closing what it
+    accepted, so that even a client without a timeout returns) and when the block ends."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.1)
+    address = f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+    stop, accepted = threading.Event(), []
+
+    def serve():
+        end = time.monotonic() + lifetime
+        while not stop.is_set() and time.monotonic() < end:
+            with contextlib.suppress(OSError):   # socket.timeout: nobody knocked in the last 0.1 s
+                accepted.append(srv.accept()[0])
+        for conn in accepted:
+            conn.close()
+        srv.close()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        yield address
+    finally:
+        stop.set()
+        th.join(5)
+
+
+def _against_silent_server(call):
+    with silent_server() as address:
+        return call(address)
+
+
+def _first_item():
+    return xplan.paper_plan()[0]
 
 
 # (id, call, error class, text the message must contain: the offending value)
@@ -184,6 +248,17 @@ CASES = [
     ("stats-truncated", lambda f: load_stats(f.model, f.dir / "stats_truncated.pt"), E.InputError,
      "stats_truncated.pt"),
     ("stats-text", lambda f: load_stats(f.model, f.dir / "stats_text.pt"), E.InputError, "stats_text.pt"),
+    ("stats-no-sites", lambda f: load_stats(f.model, f.dir / "stats_nosites.pt"), E.InputError,
+     "stats_nosites.pt has no table of sites"),
+    ("stats-sites-not-a-dict", lambda f: load_stats(f.model, f.dir / "stats_siteslist.pt"), E.InputError,
+     "stats_siteslist.pt has no table of sites"),
+    ("stats-site-not-a-dict", lambda f: load_stats(f.model, f.dir / "stats_siteentry.pt"), E.InputError,
+     "stats_siteentry.pt has no table of sites"),
+    ("stats-site-without-mean", lambda f: load_stats(f.model, f.dir / "stats_nomean.pt"), E.InputError,
+     "no 'mean' entry"),
+    ("stats-n-samples-shape", lambda f: load_stats(f.model, f.dir / "stats_nsamples.pt"), E.InputError,
+     "stats_nsamples.pt"),
+    ("stats-mean-shape", lambda f: load_stats(f.model, f.dir / "stats_shape.pt"), E.InputError, "stats_shape.pt"),
     # attacks
     ("attack-unknown", lambda f: parse_attack("pgd"), E.UnknownNameError, "'pgd'"),
     ("attack-worst-empty", lambda f: parse_attack("worst:"), E.InputError, "'worst:'"),
@@ -212,6 +287,31 @@ CASES = [
     ("store-is-a-file", lambda f: Store(f.dir / "afile").check_writable(), E.StoreError, "afile"),
     ("store-is-a-file-evaluate", lambda f: ms.evaluate(f.model, f.x, f.y, attack="none", store=f.dir / "afile"),
      E.StoreError, "afile"),
+    # the plan's estimate: a throughput or a count that would give an infinite, negative or NaN number of hours
+    ("plan-tflops-zero", lambda f: xplan.estimate(_first_item(), gpu_tflops=0), E.InputError,
+     "gpu_tflops must be a finite number > 0, got 0"),
+    ("plan-tflops-negative", lambda f: xplan.estimate(_first_item(), gpu_tflops=-5), E.InputError, "got -5"),
+    ("plan-tflops-nan", lambda f: xplan.estimate(_first_item(), gpu_tflops=math.nan), E.InputError, "got nan"),
+    ("plan-n-iter-zero", lambda f: xplan.estimate(_first_item(), n_iter=0), E.InputError,
+     "n_iter must be an integer >= 1, got 0"),
+    ("plan-n-zero", lambda f: xplan.paper_plan(0), E.InputError, "n must be an integer >= 1, got 0"),
+    # the book writes only inside its folders: page names only, and never into a folder msparse did not make
+    ("book-only-parent", lambda f: build_book(only=["../fig1_operator"], book_dir=f.dir / "bk", execute=False,
+                                              widget_js=False, progress=False), E.InputError, "'../fig1_operator'"),
+    ("book-only-absolute", lambda f: build_book(only=["/tmp/fig1_operator"], book_dir=f.dir / "bk", execute=False,
+                                                widget_js=False, progress=False), E.InputError, "'/tmp/fig1_operator'"),
+    ("book-notebook-path", lambda f: run_notebooks(["../notebooks/fig1_operator"], out_dir=f.dir / "out",
+                                                   progress=False), E.InputError, "'../notebooks/fig1_operator'"),
+    ("book-dir-not-ours", lambda f: build_book(book_dir=f.dir, execute=False, widget_js=False, progress=False),
+     E.InputError, "is a folder msparse did not make and is not empty"),
+    ("book-dir-is-a-file", lambda f: build_book(book_dir=f.dir / "afile", execute=False, widget_js=False,
+                                                progress=False), E.InputError, "afile is a file"),
+    # cluster: every network wait bounded, the timeout itself a number of seconds > 0
+    ("cluster-silent-scheduler", lambda f: _against_silent_server(lambda a: ex._client(a, 1)), E.ClusterError,
+     "(no answer within 1 s)"),
+    ("cluster-timeout-zero", lambda f: ex.network_timeout(0), E.UsageError, "got 0"),
+    ("cluster-timeout-nan", lambda f: ex.network_timeout(math.nan), E.UsageError, "got nan"),
+    ("cluster-timeout-text", lambda f: ex.network_timeout("soon"), E.UsageError, "got 'soon'"),
 ]
 
 
@@ -228,14 +328,19 @@ def test_bad_input_raises_its_error_naming_the_value(f, call, cls, text):
 def test_the_table_covers_every_input_class():
     kinds = {c[0].split("-")[0] for c in CASES}
     assert kinds >= {"alpha", "state", "layout", "centre", "preset", "data", "model", "checkpoint", "card", "stats",
-                     "attack", "eps", "labels", "images", "store"}
+                     "attack", "eps", "labels", "images", "store", "plan", "book", "cluster"}
+    options = {c[0].split("-")[0] for c in CLI_CASES}
+    assert options >= {"range", "list", "number", "plan", "threads", "calib", "seed", "out", "book", "cluster"}
 
 
 # ================================================================================================
 # the command line: one line on stderr, naming the file, exit code 2
 # ================================================================================================
 def _cli(argv, capsys) -> str:
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as e:   # an option value argparse's type refused: its one line, exit status 2
+        code = e.code
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.count("\n") == 1 and "Traceback" not in err, err
@@ -243,6 +348,107 @@ def _cli(argv, capsys) -> str:
 
 
 _FAST = ["--attack", "none", "--device", "cpu", "--quiet"]
+
+
+def _cheap(f, command: str) -> list[str]:
+    """Arguments that make ``command`` quick (a tiny model, 8 images, no attack, an empty store), so that a value
+    the command line failed to refuse shows as a finished run (exit 0), never as a long computation."""
+    model = ["--model", "test_attacks:make_arch", "--data", str(f.dir / "test.pt"), "--device", "cpu"]
+    store = ["--store", str(f.dir / "cli-store")]
+    return {"evaluate": [*model, "--attack", "none", "--quiet", "--no-store"],
+            "sweep": [*model, "--attack", "none", "--quiet", *store],
+            "calibrate": model, "plan": ["--no-measure", *store], "verify": store}[command]
+
+
+# (id, argv from the fixture, text the one line on stderr must contain: the option and its value)
+CLI_CASES = [
+    # number lists and ranges: finite values, at most MAX_RANGE_VALUES of them, counted before any is made
+    ("range-too-many", lambda f: ["sweep", *_cheap(f, "sweep"), "--alphas", "0:1:1e-5"],
+     "range '0:1:1e-5' gives 100001 values, at most 10000 are allowed"),
+    ("range-10^18", lambda f: ["sweep", *_cheap(f, "sweep"), "--alphas", "0:1e9:1e-9"], "gives 1e+18 values"),
+    ("range-inf", lambda f: ["sweep", *_cheap(f, "sweep"), "--alphas", "0:inf:1"], "not a finite number: 'inf'"),
+    ("range-overflow", lambda f: ["sweep", *_cheap(f, "sweep"), "--alphas", "0:1e308:1e-300"], "gives too many values"),
+    ("list-nan", lambda f: ["sweep", *_cheap(f, "sweep"), "--alphas", "0,nan"], "not a finite number: 'nan'"),
+    ("list-empty", lambda f: ["sweep", *_cheap(f, "sweep"), "--alphas", ","], "bad list ',': no values"),
+    ("number-eps-inf", lambda f: ["evaluate", *_cheap(f, "evaluate"), "--eps", "inf"], "not a finite number: 'inf'"),
+    ("number-fraction-overflow", lambda f: ["evaluate", *_cheap(f, "evaluate"), "--eps", "1e400/1"],
+     "not a number: '1e400/1'"),
+    # plan: the assumed throughput (0 became 50, a negative gave negative hours, NaN printed NaN)
+    ("plan-tflops-zero", lambda f: ["plan", "paper", *_cheap(f, "plan"), "--gpu-tflops", "0"],
+     "argument --gpu-tflops: must be a number > 0, got '0'"),
+    ("plan-tflops-negative", lambda f: ["plan", "paper", *_cheap(f, "plan"), "--gpu-tflops", "-5"], "got '-5'"),
+    ("plan-tflops-nan", lambda f: ["plan", "paper", *_cheap(f, "plan"), "--gpu-tflops", "nan"],
+     "argument --gpu-tflops: not a finite number: 'nan'"),
+    # counts and seeds
+    ("threads-negative", lambda f: ["calibrate", *_cheap(f, "calibrate"), "--out", str(f.dir / "s.pt"),
+                                    "--threads", "-1"], "argument --threads: must be >= 1, got -1"),
+    ("threads-zero", lambda f: ["evaluate", *_cheap(f, "evaluate"), "--threads", "0"], "must be >= 1, got 0"),
+    ("calib-n-negative", lambda f: ["evaluate", *_cheap(f, "evaluate"), "--calib-n", "-3"],
+     "argument --calib-n: must be >= 1, got -3"),
+    ("calib-batch-size-zero", lambda f: ["evaluate", *_cheap(f, "evaluate"), "--calib-batch-size", "0"],
+     "argument --calib-batch-size: must be >= 1, got 0"),
+    ("seed-past-2^63", lambda f: ["evaluate", *_cheap(f, "evaluate"), "--seed", str(2**63)],
+     f"argument --seed: a seed must be at most 2^63 - 1 = {2**63 - 1}, got {2**63}"),
+    ("seed-negative", lambda f: ["evaluate", *_cheap(f, "evaluate"), "--seed", "-1"], "must be >= 0, got -1"),
+    ("seed-verify", lambda f: ["results", "verify", *_cheap(f, "verify"), "--seed", str(2**64)],
+     "a seed must be at most 2^63 - 1"),
+    ("number-max-cost", lambda f: ["results", "verify", *_cheap(f, "verify"), "--max-cost", "-1"],
+     "argument --max-cost: must be a number > 0, got '-1'"),
+    # calibrate --out: a file to write, not a folder, nothing, or a path through a file
+    ("out-folder", lambda f: ["calibrate", *_cheap(f, "calibrate"), "--out", str(f.dir)], "is a folder"),
+    ("out-empty", lambda f: ["calibrate", *_cheap(f, "calibrate"), "--out", ""], "empty file name"),
+    ("out-under-a-file", lambda f: ["calibrate", *_cheap(f, "calibrate"), "--out", str(f.dir / "afile" / "s.pt")],
+     "afile is a file, not a folder"),
+    # book: page names only, into folders msparse made
+    ("book-only-parent", lambda f: ["book", "--only", "../fig1_operator", "--book-dir", str(f.dir / "bk"),
+                                    "--no-execute", "--no-widget-js"], "--only '../fig1_operator': not a page"),
+    ("book-only-absolute", lambda f: ["book", "--only", "/tmp/fig1_operator", "--book-dir", str(f.dir / "bk"),
+                                      "--no-execute", "--no-widget-js"], "--only '/tmp/fig1_operator': not a page"),
+    ("book-dir-not-ours", lambda f: ["book", "--book-dir", str(f.dir), "--no-execute", "--no-widget-js"],
+     "is a folder msparse did not make and is not empty"),
+    # cluster
+    ("cluster-timeout-zero", lambda f: ["sweep", *_cheap(f, "sweep"), "--cluster-timeout", "0"],
+     "argument --cluster-timeout: must be a number > 0, got '0'"),
+]
+
+
+@pytest.mark.parametrize("argv, text", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_cli_bad_option_value_is_one_line_and_exit_2(f, argv, text, capsys):
+    err = _cli(argv(f), capsys)
+    assert text in err, err
+    assert not (f.dir / "bk").exists() and not (f.dir / "s.pt").exists(), "work started before the refusal"
+
+
+def test_cli_sweep_on_a_scheduler_that_never_answers_fails_in_one_line_naming_it(f, capsys, tmp_path):
+    """The scheduler accepts the connection and never answers: Dask's connect timeout does not cover its
+    handshake, so the sweep hung for ever; now it fails after --cluster-timeout, naming the address."""
+    t0 = time.monotonic()
+    with silent_server() as address:
+        err = _cli(["sweep", *_cheap(f, "sweep"), "--alphas", "0", "--store", str(tmp_path), "--cluster", address,
+                    "--cluster-timeout", "1"], capsys)
+    assert f"cannot reach the Dask scheduler at {address} (no answer within 1 s)" in err, err
+    assert time.monotonic() - t0 < 20
+
+
+def test_book_dir_is_made_and_marked_by_msparse_or_refused(tmp_path):
+    """--book-dir: a new folder is made and marked; a marked or empty one is used; any other is left untouched."""
+    from msparse.book import BOOK_MARKER, _claim_book_dir
+
+    new = tmp_path / "new" / "book"
+    _claim_book_dir(new)
+    assert (new / BOOK_MARKER).is_file()
+    (new / "intro.md").write_text("a page of an earlier build")
+    _claim_book_dir(new)                      # msparse's own folder: rebuilt in place
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _claim_book_dir(empty)
+    assert (empty / BOOK_MARKER).is_file()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.md").write_text("mine")
+    with pytest.raises(E.InputError, match=f"{theirs} is a folder msparse did not make"):
+        _claim_book_dir(theirs)
+    assert sorted(p.name for p in theirs.iterdir()) == ["notes.md"]
 
 
 @pytest.mark.parametrize("fault", ["card_notjson", "card_swish", "badsha", "corrupt", "planted"])
@@ -253,11 +459,19 @@ def test_cli_bad_checkpoint_or_card_is_one_line_naming_the_file(f, fault, capsys
     assert named in err, err
 
 
-@pytest.mark.parametrize("fault", ["stats_format", "stats_truncated", "stats_text"])
+@pytest.mark.parametrize("fault", ["stats_format", "stats_truncated", "stats_text", "stats_nosites", "stats_siteslist",
+                                   "stats_siteentry", "stats_nomean", "stats_nsamples", "stats_shape"])
 def test_cli_bad_statistics_file_is_one_line_naming_the_file(f, fault, capsys):
-    err = _cli(["evaluate", "--model", "test_attacks:make_arch", "--data", str(f.dir / "test.pt"), "--stats",
+    """The model is the file's own (same weights and sites): what is refused is the file's content."""
+    err = _cli(["evaluate", "--model", "test_faults:tiny_model", "--data", str(f.dir / "test.pt"), "--stats",
                 str(f.dir / f"{fault}.pt"), "--alpha", "0.1", "--no-store", *_FAST], capsys)
-    assert f"{fault}.pt" in err, err
+    assert f"{fault}.pt" in err and "belongs to another" not in err, err
+
+
+def test_cli_reads_the_fixture_statistics_file_with_its_model(f, capsys):
+    """The check the table above relies on: test_faults:tiny_model is the model stats.pt was made for."""
+    assert main(["evaluate", "--model", "test_faults:tiny_model", "--data", str(f.dir / "test.pt"), "--stats",
+                 str(f.dir / "stats.pt"), "--alpha", "0.1", "--no-store", *_FAST]) == 0, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("fault", ["not-json", "missing-field", "labels-length"])

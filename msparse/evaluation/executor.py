@@ -20,6 +20,13 @@ GPU workers with ``dask worker ADDRESS --nthreads 1 --resources GPU=1`` (one per
 ``CUDA_VISIBLE_DEVICES`` set). Dask is an optional extra (``pip install "msparse[cluster]"``), imported only
 when a cluster is asked for; without it the request fails in one line (:class:`~msparse.errors.ClusterError`).
 
+Every wait on the network is bounded: connecting to the scheduler (its handshake included), each wait for
+results (when none arrives in time the scheduler must still answer a request), and fetching a result each take
+at most :func:`network_timeout` seconds (``Executor(timeout=...)``, ``--cluster-timeout``, else
+``$MSPARSE_CLUSTER_TIMEOUT``, else :data:`DEFAULT_TIMEOUT`); a scheduler that accepts the connection and then
+never answers fails the run with a :class:`~msparse.errors.ClusterError` naming its address and the timeout,
+instead of hanging it. A long computation is not a timeout: the run waits as long as the scheduler answers.
+
 Faults: a worker that dies mid-point loses nothing — Dask reruns its task elsewhere, and that task resumes
 from the per-batch shards the dead worker left in the store (writes are atomic, so no half record; two
 writers of one key write the same bytes through ``os.replace``). A worker that cannot see the store (another
@@ -29,8 +36,10 @@ token in the store and every task checks that it reads the same token before it 
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import contextlib
 import contextvars
+import math
 import os
 import re
 import threading
@@ -45,12 +54,17 @@ import torch.nn as nn
 
 from ..errors import ClusterError, InputError, StoreError, UsageError
 
-__all__ = ["Executor", "Job", "get_executor", "using", "parse_cluster", "cluster_arg", "site_state", "ENV_VAR", "TOKEN_FILE"]
+__all__ = ["Executor", "Job", "get_executor", "using", "parse_cluster", "cluster_arg", "site_state", "ENV_VAR",
+           "TOKEN_FILE", "network_timeout", "TIMEOUT_ENV", "DEFAULT_TIMEOUT"]
 
 #: environment variable read when no cluster is given (the book passes ``--cluster`` to its kernels this way)
 ENV_VAR = "MSPARSE_CLUSTER"
 #: file in the store root that lets a worker prove it sees the client's store
 TOKEN_FILE = ".msparse-store-id"
+#: environment variable: the seconds one wait on a Dask scheduler may take (see :func:`network_timeout`)
+TIMEOUT_ENV = "MSPARSE_CLUSTER_TIMEOUT"
+#: the default of :func:`network_timeout`, in seconds: long enough for a scheduler busy receiving a large model
+DEFAULT_TIMEOUT = 60.0
 
 _IN_PROCESS = ("", "none", "in-process", "inprocess", "local", "local:0")
 _CURRENT: contextvars.ContextVar = contextvars.ContextVar("msparse_cluster", default=None)
@@ -90,6 +104,23 @@ def cluster_arg(text: str) -> str:
         return parse_cluster(text) or "in-process"
     except UsageError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def network_timeout(value=None) -> float:
+    """Seconds that one wait on a Dask scheduler may take (connecting, one reply, one result): ``value``, else
+    ``$MSPARSE_CLUSTER_TIMEOUT``, else :data:`DEFAULT_TIMEOUT`. Anything but a finite number > 0 is a
+    :class:`~msparse.errors.UsageError`."""
+    where = "the cluster timeout"
+    if value is None:
+        value = os.environ.get(TIMEOUT_ENV, "").strip() or DEFAULT_TIMEOUT
+        where = f"${TIMEOUT_ENV}"
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        t = math.nan
+    if isinstance(value, bool) or not (math.isfinite(t) and t > 0):
+        raise UsageError(f"{where} must be a number of seconds > 0, got {value!r}")
+    return t
 
 
 @contextlib.contextmanager
@@ -295,12 +326,37 @@ def _import_distributed():
     return distributed
 
 
-def _client(spec):
+def _connect(distributed, target, where: str, timeout: float):
+    """``distributed.Client(target)`` with its whole start bounded by ``timeout`` seconds: Dask's own ``timeout``
+    covers opening the connection only, and a server that accepts it and never answers the handshake would
+    block the constructor forever. Raises :class:`~msparse.errors.ClusterError` naming ``where``."""
+
+    class BoundedClient(distributed.Client):
+        def start(self, **kwargs):
+            try:   # distributed.utils.sync takes callback_timeout: a wait past it is cancelled in the event loop
+                return super().start(callback_timeout=timeout, **kwargs)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.close(timeout=timeout)   # stop the half-started client's event loop thread
+                raise
+
+    try:
+        return BoundedClient(target, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as e:
+        why = f"no answer within {timeout:g} s" if isinstance(e, TimeoutError) else str(e) or type(e).__name__
+        raise ClusterError(f"cannot reach the Dask scheduler at {where} ({why}): check that it is running there, "
+                           f"or allow more time with ${TIMEOUT_ENV} / --cluster-timeout SECONDS") from None
+
+
+def _client(spec, timeout: float | None = None):
+    """The client of ``spec`` (one per choice and process); connecting waits at most ``timeout`` seconds
+    (default :func:`network_timeout`)."""
     distributed = _import_distributed()
     if isinstance(spec, distributed.Client):
         return spec
+    timeout = network_timeout(timeout)
     if not isinstance(spec, str):   # a cluster object (LocalCluster, SLURMCluster, ...)
-        return distributed.Client(spec)
+        return _connect(distributed, spec, repr(spec), timeout)
     if spec in _CLIENTS and _CLIENTS[spec].status == "running":
         return _CLIENTS[spec]
     import dask
@@ -310,7 +366,7 @@ def _client(spec):
         with dask.config.set(NO_MALLOC_TRIM):
             cluster = distributed.LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True,
                                                dashboard_address=None, silence_logs=40)
-        client = distributed.Client(cluster)
+        client = _connect(distributed, cluster, f"{spec} ({cluster.scheduler_address})", timeout)
     elif kind == "slurm":
         try:
             from dask_jobqueue import SLURMCluster
@@ -320,14 +376,57 @@ def _client(spec):
         with dask.config.set(NO_MALLOC_TRIM):
             cluster = SLURMCluster()
         cluster.scale(jobs=int(n))
-        client = distributed.Client(cluster)
+        client = _connect(distributed, cluster, f"{spec} ({cluster.scheduler_address})", timeout)
     else:
-        try:
-            client = distributed.Client(spec, timeout="20s")
-        except (OSError, TimeoutError) as e:
-            raise ClusterError(f"cannot reach the Dask scheduler at {spec}: {e}") from None
+        client = _connect(distributed, spec, spec, timeout)
     _CLIENTS[spec] = client
     return client
+
+
+def _ping(client, where: str, timeout: float) -> None:
+    """One request to the scheduler (its identity), answered within ``timeout`` seconds or a ClusterError."""
+    try:
+        client.sync(client.scheduler.identity, callback_timeout=timeout)
+    except (OSError, TimeoutError) as e:
+        why = f"no answer within {timeout:g} s" if isinstance(e, TimeoutError) else str(e) or type(e).__name__
+        raise ClusterError(f"the Dask scheduler at {where} stopped answering ({why}): check that it is running, "
+                           f"or allow more time with ${TIMEOUT_ENV} / --cluster-timeout SECONDS; the records "
+                           "finished so far are stored, run the same command again to resume") from None
+
+
+def _finished(distributed, client, futures, where: str, timeout: float):
+    """Yield each of ``futures`` once it has finished. The waiting is bounded: after ``timeout`` seconds in which
+    none finished the scheduler must still answer (:func:`_ping`), so a long computation is waited on and a
+    scheduler that went silent fails the run."""
+    ac = distributed.as_completed(list(futures), loop=client.loop)
+    quiet_since = time.monotonic()
+    while ac.count():
+        batch = ac.next_batch(block=False)
+        if batch:
+            yield from batch
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > timeout:
+            _ping(client, where, timeout)
+            quiet_since = time.monotonic()
+        else:
+            time.sleep(0.05)
+
+
+def _result(future, where: str, timeout: float):
+    """The value of a finished future, fetched within ``timeout`` seconds; a task's own error is raised as it is
+    (a worker's MsparseError keeps its message)."""
+    if future.status != "finished":
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError as e:
+            raise ClusterError(f"the Dask scheduler at {where} cancelled task {future.key} ({e}); run the same "
+                               "command again to resume") from None
+    try:
+        return future.result(timeout=timeout)
+    except TimeoutError:
+        raise ClusterError(f"the result of task {future.key} did not arrive from the Dask cluster at {where} within "
+                           f"{timeout:g} s: check the scheduler and workers, or allow more time with "
+                           f"${TIMEOUT_ENV} / --cluster-timeout SECONDS") from None
 
 
 @atexit.register
@@ -335,9 +434,9 @@ def _close_clients() -> None:
     for c in list(_CLIENTS.values()):
         with contextlib.suppress(Exception):
             cluster = c.cluster
-            c.close()
+            c.close(timeout=network_timeout())
             if cluster is not None:
-                cluster.close()
+                cluster.close(timeout=network_timeout())
     _CLIENTS.clear()
 
 
@@ -353,12 +452,14 @@ class Executor:
     merged on the client into the point's record (:mod:`.shards`; rounded down to a multiple of the batch
     size). ``shared_store=False``: workers only compute, the client writes every record (workers that cannot
     see the store; no per-batch resume on the workers then). ``threads``: torch threads per worker (default:
-    this machine's cores / N for ``local:N``, torch's default otherwise). ``stats``: the last run's tasks,
-    images computed, seconds and images per second."""
+    this machine's cores / N for ``local:N``, torch's default otherwise). ``timeout``: seconds one wait on the
+    scheduler may take (default :func:`network_timeout`). ``stats``: the last run's tasks, images computed,
+    seconds and images per second."""
     spec: Any = None
     shard_size: int | None = None
     shared_store: bool = True
     threads: int | None = None
+    timeout: float | None = None
     stats: dict = field(default_factory=dict)
 
     @property
@@ -449,7 +550,9 @@ class Executor:
                         bar.done(out[k], "local")
                 return out
             distributed = _import_distributed()
-            client = _client(self.spec)
+            timeout = network_timeout(self.timeout)
+            client = _client(self.spec, timeout)
+            where = self.spec if isinstance(self.spec, str) else str(getattr(client.scheduler, "address", self.spec))
             threads = self.threads
             if threads is None and isinstance(self.spec, str) and self.spec.startswith("local:"):
                 threads = max(1, (os.cpu_count() or 1) // int(self.spec.split(":")[1]))
@@ -468,9 +571,9 @@ class Executor:
                                   store_root, token, device, threads, resources=res, pure=False,
                                   key=f"msparse-{j.key[:16]}-{t.start}-{uuid.uuid4().hex[:6]}")
                 futures[f] = k
-            for f in distributed.as_completed(list(futures)):
+            for f in _finished(distributed, client, futures, where, timeout):
                 k = futures[f]
-                out[k] = f.result()   # a worker's MsparseError is raised here, with its message
+                out[k] = _result(f, where, timeout)   # a worker's MsparseError is raised here, with its message
                 bar.done(out[k])
             return out
         finally:

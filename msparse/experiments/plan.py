@@ -23,6 +23,7 @@ model is checked against a measured forward+backward time (:func:`measure_cost`)
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Sequence
@@ -91,6 +92,8 @@ def paper_plan(n: int | None = None, *, models: Sequence[str] | None = None,
     ``n``: images per evaluation (default: the full test set of each dataset)."""
     from ..report.paper import PAPER_ALPHA
 
+    if n is not None:
+        _check_positive("n", n, integer=True)
     main = [  # (model, dataset, arch, alpha, name in PAPER_ALPHA)
         ("Peng2023Robust", "cifar10", "Peng2023Robust/cifar10", PAPER_ALPHA["RaWRN-70-16"]),
         ("Wang2023Better_WRN-70-16", "cifar10", "Wang2023Better_WRN-70-16/cifar10", PAPER_ALPHA["WRN-70-16"]),
@@ -151,6 +154,16 @@ def paper_plan(n: int | None = None, *, models: Sequence[str] | None = None,
     return items
 
 
+def _check_positive(name: str, value, *, integer: bool = False) -> None:
+    """Raise :class:`~msparse.errors.InputError` unless ``value`` is a finite number > 0 (an int ≥ 1 if
+    ``integer``): a zero throughput or iteration count would give a meaningless (infinite, zero or negative)
+    estimate."""
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or not (math.isfinite(value) and value > 0):
+        kind = "an integer >= 1" if integer else "a finite number > 0"
+        raise InputError(f"{name} must be {kind}, got {value!r}")
+
+
 def passes(attack: str, n_iter: int = 100, n_queries: int = 5000, robust: float = ROBUST_FRACTION) -> float:
     """Forward+backward passes per image of one evaluation (a forward alone counts 1/3).
 
@@ -173,7 +186,9 @@ def passes(attack: str, n_iter: int = 100, n_queries: int = 5000, robust: float 
 
 
 def estimate(it: Item, n_iter: int = 100, gpu_tflops: float = GPU_TFLOPS) -> float:
-    """GPU-hours of an item: records × images × passes × 3 × forward FLOPs / ``gpu_tflops``."""
+    """GPU-hours of an item: records × images × passes × 3 × forward FLOPs / ``gpu_tflops`` (TFLOP/s, > 0)."""
+    _check_positive("gpu_tflops", gpu_tflops)
+    _check_positive("n_iter", n_iter, integer=True)
     flops = it.records * it.n * passes(it.attack, n_iter) * 3 * GFLOPS[it.arch] * 1e9
     return flops / (gpu_tflops * 1e12) / 3600
 
@@ -182,6 +197,7 @@ def estimate_here(it: Item, cost: dict, n_iter: int = 100) -> float:
     """CPU-hours of an item on this machine: the measured seconds per image pass (:func:`measure_cost`) scaled
     by the item's forward FLOPs over the measured model's (small models use a CPU less well than large ones, so
     this errs high for the appendix models and low for the large ones)."""
+    _check_positive("n_iter", n_iter, integer=True)
     s = cost["s_per_image_pass"] * GFLOPS[it.arch] / cost["gflops_fwd"]
     return it.records * it.n * passes(it.attack, n_iter) * s / 3600
 
