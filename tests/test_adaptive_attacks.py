@@ -168,3 +168,23 @@ def test_referee_verdict_phrases(direct, worst, p_adj, phrase):
         assert "detects about" in v.reason()
     if p_adj is not None:
         assert "Holm-adjusted" in v.reason() and not math.isnan(p_adj)
+
+
+def test_autoattack_dynamic_defence_check_is_not_raised_by_an_active_site():
+    """pyautoattack's check counts calls of functions named ``backward``/``grad`` during one forward pass; the
+    operator's forward must not make any (it once read its backward mode through a property named ``backward``)."""
+    import msparse as ms
+    from msparse.attacks.autoattack import autoattack_checks
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.GELU(), torch.nn.AdaptiveAvgPool2d(1),
+                            torch.nn.Flatten(), torch.nn.Linear(4, 10)).eval()
+    ms.sparsify(m, "activations", input_size=(3, 8, 8))
+    x = torch.rand(16, 3, 8, 8)
+    ms.calibrate(m, x)
+    for backward in ("exact", "identity"):
+        ms.set_alpha(m, 0.5)
+        ms.set_backward(m, backward)
+        _, messages = autoattack_checks(m, x, torch.zeros(16, dtype=torch.long), ["apgd-ce"], AttackConfig(eps=8 / 255),
+                                        randomized=False)
+        assert not [w for w in messages if "dynamic" in w], (backward, messages)

@@ -90,7 +90,7 @@ def test_every_notebook_has_parameters_and_validates_them_first(tmp_path):
 
 def test_book_toc_lists_every_notebook_in_order():
     toc = (REPO / "book" / "_toc.yml").read_text()
-    listed = re.findall(r"file: _executed/(\w+)", toc)
+    listed = re.findall(r"(?:root|file): _executed/(\w+)", toc)
     assert listed == [n for n, _ in mb.NOTEBOOKS]
     assert {p.stem for p in _notebooks()} <= set(listed)
 

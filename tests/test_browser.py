@@ -31,7 +31,7 @@ _HTML = os.environ.get("MSPARSE_BOOK_HTML")
 WIDTH = 1280                  # the reader's window
 MIN_FIGURE_PX = 600           # a figure narrower than this on a 1280 px window is a thumbnail
 MIN_TEXT_PX = 9               # the smallest text in a figure, in CSS px as rendered
-PAGES = ["intro.html", "method.html"] + [f"_executed/{n}.html" for n, _ in mb.NOTEBOOKS]
+PAGES = ["method.html"] + [f"_executed/{n}.html" for n, _ in mb.NOTEBOOKS]
 
 def needs_book_and_browser(test):
     """Skip (with the reason) a test that loads the built book in Chromium when either is missing."""
@@ -242,8 +242,13 @@ _MEASURE = r"""
     if (n.tagName === 'TABLE') {
       const own = n.querySelector('caption');
       const head = Array.from(n.querySelectorAll('thead th')).map(t => t.textContent.trim()).join(' | ');
+      const cells = Array.from(n.querySelectorAll('td, th'));
       tables.push({caption: own ? own.textContent.trim() : caption, head: head.slice(0, 200),
-                   text: n.textContent.replace(/\s+/g, ' ').slice(0, 20000)});
+                   text: n.textContent.replace(/\s+/g, ' ').slice(0, 20000),
+                   width: n.getBoundingClientRect().width, room: article.clientWidth,
+                   cut: cells.filter(c => c.textContent.trim() === '…' || c.textContent.trim() === '...'
+                                          || c.scrollWidth > c.clientWidth + 1).length,
+                   clipped: n.getBoundingClientRect().right > article.getBoundingClientRect().right + 1});
       caption = '';
       let last = n; while (last.lastElementChild) last = last.lastElementChild;
       walker.currentNode = last;               // skip the table's own cells
@@ -253,7 +258,8 @@ _MEASURE = r"""
       if (t) caption = t;
     }
   }
-  return {figures: figs, tables: tables,
+  const words = (article.innerText || '').split(/\s+/).filter(w => /\w/.test(w)).length;
+  return {figures: figs, tables: tables, words: words,
           pageScroll: document.documentElement.scrollWidth > document.documentElement.clientWidth + 1};
 })()
 """
@@ -367,3 +373,48 @@ def test_every_table_has_a_caption_saying_what_it_is(pages, page):
     _, m = pages[page]
     problems = [p for t in m["tables"] for p in caption_problems(t)]
     assert not problems, f"{page}:\n  " + "\n  ".join(problems)
+
+
+#: numbers a reader should never see: a raw NaN, a signed zero, a float printed with six or more decimals
+_RAW_NUMBER = re.compile(r"\bNaN\b|(?<![\w.])-0\.0+(?![\d])|\b\d+\.\d{6,}\b")
+MAX_WORDS = 3000              # visible words of one page (folded text does not count)
+
+
+def table_problems(table: dict) -> list[str]:
+    """A table wider than its column or reaching past it (cut at the right edge), a cell cut short ("…" or text
+    that overflows its cell), a raw number (NaN, -0.0, six or more decimals)."""
+    name = f"table [{table['head'][:60]}]"
+    out = []
+    if table["width"] > table["room"] + 1 or table["clipped"]:
+        out.append(f"{name} is {table['width']:.0f} px wide in a {table['room']:.0f} px column")
+    if table["cut"]:
+        out.append(f"{name}: {table['cut']} cell(s) cut short")
+    raw = sorted(set(_RAW_NUMBER.findall(table["text"])))
+    if raw:
+        out.append(f"{name}: raw numbers {raw[:5]}")
+    return out
+
+
+def test_table_problems_catch_wide_cut_and_raw_tables():
+    ok = {"head": "a | b", "text": "1.5 2.0 +0.0 pp", "width": 600, "room": 800, "cut": 0, "clipped": False}
+    assert table_problems(ok) == []
+    assert "wide" in table_problems({**ok, "width": 900})[0]
+    assert "cut short" in table_problems({**ok, "cut": 2})[0]
+    assert "raw numbers" in table_problems({**ok, "text": "x NaN y"})[0]
+    assert "raw numbers" in table_problems({**ok, "text": "Δ -0.0 pp"})[0]
+    assert "raw numbers" in table_problems({**ok, "text": "p 0.031250"})[0]
+
+
+@needs_book_and_browser
+@pytest.mark.parametrize("page", PAGES)
+def test_tables_fit_their_column_no_cell_is_cut_and_numbers_are_formatted(pages, page):
+    _, m = pages[page]
+    problems = [p for t in m["tables"] for p in table_problems(t)]
+    assert not problems, f"{page}:\n  " + "\n  ".join(problems)
+
+
+@needs_book_and_browser
+@pytest.mark.parametrize("page", PAGES)
+def test_no_page_shows_more_than_max_words(pages, page):
+    _, m = pages[page]
+    assert m["words"] <= MAX_WORDS, f"{page} shows {m['words']} words (> {MAX_WORDS}): split or fold it"

@@ -261,18 +261,18 @@ class MeanSparse(nn.Module):
             self._collector.update(x)
         if self._alpha_value() == 0.0:
             return x
-        if self.backward in FUSED_BACKWARDS and kernels.available():
+        if self._backward in FUSED_BACKWARDS and kernels.available():
             cdim = LAYOUTS[self.layout][1]
             if kernels.channel_view(x, cdim) is not None:
                 centre, threshold = self._band_vectors(x)
                 if torch.is_grad_enabled() and x.requires_grad:
-                    return _FusedBand.apply(x, cdim, centre, threshold, self.backward == "exact", self)
+                    return _FusedBand.apply(x, cdim, centre, threshold, self._backward == "exact", self)
                 fused = kernels.sparsify(x, cdim, centre, threshold, want_mask=False, owner=self)
                 if fused is not None:
                     return fused[0]
         blocked, centre = self.band(x)
         centre = centre.to(x.dtype)
-        if self.backward == "identity" and torch.is_grad_enabled() and x.requires_grad:
+        if self._backward == "identity" and torch.is_grad_enabled() and x.requires_grad:
             return _StraightThrough.apply(x, blocked, centre)
         return torch.where(blocked, centre, x)
 

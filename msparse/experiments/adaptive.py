@@ -44,7 +44,7 @@ class Adaptive:
 
 
 def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples: int = 1000, n_train: int = 1000,
-        alphas=(0.0, 0.35), attacks=("apgd-ce+t", "bpda", "transfer"), eps: float = 8 / 255, n_iter: int = 20,
+        alphas=(0.0, 0.25), attacks=("apgd-ce+t", "bpda", "transfer"), eps: float = 8 / 255, n_iter: int = 20,
         device: str = "cpu", seed: int = 0, n_aa: int = 200, use_stored: bool = True, results_dir: str | None = None,
         progress: bool = True) -> Adaptive:
     """Each of ``attacks`` at each of ``alphas`` on the first ``n_examples`` test images; full standard AutoAttack
@@ -127,9 +127,9 @@ def stands_table(res: Adaptive):
     """The robust accuracy that stands on this page: at each α the per-image worst case over every attack of the
     page (an image counts only if it survives all of them), with Δ vs α = 0 (McNemar p)."""
     from ..report.tables import compare_table
-    from .sweeps import worst_case
+    from .sweeps import pooled_rows
 
-    return compare_table(worst_case(*res.by_attack.values()), metrics=("robust",))
+    return compare_table(pooled_rows(next(iter(res.by_attack.values())), store=res.setup.store), metrics=("robust",))
 
 
 def aa_table(res: Adaptive):
@@ -144,13 +144,11 @@ def aa_stands_table(res: Adaptive):
     """The robust accuracy that stands on the first ``n_aa`` images: per image, the worst case over full AutoAttack
     and every attack of the page (their flags on the same first images); None when AutoAttack was not run."""
     from ..report.tables import compare_table
-    from .sweeps import first_images, worst_case
+    from .sweeps import pooled_rows
 
     if not res.aa:
         return None
-    n = res.aa[0]["n"]
-    return compare_table(worst_case(res.aa, *(first_images(rs, n) for rs in res.by_attack.values())),
-                         metrics=("robust",))
+    return compare_table(pooled_rows(res.aa, store=res.setup.store), metrics=("robust",))
 
 
 def diagnostics(res: Adaptive):

@@ -39,7 +39,7 @@ def bpda(s: Setup, alphas: Sequence[float], *, attack: str, eps: float, n_iter: 
         return []
     kw = dict(eps=eps, norm=norm, n_iter=n_iter, seed=seed, label=label, progress=progress, sites=sites)
     return stands(evaluate_alphas(s, [0.0, *at], attack=attack, **kw),
-                  evaluate_alphas(s, [0.0, *at], attack=f"bpda:{attack}", **kw))
+                  evaluate_alphas(s, [0.0, *at], attack=f"bpda:{attack}", **kw), store=s.store)
 
 
 def plot(ax, rows: list[dict], attack: str) -> None:

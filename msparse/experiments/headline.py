@@ -126,4 +126,4 @@ def adaptive_table(res: Headline):
     from ..report.tables import compare_table
     from .sweeps import stands
 
-    return compare_table(stands(res.aa, res.adaptive), index="alpha", metrics=("robust", "stands"))
+    return compare_table(stands(res.aa, res.adaptive, store=res.setup.store), index="alpha", metrics=("robust", "stands"))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from .setup import Setup, setup
 from .sweeps import data_label, evaluate_alphas
 
-__all__ = ["Strength", "run", "convergence_table", "seed_table", "seed_spread", "binarization_table", "HeldOut",
+__all__ = ["Strength", "run", "convergence_table", "seed_table", "seed_spread", "binarization_table", "binarization_reading", "HeldOut",
            "held_out", "held_out_table", "held_out_sweep", "convergence_sentence", "seed_sentence", "figure"]
 
 
@@ -133,6 +133,22 @@ def binarization_table(res: Strength):
         out.append({"attack": a, "α": al, "images": r["n"], "valid": r["valid"], "passed": r["passed"],
                     "pass rate": rate})
     return pd.DataFrame(out).set_index(["attack", "α"])
+
+
+def binarization_reading(res: Strength) -> str:
+    """What the binarization test measures, what would indicate a failing attack, and what this run sees."""
+    rates = [rec["result"]["pass_rate"] for rec in res.binarization.values() if rec["result"]["valid"]]
+    if not rates:
+        return ""
+    seen = (f"every attack passes every valid task ({100 * min(rates):.0f}%)" if min(rates) == 1 else
+            f"pass rates from {100 * min(rates):.0f}% to {100 * max(rates):.0f}%")
+    return ("**Reading.** The test plants an adversarial example the attack must find on the defended model's own "
+            "features; a pass rate well below 100% would mean the attack cannot find adversarial examples against "
+            f"this defence even when one is known to exist. Here {seen}, the official (masked) gradient included: the "
+            "planted task is linear on the features, whose gradient reaches the input through the unblocked units, "
+            "so at this budget the test does not detect this defence's partial masking. A pass is therefore no "
+            "certificate for the official gradient; the evidence against it is that the surrogate and BPDA attacks "
+            "find lower robust accuracy on the same images (previous page).")
 
 
 @dataclass

@@ -14,7 +14,7 @@ from ..errors import InputError
 
 from .setup import Setup
 
-__all__ = ["evaluate_alphas", "first_images", "worst_case", "stands", "data_label"]
+__all__ = ["evaluate_alphas", "first_images", "worst_case", "stands", "pooled", "pooled_rows", "evidence_missing", "data_label"]
 
 
 def data_label(s: Setup, split: str, n: int) -> str:
@@ -97,22 +97,84 @@ def worst_case(*row_lists: Sequence[Mapping]) -> list[dict]:
     return out
 
 
-def stands(direct: Sequence[Mapping], adaptive: Sequence[Mapping]) -> list[dict]:
-    """``adaptive`` rows (e.g. BPDA) with the page's robust accuracy that stands added: at each of their α, the
-    per-image worst case of the direct attack (the row of ``direct`` at that α, same images) and the adaptive one
-    (:func:`worst_case`): ``stands``, ``stands_lo``, ``stands_hi`` (%, 95% Wilson) and, against α = 0 on the same
-    images, ``d_stands`` (pp) and ``p_stands`` (exact McNemar). Rows whose α has no direct row are returned as
-    they are, without these keys."""
-    at = {round(float(r["alpha"]), 9): r for r in direct}
-    pairs = [(at[round(float(r["alpha"]), 9)], r) for r in adaptive if round(float(r["alpha"]), 9) in at]
-    worst = iter(worst_case([d for d, _ in pairs], [a for _, a in pairs]) if pairs else [])
+def stands(direct: Sequence[Mapping], adaptive: Sequence[Mapping], store=None) -> list[dict]:
+    """``adaptive`` rows (e.g. BPDA) with the robust accuracy that stands added: at each of their α, every stored
+    attack record of that configuration on the row's images pooled image by image
+    (:func:`msparse.evaluation.evidence.pool`: this page's direct attack and BPDA, and whatever any other page, seed
+    or attack stored on those images), so the book has one such number per model, α and images. Adds ``stands``,
+    ``stands_lo``, ``stands_hi`` (%, 95% Wilson), ``stands_attacks`` (the attacks pooled) and, against α = 0 pooled
+    on the same images, ``d_stands`` (pp), ``p_stands`` (exact McNemar) and ``stands_fair`` (False when the base
+    received fewer runs or iterations of some loss than the defence). Rows whose α has no ``direct`` row are returned
+    as they are."""
+    have = {round(float(r["alpha"]), 9) for r in direct}
     out = []
     for r in adaptive:
         row = dict(r)
-        if round(float(r["alpha"]), 9) in at:
-            w = next(worst)
-            row.update(stands=w["robust"], stands_lo=w["robust_lo"], stands_hi=w["robust_hi"])
-            if "d_robust" in w:
-                row.update(d_stands=w["d_robust"], p_stands=w["p_robust"])
+        if round(float(r["alpha"]), 9) in have:
+            row.update(pooled(r, store))
         out.append(row)
+    return out
+
+
+def pooled_rows(rows: Sequence[Mapping], store=None) -> list[dict]:
+    """The robust accuracy that stands at each row's configuration and images, as rows shaped like
+    :func:`worst_case`'s (``robust``, its interval, ``robust_flags``, ``attack`` naming what was pooled, and Δ / p
+    against the α = 0 row among ``rows``, plus ``fair``: the base received at least the defence's budget). Every
+    row needs a stored record (``key``); the same images in every row."""
+    from ..evaluation import evidence as ev
+    from ..evaluation.significance import mcnemar
+    from ..report.tables import open_store
+
+    st = open_store(store)
+    out, base = [], None
+    for r in rows:
+        rec = st.get(r["key"]) if r.get("key") else None
+        if rec is None:
+            raise InputError(f"pooled_rows needs stored records; the row at α = {r.get('alpha')} has none")
+        point = ev.point_of(rec)
+        e = ev.pool(st, point, int(r["n"]))
+        row = {k: v for k, v in r.items() if k not in ("d_robust", "p_robust")}
+        row.update(**_robust_from(e.flags), key=None, robust_flags="".join("1" if f else "0" for f in e.flags),
+                   attack="every stored attack (" + ", ".join(e.attacks) + ")", evidence=e)
+        if not point.sites and base is None:
+            base = e
+        elif base is not None:
+            pr = mcnemar(base.flags, e.flags)
+            row.update(d_robust=100 * pr.delta, p_robust=pr.p_value, fair=ev.Comparison(base, e).fair)
+        out.append(row)
+    return out
+
+
+def evidence_missing(base_row: Mapping, row: Mapping) -> dict:
+    """What the base of two :func:`pooled_rows` rows lacks (:attr:`msparse.evaluation.evidence.Comparison.missing`);
+    empty for rows that carry no pooled evidence (rows built elsewhere, e.g. by :func:`worst_case`)."""
+    from ..evaluation.evidence import Comparison
+
+    if "evidence" not in base_row or "evidence" not in row:
+        return {}
+    return Comparison(base_row["evidence"], row["evidence"]).missing
+
+
+def pooled(row: Mapping, store=None) -> dict:
+    """The robust accuracy that stands at ``row``'s configuration and images (a display row with a record key):
+    ``stands``, ``stands_lo``, ``stands_hi``, ``stands_attacks`` and, for α > 0, ``d_stands``, ``p_stands``,
+    ``stands_fair`` (see :func:`stands`). Empty without a stored record behind the row."""
+    from ..evaluation import evidence as ev
+    from ..evaluation.significance import mcnemar
+    from ..report.tables import open_store
+
+    st = open_store(store)
+    rec = st.get(row["key"]) if row.get("key") else None
+    if rec is None:
+        return {}
+    point = ev.point_of(rec)
+    n = int(row["n"])
+    new = ev.pool(st, point, n)
+    lo_hi = _robust_from(new.flags)
+    out = {"stands": lo_hi["robust"], "stands_lo": lo_hi["robust_lo"], "stands_hi": lo_hi["robust_hi"],
+           "stands_attacks": ", ".join(new.attacks)}
+    if point.sites and ev.records_at(st, point.base, n):
+        cmp = ev.Comparison(ev.pool(st, point.base, n), new)
+        pr = mcnemar(cmp.base.flags, new.flags)
+        out.update(d_stands=100 * pr.delta, p_stands=pr.p_value, stands_fair=cmp.fair)
     return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .setup import Setup, check_count, setup
-from .sweeps import evaluate_alphas, stands, worst_case
+from .sweeps import evaluate_alphas, evidence_missing, pooled_rows, stands
 
 __all__ = ["Table1", "run", "figure", "table", "caption", "bpda_table", "bpda_caption", "claim_table",
            "claim_caption", "claim_line", "N_CLAIM", "PAPER_MODELS", "CLAIM", "CLAIM_ALPHA", "CLAIM_ATTACKS"]
@@ -88,9 +88,10 @@ def _claim_at(res: Table1, model: str, n: int, *, kw: dict, **setup_kw) -> None:
         attack = f"{prefix}:{kw['attack']}" if prefix else kw["attack"]
         res.claim[label] = evaluate_alphas(s, [0.0, CLAIM_ALPHA], split="test", **{**kw, "attack": attack})
         res.rows += res.claim[label]
-    res.claim_worst = worst_case(*res.claim.values())
+    res.claim_worst = pooled_rows(res.claim[next(iter(CLAIM_ATTACKS))], store=s.store)
     d, w = res.claim[next(iter(CLAIM_ATTACKS))], res.claim_worst
-    res.claim_verdict = referee_verdict(d[0], d[1], w[0], w[1])
+    res.claim_verdict = referee_verdict(d[0], d[1], w[0], w[1],
+                                        missing=evidence_missing(w[0], w[1]))
 
 
 def _fragility(s: Setup, rows: list[dict]) -> str:
@@ -151,7 +152,7 @@ def bpda_table(res: Table1):
     BPDA), each with its 95% Wilson interval and Δ vs α = 0 (McNemar p); None without an adaptive run."""
     from ..report.tables import compare_table
 
-    return compare_table(stands(res.test, res.bpda), metrics=("robust", "stands")) if res.bpda else None
+    return compare_table(stands(res.test, res.bpda, store=res.setup.store), metrics=("robust", "stands")) if res.bpda else None
 
 
 def claim_caption(res: Table1) -> str:
@@ -174,7 +175,7 @@ def claim_line(res: Table1) -> str:
     tail = "" if v.phrase == "inconclusive at this n" or None in (v.worst.difference, v.direct.difference) else (
         f"; n = {n} detects about {v.worst.difference.mde_pp():.1f} pp (worst case) and "
         f"{v.direct.difference.mde_pp():.1f} pp (official gradient) at 80% power")
-    return f"**Verdict at n = {n}: {v.phrase}** — {v.reason()}{tail}."
+    return f"**This page at n = {n}: {v.phrase}** — {v.reason()}{tail}."
 
 
 def claim_table(res: Table1):
@@ -185,7 +186,7 @@ def claim_table(res: Table1):
     if not res.claim:
         return None
     d, out = res.claim[next(iter(CLAIM_ATTACKS))], []
-    for label, rows in [*res.claim.items(), ("stands (worst case)", res.claim_worst)]:
+    for label, rows in [*res.claim.items(), ("stands (every stored attack, pooled)", res.claim_worst)]:
         r0, r1 = rows
         out.append({"attack": label, "n": r1["n"], "clean α=0 → α": f"{d[0]['clean']:.1f} → {d[1]['clean']:.1f}",
                     "robust α = 0 % [95% CI]": f"{r0['robust']:.1f} [{r0['robust_lo']:.1f}, {r0['robust_hi']:.1f}]",

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .setup import Setup, setup, try_setup, activation_of
-from .sweeps import evaluate_alphas, worst_case
+from .sweeps import evaluate_alphas, pooled_rows
 
 __all__ = ["Table2", "run", "figure", "table", "bpda_table", "caption", "bpda_caption", "ACTIVATIONS", "PAPER_MODEL",
            "CLAIM", "CLAIM_ALPHA", "bpda_claim", "DEFAULT_OTHER_MODELS"]
@@ -107,11 +107,12 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500,
     for name, rb in bpda.items():
         direct = {r["alpha"]: r for r in rows[name]}
         for r in rb[1:]:
-            w0, w = worst_case([direct[0.0], direct[r["alpha"]]], [rb[0], r])
+            # the robust accuracy that stands: every stored attack on these images, pooled (BPDA among them)
+            w0, w = pooled_rows([direct[0.0], direct[r["alpha"]]], store=setups[name].store)
             table.append({"model": name, "α": r["alpha"], f"{attack} at α=0 (%)": round(direct[0.0]["robust"], 1),
                           f"{attack} (%)": round(direct[r["alpha"]]["robust"], 1),
-                          f"BPDA {attack} (%)": round(r["robust"], 1), "worst case (%)": round(w["robust"], 1),
-                          "worst − α=0 (pp)": round(w["d_robust"], 1), "McNemar p": f"{w['p_robust']:.2g}"})
+                          f"BPDA {attack} (%)": round(r["robust"], 1), "stands (%)": round(w["robust"], 1),
+                          "stands − α=0 (pp)": round(w["d_robust"], 1), "McNemar p": f"{w['p_robust']:.2g}"})
             checks.append((f"`{name}`, α={r['alpha']:g}: ",
                            vd.verdict(vd.no_better_than_base(w0, w, claim=claim, what="worst-case robust"))))
     if not checks:

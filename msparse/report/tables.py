@@ -327,3 +327,12 @@ def no_paper_model_note(s, paper_model: str) -> str:
     """The standard note: which model produced the numbers and that the paper's model is not here."""
     return (f"The paper's numbers come from **{paper_model}**, whose weights are not available offline; the "
             f"numbers below are from {s.describe()}. Compare trends, not levels.")
+
+
+
+def html_table(df):
+    """A DataFrame as an HTML table whose cells may hold links (``<a href=…>``), for ``display()``: no index, cells
+    not escaped (build the cells with :func:`html.escape` where they hold text from outside)."""
+    from IPython.display import HTML
+
+    return HTML(df.to_html(index=False, escape=False, border=0, classes="msparse-table"))

@@ -43,7 +43,8 @@ __all__ = ["verdict", "trend", "gain_verdict", "claim_check", "alpha_verdict", "
            "DEFAULT_DISCORDANT_RATE", "ROBUST_CEILING_PP", "SIGMA_RATIO_TOL", "GAIN_CLAIM", "NO_BETTER_CLAIM",
            "Verdict", "PairedDifference", "paired_difference", "paired_interval", "min_detectable_difference",
            "required_n", "gain_claim", "no_better_than_base", "gain_grows", "robust_below", "sigma_ratio_check",
-           "not_evaluated", "best_of", "BEST_CENTRE_CLAIM", "prefix_verdicts", "fragility_note"]
+           "not_evaluated", "best_of", "BEST_CENTRE_CLAIM", "prefix_verdicts", "fragility_note",
+           "referee_verdict", "RefereeVerdict", "REFEREE_PHRASES", "one_image_flips"]
 
 #: the five statuses a verdict can have, in the words the book prints
 STATUSES: tuple[str, ...] = ("reproduced", "not reproduced", "inconclusive", "too few images", "not evaluated here")
@@ -760,7 +761,8 @@ def alpha_verdict(s, rows: Sequence[Mapping], paper_model: str, alpha: float, wh
 # ================================================================================================
 # the referee's verdict: a gain that must survive every attack
 # ================================================================================================
-REFEREE_PHRASES = ("reproduced", "not reproduced", "broken by an adaptive attack", "inconclusive at this n")
+REFEREE_PHRASES = ("reproduced", "not reproduced", "broken by an adaptive attack", "inconclusive at this n",
+                   "unequal budget")
 
 
 @dataclass(frozen=True)
@@ -773,6 +775,8 @@ class RefereeVerdict:
     direct: Verdict
     worst: Verdict
     p_adjusted: float | None = None
+    missing: tuple = ()          # (loss, what the base lacks) when the base was attacked more weakly
+    fragile: str = ""            # non-empty when one image would change the worst case's verdict
 
     def reason(self) -> str:
         d, w = self.direct.difference, self.worst.difference
@@ -784,11 +788,16 @@ class RefereeVerdict:
         tail = ""
         if self.phrase == "inconclusive at this n" and w is not None:
             tail = f"; n = {w.n} detects about {w.mde_pp():.1f} pp"
+        if self.missing:
+            tail += "; the base was attacked more weakly (" + "; ".join(f"{k}: {v}" for k, v in self.missing) + ")"
+        if self.fragile:
+            tail += f"; {self.fragile}"
         return f"{direct}; {worst}{tail}"
 
 
 def referee_verdict(direct_base, direct_new, worst_base, worst_new, *, clean_base=None, clean_new=None,
-                    p_adjusted: float | None = None, claim: str = GAIN_CLAIM) -> RefereeVerdict:
+                    p_adjusted: float | None = None, claim: str = GAIN_CLAIM,
+                    missing: Mapping[str, str] | None = None) -> RefereeVerdict:
     """The verdict a referee would sign on ``claim`` for one model, from robust flags [N] on the same images: under
     the official (masked) gradient attack at α = 0 and at α (``direct_*``), and under the per-image worst case over
     all attacks run (``worst_*``). ``p_adjusted``: the worst case's McNemar p after a multiple-comparison
@@ -800,6 +809,12 @@ def referee_verdict(direct_base, direct_new, worst_base, worst_new, *, clean_bas
        (the gain exists only for the attack that sees the zero gradient);
     3. the worst case's gain_claim is "not reproduced" → "not reproduced";
     4. otherwise → "inconclusive at this n" (the text says what n detects). Never concluded from p ≥ 0.05 alone.
+
+    ``missing`` (``{loss: what the base lacks}``, :attr:`msparse.evaluation.evidence.Comparison.missing`): when the
+    base received a weaker attack budget than the defence, a verdict against the claim (rules 2 and 3) is refused
+    and the phrase is "unequal budget": a weaker attack on the base overstates the base, so the loss could be the
+    budget's. A "reproduced" gain stands (a stronger base attack could only lower the base).
+    The verdict also says when a single image would change the worst case's verdict (:func:`one_image_flips`).
     """
     d = gain_claim(direct_base, direct_new, clean_base=clean_base, clean_new=clean_new, claim=claim)
     w = gain_claim(worst_base, worst_new, clean_base=clean_base, clean_new=clean_new, claim=claim)
@@ -812,4 +827,30 @@ def referee_verdict(direct_base, direct_new, worst_base, worst_new, *, clean_bas
         phrase = "not reproduced"
     else:
         phrase = "inconclusive at this n"
-    return RefereeVerdict(phrase, d, w, p_adjusted)
+    if missing and phrase in ("broken by an adaptive attack", "not reproduced"):
+        phrase = "unequal budget"
+    fragile = one_image_flips(gain_claim, worst_base, worst_new, clean_base=clean_base, clean_new=clean_new,
+                              claim=claim)
+    return RefereeVerdict(phrase, d, w, p_adjusted, tuple(sorted((missing or {}).items())), fragile)
+
+
+def one_image_flips(rule, base, new, **kw) -> str:
+    """A note when one image decides ``rule``'s verdict on flags [N] (``base``, ``new``): the verdict is recomputed
+    with one more and with one fewer image robust under ``new``; "" when neither changes its status, else the
+    sentence naming the status it would flip to. Used for verdicts whose bound or p sits at its threshold."""
+    for side, key in ((base, "clean_base"), (new, "clean_new")):
+        if kw.get(key) is None and isinstance(side, Mapping) and ("clean" in side or "clean_flags" in side):
+            kw[key] = side
+    b, n = _pair(base, new)
+    status = rule(b, n, **kw).status
+    flips = []
+    for want in (False, True):   # one more robust image (turn a False), one fewer (turn a True)
+        i = next((k for k, v in enumerate(n) if v is want), None)
+        if i is None:
+            continue
+        alt = list(n)
+        alt[i] = not want
+        s = rule(b, alt, **kw).status
+        if s != status:
+            flips.append(f"{'one more' if want is False else 'one fewer'} robust image would make it {s!r}")
+    return ("fragile: " + " and ".join(flips)) if flips else ""
