@@ -6,17 +6,23 @@ verdicts); this module only executes the notebooks and builds the site.
     python -m msparse book            # the whole book on the offline default model (CPU, records reused)
     python -m msparse book --quick    # CI: every notebook with small parameters
     python -m msparse.book --only fig1_operator table1_alpha
+    python -m msparse book --sync-parameters   # rewrite the notebooks' parameters cells and _toc.yml from the pages
 
 Notebooks live in ``notebooks/<name>.md`` as MyST Markdown text notebooks (jupytext, no outputs); each is
 read through jupytext and executed by papermill into ``book/_executed/<name>.ipynb``, and the HTML goes to
 ``book/_build/html/`` (both ignored). The ipywidgets JavaScript is fetched from the npm
 registry at build time (``npm pack``, sha512-checked) into ``book/_widgets_js/`` (ignored), never committed.
+
+The pages are :mod:`msparse.experiments.pages`' registry: the notebook list (:func:`notebooks`), ``_toc.yml``
+(:func:`render_toc`, written into the book folder by every build and kept in the repository equal to it), each page's
+quick-profile overrides and its parameters cell (:func:`sync_parameters`) all come from it.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import hashlib
 import json
 import os
@@ -31,9 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, StateError
+from .experiments import pages as _pages
 
 __all__ = ["NOTEBOOKS", "PROFILES", "BUILD_PARAMETERS", "run_notebooks", "fetch_widget_js", "build_book",
-           "BuildReport", "NotebookRun", "main", "run", "add_arguments"]
+           "BuildReport", "NotebookRun", "main", "run", "add_arguments", "notebooks", "profile_parameters",
+           "render_toc", "write_toc", "sync_parameters", "BOOK_FILES"]
 
 REPO = Path(__file__).resolve().parent.parent
 BOOK_DIR = REPO / "book"
@@ -43,51 +51,45 @@ WIDGET_JS = "_widgets_js"
 #: written into every folder ``--book-dir`` makes: a non-empty folder without it is not msparse's to overwrite
 BOOK_MARKER = ".msparse-book"
 
-#: (notebook name, title), in book order
-NOTEBOOKS: tuple[tuple[str, str], ...] = (
-    ("intro", "MeanSparse, reproduced and stress-tested (the start page: what the book found)"),
-    ("fig1_operator", "Fig. 1–2: the operator on a real channel"),
-    ("does_it_work", "Does MeanSparse work? Every model under every attack"),
-    ("attack_strength", "Is the attack strong enough? Is α chosen honestly?"),
-    ("table1_alpha", "Table 1: clean and APGD-CE vs α"),
-    ("fig3_headline", "Fig. 3 and the README table: clean and AutoAttack"),
-    ("alpha_explorer", "Explore α"),
-    ("table2_activations", "Table 2: activation functions"),
-    ("table3_threat_models", "Table 3: L∞ vs L2"),
-    ("table4_training", "Table 4: PGD-AT vs TRADES (and ANCRA)"),
-    ("table5_centre", "Table 5: centre reference"),
-    ("table6_attack_power", "Table 6: attack power"),
-    ("table7_sites", "Table 7: single and cumulative sites"),
-    ("table8_main_vs_add", "Table 8: main path vs after addition"),
-    ("adaptive", "Adaptive evaluation: BPDA, transfer and full AutoAttack"),
-    ("standard_training", "Standard training"),
-    ("statistics", "Statistics: exact vs official, and how many images"),
-)
+#: pages of the book that are not notebooks (``book/<name>.md``), each the first chapter of its part
+BOOK_FILES: tuple[tuple[str, str], ...] = (("method", "The method"),)
 
-#: parameter overrides per build profile ("default" = each notebook's own parameters cell)
+
+def notebooks() -> tuple[tuple[str, str], ...]:
+    """``(notebook name, title)`` of every page, in book order: the page registry
+    (:func:`msparse.experiments.pages.pages`). ``NOTEBOOKS`` is the same, read at each access."""
+    return tuple((p.name, p.title) for p in _pages.pages())
+
+
+def __getattr__(name: str):
+    if name == "NOTEBOOKS":
+        return notebooks()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: book-wide parameter overrides per build profile ("default" = each notebook's own parameters cell); the quick
+#: profile adds each page's own overrides (:attr:`msparse.experiments.pages.Page.quick`): see
+#: :func:`profile_parameters`
 PROFILES: dict[str, dict] = {
     "default": {},
-    "quick": {"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.35], "train_alphas": [0.0, 0.35],
-              "eps_grid": [2, 8], "n_sizes": [64, 256], "site_indices": [0, 1, 16],
-              "results_dir": str(BOOK_DIR / "_cache" / "results-quick")},
+    "quick": {"results_dir": str(BOOK_DIR / "_cache" / "results-quick")},
 }
+
+
+def profile_parameters(profile: str, name: str) -> dict:
+    """The overrides ``profile`` gives notebook ``name``: the profile's book-wide ones, then (quick profile) the
+    page's own :attr:`~msparse.experiments.pages.Page.quick` (none for a notebook that is not a registered page).
+    Raises :class:`~msparse.errors.InputError` for an unknown profile."""
+    if profile not in PROFILES:
+        raise InputError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    page = {p.name: p for p in _pages.pages()}.get(name)
+    own = dict(page.quick) if profile == "quick" and page is not None else {}
+    return {**PROFILES[profile], **copy.deepcopy(own)}
+
 
 #: parameters of every batch build: no live ipywidgets (a static page cannot drive them, and executing widget
 #: output under nbclient can lose the kernel's reply and leave a cell waiting until its timeout)
 BUILD_PARAMETERS: dict = {"live": False}
-
-#: per-notebook overrides on top of a profile (e.g. keep Table 7's single α in the quick profile)
-NOTEBOOK_PROFILES: dict[str, dict[str, dict]] = {
-    "quick": {"table7_sites": {"alphas": [0.35]}, "standard_training": {"alphas": [0.0, 0.5]},
-              "table1_alpha": {"n_claim": 0}, "adaptive": {"n_aa": 0},
-              "statistics": {"n_train": 512, "n_sizes": [128, 512]}, "fig3_headline": {"n_queries": 50},
-              "does_it_work": {"models": [["msparse/resnet18-gelu-w8-pgdat", 0.35, 24]], "full_aa": [], "ledger": False,
-                               "attacks": ["official gradient (APGD)", "BPDA", "surrogate", "gradient estimation",
-                                           "Square"]},
-              "attack_strength": {"checks": [["msparse/resnet18-gelu-w8-pgdat", 0.35, "apgd-ce", 5, 24, [0, 1]]],
-                                  "n_binarization": 2,
-                                  "sweeps": [["msparse/resnet18-gelu-w8-pgdat", [0.0, 0.35], "apgd-ce", 5, 24]]}},
-}
 
 _NPM = {  # package@version -> (sha512 integrity, {file in the tarball: file name in _widgets_js})
     "requirejs@2.3.8": ("sha512-7/cTSLOdYkNBNJcDMWf+luFvMriVm7eYxp4BcFCsAX0wF421Vyce5SXP17c+Jd5otXKGNehIonFlyQXSowL6Mw==",
@@ -153,6 +155,89 @@ def read_notebook(name: str, notebook_dir: Path | None = None):
     return nb
 
 
+def _yaml_scalar(text: str) -> str:
+    """``text`` as a YAML scalar: plain where YAML reads it back as this string, else double-quoted (JSON, which
+    YAML reads)."""
+    import yaml
+
+    try:
+        plain = yaml.safe_load(f"k: {text}") == {"k": text}
+    except yaml.YAMLError:
+        plain = False
+    return text if plain and "\n" not in text else json.dumps(text, ensure_ascii=False)
+
+
+def render_toc() -> str:
+    """``_toc.yml`` of the book from the page registry: the start page as ``root``, then each part of
+    :data:`msparse.experiments.pages.PARTS` that has pages, with its :data:`BOOK_FILES` first and its pages'
+    executed notebooks in book order."""
+    pages = _pages.pages()
+    lost = [n for n, part in BOOK_FILES if part not in _pages.PARTS]
+    if lost:
+        raise InputError(f"book.BOOK_FILES: {', '.join(lost)} in a part that is not one of pages.PARTS")
+    lines = ["format: jb-book", f"root: {EXECUTED}/{pages[0].name}", "parts:"]
+    for part in _pages.PARTS:
+        files = [n for n, where in BOOK_FILES if where == part]
+        files += [f"{EXECUTED}/{p.name}" for p in pages[1:] if p.part == part]
+        if files:
+            lines += [f"  - caption: {_yaml_scalar(part)}", "    chapters:"] + [f"      - file: {f}" for f in files]
+    return "\n".join(lines) + "\n"
+
+
+def write_toc(book: Path, log=None) -> bool:
+    """Write :func:`render_toc` to ``<book>/_toc.yml`` when it differs (atomically); True when it wrote. The
+    repository's ``book/_toc.yml`` is kept equal to it (tests/test_pages.py), so a build rewrites it only after a
+    page was added, moved or renamed in the registry."""
+    from ._io import atomic_write_text
+
+    path, text = Path(book) / "_toc.yml", render_toc()
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    atomic_write_text(path, text)
+    if log is not None:
+        log(f"{path}: written from the page registry (msparse/experiments/pages.py)", flush=True)
+    return True
+
+
+def _parameters_cell(nb, name: str):
+    tagged = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if len(tagged) != 1:
+        raise InputError(f"notebook {name} has {len(tagged)} cells tagged parameters; it needs exactly one")
+    return tagged[0]
+
+
+def parameters_source(name: str, notebook_dir: Path | None = None) -> str:
+    """The source of notebook ``name``'s parameters cell (the one code cell tagged ``parameters``)."""
+    return _parameters_cell(read_notebook(name, notebook_dir), name).source
+
+
+def sync_parameters(names: Sequence[str] | None = None, notebook_dir: Path | None = None) -> list[str]:
+    """Rewrite the parameters cell of each page's notebook (``names``, default every page) from its ``Params``
+    (:func:`msparse.experiments.pages.render_parameters`), leaving every other byte of the file as it is; returns
+    the names of the notebooks it changed. Raises :class:`~msparse.errors.InputError` when a cell's text cannot be
+    found once in its file (edit that cell by hand to match the rendering)."""
+    from ._io import atomic_write_text
+
+    changed = []
+    for name in names or [n for n, _ in notebooks()]:
+        want = _pages.render_parameters(_pages.page(name))
+        have = parameters_source(name, notebook_dir)
+        if have == want:
+            continue
+        path = notebook_path(name, notebook_dir)
+        text = path.read_text(encoding="utf-8")
+        if not have.strip() or text.count(have) != 1:
+            raise InputError(f"{path}: the parameters cell's text is not found exactly once in the file; replace the "
+                             f"cell's code by hand with:\n{want}")
+        atomic_write_text(path, text.replace(have, want))
+        if parameters_source(name, notebook_dir) != want:   # the file still reads back as a notebook with that cell
+            atomic_write_text(path, text)
+            raise InputError(f"{path}: rewriting the parameters cell did not give the rendering; the file is left "
+                             "as it was")
+        changed.append(name)
+    return changed
+
+
 def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default", out_dir: Path | None = None,
                   parameters: Mapping | None = None, notebook_dir: Path | None = None, timeout: int | None = None,
                   progress: bool = True, log=print) -> list[NotebookRun]:
@@ -172,7 +257,7 @@ def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default
     notebook_dir = Path(notebook_dir or NOTEBOOK_DIR)
     out_dir = Path(out_dir or BOOK_DIR / EXECUTED)
     out_dir.mkdir(parents=True, exist_ok=True)
-    known = [n for n, _ in NOTEBOOKS]
+    known = [n for n, _ in notebooks()]
     names = list(names) if names else known
     paths = [n for n in names if not isinstance(n, str) or n in ("", ".", "..") or Path(n).name != n]
     if paths:   # each name is also the executed copy's file name in out_dir: never a path out of it
@@ -195,8 +280,7 @@ def run_notebooks(names: Sequence[str] | None = None, *, profile: str = "default
             src = notebook_path(name, notebook_dir)
             ipynb = ipynbs[name]
             declared = declared_by[name]
-            merged = {**BUILD_PARAMETERS, **PROFILES[profile], **NOTEBOOK_PROFILES.get(profile, {}).get(name, {}),
-                      **(parameters or {})}
+            merged = {**BUILD_PARAMETERS, **profile_parameters(profile, name), **(parameters or {})}
             params = {k: v for k, v in merged.items() if k in declared}
             if progress:
                 shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "notebook defaults"
@@ -380,6 +464,7 @@ def _copy_sources(dst: Path) -> None:
     for f in BOOK_DIR.iterdir():
         if f.is_file() and f.suffix in (".md", ".yml", ".bib"):
             shutil.copy2(f, dst / f.name)
+    shutil.copytree(BOOK_DIR / "_css", dst / "_css", dirs_exist_ok=True)   # the book's style sheet
 
 
 def build_book(profile: str = "default", only: Sequence[str] | None = None, *, book_dir: Path | None = None,
@@ -390,7 +475,8 @@ def build_book(profile: str = "default", only: Sequence[str] | None = None, *, b
 
     ``book_dir``: where to build (default the repository's ``book/``; a different folder gets a copy of the
     book's sources — used by the tests — and must be new, empty or made by an earlier build: see
-    :func:`_claim_book_dir`). ``only``: page names of :data:`NOTEBOOKS`. Returns a :class:`BuildReport`; the
+    :func:`_claim_book_dir`). ``only``: page names of :func:`notebooks`. ``_toc.yml`` is written from the page
+    registry (:func:`write_toc`). Returns a :class:`BuildReport`; the
     HTML is ``<book>/_build/html``.
     """
     t0 = time.perf_counter()
@@ -410,7 +496,8 @@ def build_book(profile: str = "default", only: Sequence[str] | None = None, *, b
     if execute:
         runs = run_notebooks(only, profile=profile, out_dir=executed, parameters=parameters, timeout=timeout,
                              progress=progress, log=log)
-    for name, title in NOTEBOOKS:
+    write_toc(book, log=log if progress else None)
+    for name, title in notebooks():
         if not (executed / f"{name}.ipynb").is_file():
             _placeholder(executed / f"{name}.ipynb", name, title, "this build did not execute this notebook.")
     if not (book / WIDGET_JS).is_dir():
@@ -437,9 +524,9 @@ def build_book(profile: str = "default", only: Sequence[str] | None = None, *, b
 
 
 def _check_pages(names: Sequence[str] | None) -> None:
-    """Raise :class:`~msparse.errors.InputError` unless every name is a page of the book (:data:`NOTEBOOKS`):
+    """Raise :class:`~msparse.errors.InputError` unless every name is a page of the book (:func:`notebooks`):
     a name is also a file name under ``_executed/``, so a path (``../x``, ``/tmp/x``) must never get through."""
-    known = [n for n, _ in NOTEBOOKS]
+    known = [n for n, _ in notebooks()]
     bad = [n for n in names or () if n not in known]
     if bad:
         raise InputError(f"--only {' '.join(map(repr, bad))}: not a page of the book; give page names "
@@ -485,14 +572,28 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
                     help="compute the pages' missing records on a Dask cluster: local:N, tcp://host:8786 or slurm:N "
                          "(default in-process; see the README's Scale-out section)")
     ap.add_argument("--list", action="store_true", help="list the notebooks and exit")
+    ap.add_argument("--sync-parameters", action="store_true",
+                    help="rewrite each notebook's parameters cell (with --only: those notebooks') and book/_toc.yml "
+                         "from the page registry (msparse/experiments/pages.py and each page's Params), then exit")
     return ap
 
 
 def run(a: argparse.Namespace) -> int:
     """Run the ``book`` command from parsed arguments; returns the exit code (1 if a notebook or the build failed)."""
     if a.list:
-        for n, t in NOTEBOOKS:
+        for n, t in notebooks():
             print(f"{n:22s} {t}")
+        return 0
+    if getattr(a, "sync_parameters", False):
+        _check_pages(a.only)
+        changed = sync_parameters(a.only)
+        toc = write_toc(BOOK_DIR)
+        for name in changed:
+            print(f"rewrote the parameters cell of {notebook_path(name)}")
+        if toc:
+            print(f"rewrote {BOOK_DIR / '_toc.yml'}")
+        if not changed and not toc:
+            print("every parameters cell and book/_toc.yml already match the page registry")
         return 0
     profile = a.profile or ("quick" if a.quick else "default")
     if getattr(a, "recompute_other_versions", False):

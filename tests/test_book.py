@@ -102,7 +102,8 @@ def test_widget_js_comes_from_npm_at_build_time_not_from_the_repository():
     assert cfg["execute"]["execute_notebooks"] == "off"
     sph = cfg["sphinx"]["config"]
     assert list(sph["nb_ipywidgets_js"]) == ["require.js", "embed-amd.js"]
-    assert sph["html_static_path"] == [mb.WIDGET_JS]
+    assert sph["html_static_path"] == [mb.WIDGET_JS, "_css"]
+    assert not list((REPO / "book" / "_css").glob("*.js")), "the book's own static folder holds style sheets only"
     assert not (REPO / "book" / "_static").exists(), "JB1 would add every _static/*.js to every page"
     tracked = subprocess.run(["git", "ls-files", "book", "notebooks"], cwd=REPO, capture_output=True, text=True).stdout
     assert not [f for f in tracked.split() if f.endswith(".js")], "third-party JS must not be committed"

@@ -182,3 +182,33 @@ def test_one_stands_per_configuration_and_images():
     assert len({r["spec"]["attack"]["name"] for r in recs}) >= 3
     got = {round(pooled({"key": r["key"], "n": 1000}, st)["stands"], 9) for r in recs}
     assert len(got) == 1 and got == {round(ev.pool(st, point, 1000).robust, 9)}
+
+
+def test_a_gain_measured_only_through_the_official_gradient_is_not_reproduced():
+    base = [True] * 60 + [False] * 40
+    better = [True] * 80 + [False] * 20
+    assert vd.referee_verdict(base, better, base, better, adaptive=False).phrase == "not attacked adaptively"
+    assert vd.referee_verdict(base, better, base, better).phrase == "reproduced"
+
+
+def test_beyond_official_names_adaptive_and_gradient_free_runs(store):
+    st, got = store
+    point = ev.point_of(st.get(got[(0.3, "apgd-ce", 0, 24)].key))
+    assert ev.pool(st, point, 24).beyond_official            # the surrogate attacked it
+    only = ev.Evidence(point, 1, [True], [True], {ev.Run("CE", "direct", 0, 0, 20)})
+    assert not only.beyond_official
+    assert ev.Evidence(point, 1, [True], [True], {ev.Run("Square (margin)", "direct", 0, 0, 5000)}).beyond_official
+
+
+def test_the_start_page_leads_with_the_answer_table_and_figure():
+    from msparse.experiments import claims
+
+    t = claims.answer_table(str(COMMITTED))
+    assert len(t) == len(claims.CLAIMS)
+    assert all(c.startswith('<a href="does_it_work.html#claim-') for c in t["claim"])
+    assert set(t["verdict"]) <= set(vd.REFEREE_PHRASES)
+    assert not t.astype(str).apply(lambda col: col.str.contains("-0.0|nan", regex=True)).any().any()
+    assert claims.answer_figure(str(COMMITTED)) is not None
+    nb = (REPO / "notebooks" / "intro.md").read_text()
+    first = nb.index("claims.bottom_line(")
+    assert first < nb.index("claims.answer_figure(") < nb.index("claims.answer_table(") < nb.index("MeanSparse has been broken")

@@ -285,6 +285,12 @@ class Evidence:
                 seen.append(r["attack"])
         return seen
 
+    @property
+    def beyond_official(self) -> bool:
+        """Whether anything but the official gradient attacked this point: BPDA, the surrogate, a transfer, or a
+        gradient-free attack (Square, gradient estimation)."""
+        return any(r.route != "direct" or r.loss in (LOSSES["square"], LOSSES["gradest"]) for r in self.runs)
+
     def direct_flags(self) -> list[bool] | None:
         """Per-image worst case over the records that attack through the official gradient only (no BPDA,
         surrogate or transfer): what the paper's evaluation measures. None without such a record."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from .setup import Setup, check_count, setup
 from .sweeps import evaluate_alphas
+from .pages import Page, param, register
 
 __all__ = ["Adaptive", "run", "figure", "table", "stands_table", "aa_table", "aa_stands_table", "diagnostics",
            "blocked_figure", "reference_figure", "reference_table"]
@@ -168,3 +169,43 @@ def blocked_figure(res: Adaptive):
     for ax, (a, fractions) in zip(axes, res.blocked.items()):
         plots.blocked_fractions(fractions, ax=ax, title=f"blocked activations per site, α={a:g} (clean images)")
     return fig
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``adaptive`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    model: str = param("msparse/default")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_examples: int = param(1000, "test images (all 1000 of the offline subset)")
+    n_train: int = param(1000, "training images for mu, sigma")
+    alphas: list = param([0.0, 0.25],
+                         "alpha values (0.25: the offline default's alpha everywhere in the book, Fig. 3's)")
+    attacks: list = param(["apgd-ce+t", "bpda", "transfer"], "direct (official gradient), BPDA, transfer from the base")
+    eps: float = param(8 / 255, expr="8 / 255")
+    n_iter: int = param(20, "iterations per attack (AutoAttack: 100)")
+    device: str = param("cpu", "cpu | cuda | auto")
+    seed: int = param(0)
+    n_aa: int = param(200,
+                      "test images for full standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square 5000) at every alpha "
+                      "(0: skip)")
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+def _plan_run(it, model: str, kw: dict, progress: bool) -> tuple[str, ...]:
+    """One item of the paper plan (:func:`msparse.experiments.plan.run_plan`): every attack of the page at α = 0
+    and the item's α in one call (the plan's adaptive items of a model are all done by it)."""
+    attacks = ("apgd-ce+t", "bpda", "transfer")
+    run(model, alphas=(0.0, it.alpha), attacks=attacks, progress=progress, **kw)
+    return attacks
+
+
+PAGE = register(Page("adaptive", "Adaptive evaluation: BPDA, transfer and full AutoAttack",
+                     "Stress tests", Params, __name__,
+                     quick={"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.35], "n_aa": 0},
+                     plan_key="adaptive", plan_run=_plan_run))

@@ -34,10 +34,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .sweeps import worst_case
+from .pages import Page, param, register
 
 __all__ = ["Claim", "Ledger", "SEEDS", "N_CLAIM", "run", "table", "summary", "seed_table", "seed_summary", "ClaimDef",
            "CLAIMS", "Answer", "answers", "answer", "answers_for", "answer_table", "bottom_line", "resolve",
-           "answers_markdown", "base_ladder", "answer_figure"]
+           "answers_markdown", "base_ladder", "answer_figure", "claim_at", "IntroParams"]
 
 #: attack seeds besides the pages' own (0) under which every claim's direct test is repeated
 SEEDS = (1, 2)
@@ -86,7 +87,10 @@ def _pair(rows, alpha):
     return (b, r) if b is not None and r is not None else None
 
 
-def _claim_at(page, what, model, attack, alpha, direct_rows, adaptive_rows=None, *, store=None) -> Claim | None:
+def claim_at(page, what, model, attack, alpha, direct_rows, adaptive_rows=None, *, store=None) -> Claim | None:
+    """The claim of ``page`` (its label in the ledger, e.g. ``"Table 3"``) that robust accuracy rises at ``alpha``:
+    the gain claim on ``direct_rows``' α = 0 and ``alpha`` rows and, with ``adaptive_rows`` (BPDA) at ``alpha``, as it
+    stands (every stored attack on these images pooled, in ``store``); None without both rows."""
     from ..report import verdicts as vd
     from .sweeps import pooled_rows
 
@@ -125,54 +129,18 @@ def _extended(c: Claim, n: int, st, rb, progress) -> Claim:
     verdict kept. ``c`` itself when it already has ``n`` images or its records are not stored."""
     if c.n >= n or not _stored((*c.pair, *c.adaptive), st):
         return c
-    new = _claim_at(c.page, c.what, c.model, c.attack, c.alpha, _rerun_rows(c.pair, st, rb, progress, n=n),
-                 _rerun_rows(c.adaptive, st, rb, progress, n=n) if c.adaptive else None, store=st)
+    new = claim_at(c.page, c.what, c.model, c.attack, c.alpha, _rerun_rows(c.pair, st, rb, progress, n=n),
+                _rerun_rows(c.adaptive, st, rb, progress, n=n) if c.adaptive else None, store=st)
     new.page_n, new.page_pair, new.page_direct = c.page_n, c.page_pair, c.page_direct
     return new
 
 
 def _collect(kw: dict) -> list[Claim]:
-    from functools import partial
+    """Every page's primary claims (each registered page's ``claims``, :mod:`msparse.experiments.pages`), in book
+    order, on the pages' default parameters (``kw``: data_source, device, use_stored, results_dir, progress)."""
+    from .pages import pages
 
-    from . import headline, table1, table2, table3, table4, table5, table7, table8
-
-    _claim = partial(_claim_at, store=kw.get("results_dir"))
-    out = []
-    r1 = table1.run(**kw, n_claim=table1.N_CLAIM)   # the page's claim on all its n_claim images
-    direct = r1.claim.get(next(iter(table1.CLAIM_ATTACKS)), r1.test)
-    out.append(_claim("Table 1", "robust accuracy rises with α", r1.setup.model_name, r1.attack, table1.CLAIM_ALPHA,
-                      direct, r1.claim.get("BPDA", r1.bpda)))
-    h = headline.run(**kw)
-    out.append(_claim("Fig. 3", "MeanSparse raises AutoAttack robust accuracy", h.setup.model_name, h.attack,
-                      h.alpha, h.aa, h.adaptive))
-    r2 = table2.run(**kw)
-    for name, rs in r2.rows.items():
-        out.append(_claim("Table 2", f"{r2.activations.get(name, name)} activation", name, r2.attack,
-                          table2.CLAIM_ALPHA, rs, r2.bpda.get(name)))
-    r3 = table3.run(**kw)
-    out.append(_claim("Table 3", "L∞ attacker", r3.setup.model_name, r3.attack, table3.CLAIM_ALPHA, r3.linf, r3.bpda))
-    out.append(_claim("Table 3", "L2 attacker", r3.setup.model_name, r3.attack, table3.CLAIM_ALPHA, r3.l2))
-    r4 = table4.run(**kw)
-    for label, rs in r4.rows.items():
-        method = r4.methods.get(label, label)
-        s = r4.setups.get(method)
-        mine = s is not None and s.model_name == r4.setup.model_name
-        out.append(_claim("Table 4", f"{method} training", s.model_name if s else label, r4.attack,
-                          table4.CLAIM_ALPHA, rs, r4.bpda if mine else None))
-    r5 = table5.run(**kw)
-    for centre, rs in r5.rows.items():
-        out.append(_claim("Table 5", f"centre {centre}", r5.setup.model_name, r5.attack, table5.CLAIM_ALPHA, rs,
-                          r5.bpda if centre == "mean" else None))
-    r7 = table7.run(**kw)
-    last = r7.by_kind[("cumulative", r7.alpha)][-1]
-    bpda7 = r7.bpda.get(("cumulative", r7.alpha))
-    out.append(_claim("Table 7", f"sites 0..{last['site']} active", r7.setup.model_name, r7.attack, r7.alpha,
-                      [r7.base, last], [r7.base, bpda7[-1]] if bpda7 else None))
-    r8 = table8.run(**kw)
-    for g in table8.GROUPS_CHECKED:
-        out.append(_claim("Table 8", f"site group {g}", r8.setup.model_name, r8.attack, table8.CLAIM_ALPHA,
-                          r8.by_group.get(g), r8.bpda.get(g)))
-    return [c for c in out if c is not None]
+    return [c for p in pages() if p.claims is not None for c in p.claims(kw) if c is not None]
 
 
 def _merge(found: list[Claim]) -> list[Claim]:
@@ -237,7 +205,8 @@ def run(*, data_source: str = "auto", device: str = "cpu", use_stored: bool = Tr
         found = [_extended(c, n_claim, st, rb, progress) for c in found]
     found = _merge(found)
     # the records the ledger shows (provenance): each claim's tests, and the page's own direct pair where extended
-    rows = [r for c in found for r in (*c.pair, *c.adaptive, *(c.page_pair if c.n != c.page_n else ()))]
+    # (BPDA's records are pooled into the one answers, whose records the start page lists)
+    rows = [r for c in found for r in (*c.pair, *(c.page_pair if c.n != c.page_n else ()))]
     for attr, adj in (("direct", "p_direct_holm"), ("stands", "p_stands_holm")):
         judged = [c for c in found if getattr(c, attr) is not None and getattr(c, attr).difference is not None]
         for c, p in zip(judged, holm([getattr(c, attr).difference.p_value for c in judged])):
@@ -485,9 +454,11 @@ class Answer:
         if self.cmp is None:
             return f"**One answer ({c.id}): not in the store** — no records of both α = 0 and α = {c.alpha:g}."
         b, a = self.cmp.base, self.cmp.new
+        db, da = (100 * sum(e.direct_flags() or e.flags) / self.n for e in (b, a))
         return (f"**One answer for claim `{c.id}`: {self.phrase}** — {c.model.replace('msparse/', '')}, "
-                f"α = {c.alpha:g}, n = {self.n}, every stored attack pooled: {b.robust:.1f}% → {a.robust:.1f}% "
-                f"as it stands; {self.referee.reason()}. Budget: {self.cmp.describe_budget()}.")
+                f"α = {c.alpha:g}, n = {self.n}: robust accuracy {db:.1f}% → {da:.1f}% under the official gradient, "
+                f"{b.robust:.1f}% → {a.robust:.1f}% as it stands (every stored attack pooled); "
+                f"{self.referee.reason()}. Budget: {self.cmp.describe_budget()}.")
 
 
 def _judge(d: ClaimDef, st) -> Answer:
@@ -532,7 +503,7 @@ def answers(results_dir=None) -> dict[str, Answer]:
         b, n = a.cmp.base, a.cmp.new
         a.referee = vd.referee_verdict(b.direct_flags() or b.flags, n.direct_flags() or n.flags, b.flags, n.flags,
                                        clean_base=b.clean, clean_new=n.clean, p_adjusted=a.p_stands_holm,
-                                       missing=a.cmp.missing)
+                                       missing=a.cmp.missing, adaptive=n.beyond_official)
     _ANSWERS[str(st.root)] = (stamp, out)
     return out
 
@@ -553,21 +524,19 @@ def answers_for(page: str, results_dir=None) -> str:
     return "\n\n".join(lines)
 
 
-def _signed(x: float) -> str:
-    """A signed number with one decimal, never "-0.0"."""
-    v = round(float(x), 1)
-    return f"{v:+.1f}" if v != 0 else "±0.0"
-
-
 def _pp(x: float) -> str:
     """A change in pp with its sign, never "-0.0"."""
-    return f"{_signed(x)} pp"
+    from ..report.tables import signed
+
+    return f"{signed(x)} pp"
 
 
 def answer_table(results_dir=None, *, links: bool = True):
     """The compact table of the start page: one row per claim — model, α, n, gain under the paper's attack (the
     official gradient, pooled), change as it stands (every attack, pooled), the verdict, a link."""
     import pandas as pd
+
+    from ..report.tables import signed
 
     rows = []
     for a in answers(results_dir).values():
@@ -576,10 +545,9 @@ def answer_table(results_dir=None, *, links: bool = True):
         dd, ds = a.direct.difference, a.stands.difference
         rows.append({
             "claim": a.link(html=True) if links else a.claim.id,
-            "what": a.claim.what, "α": f"{a.claim.alpha:g}",
-            "n": a.n,
+            "what (α in the id)": a.claim.what, "n": a.n,
             "official gradient": f"{_pp(dd.delta_pp)} (p = {dd.p_value:.2g})",
-            "as it stands": f"{_pp(ds.delta_pp)} [{_signed(100 * ds.ci[0])}, {_signed(100 * ds.ci[1])}]",
+            "as it stands": f"{_pp(ds.delta_pp)} [{signed(100 * ds.ci[0])}, {signed(100 * ds.ci[1])}]",
             "verdict": a.phrase,
         })
     return pd.DataFrame(rows)
@@ -600,7 +568,7 @@ def bottom_line(results_dir=None) -> str:
                   for a in got)
     ns = sorted({a.n for a in got})
     unequal = [a.claim.id for a in got if not a.cmp.fair]
-    return (f"On {len(got)} configurations the book can run (the offline default and the appendix ResNet-18 family, "
+    return (f"**Verdict:** on {len(got)} configurations the book can run (the offline default and the appendix ResNet-18 family, "
             f"{' or '.join(map(str, ns))} test images each), MeanSparse raises robust accuracy under the attack the "
             f"paper used (the official gradient) significantly in {gains_d} after Holm's correction; once every "
             f"stored attack is pooled image by image (BPDA, the smooth surrogate, transfer, other seeds) against a "
@@ -610,7 +578,8 @@ def bottom_line(results_dir=None) -> str:
             + (f". Base attacked more weakly than the defence (verdict withheld): {', '.join(unequal)}" if unequal
                else ". In every comparison the base received at least the defence's attack budget (runs per loss and "
                     "iterations, counted by msparse.evaluation.evidence)")
-            + ". The effect sizes are small (a few pp) and each verdict says what its n detects.")
+            + ". Each claim's α is the paper's own for that experiment, not chosen on these images; the effect sizes "
+              "are a few pp and each verdict says what its n detects.")
 
 
 def answers_markdown(results_dir=None) -> str:
@@ -658,8 +627,8 @@ def answer_figure(results_dir=None):
 
     got = [a for a in answers(results_dir).values() if a.cmp is not None]
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.42 * max(1, len(got))), layout="constrained")
-    for k, (label, attr, marker) in enumerate((("official gradient (the paper's attack)", "direct", "o"),
-                                               ("as it stands (every stored attack, pooled)", "stands", "s"))):
+    for k, (label, attr, marker) in enumerate((("official gradient", "direct", "o"),
+                                               ("as it stands (every attack pooled)", "stands", "s"))):
         for fair in (True, False):
             pts = [(i, getattr(a, attr).difference) for i, a in enumerate(got) if a.cmp.fair is fair]
             if not pts:
@@ -668,7 +637,7 @@ def answer_figure(results_dir=None):
             ds = [d.delta_pp for _, d in pts]
             err = [[d.delta_pp - 100 * d.ci[0] for _, d in pts], [100 * d.ci[1] - d.delta_pp for _, d in pts]]
             ax.errorbar(ds, ys, xerr=err, fmt=marker, capsize=3, color=f"C{k}", mfc=f"C{k}" if fair else "white",
-                        label=label + ("" if fair else ", base attacked more weakly"))
+                        label=label + ("" if fair else " (hollow: weaker base)"))
     ax.axvline(0, color="0.3", lw=1)
     ax.set_yticks(range(len(got)), [f"{a.claim.id} (n = {a.n})" for a in got])
     ax.invert_yaxis()
@@ -676,3 +645,48 @@ def answer_figure(results_dir=None):
     ax.set_title("MeanSparse's gain per claim: the paper's attack vs every attack")
     fig.legend(loc="outside lower center", ncol=2, frameon=False)
     return plots.readable(fig)
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class IntroParams:
+    """The parameters of the page ``intro`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    model: str = param("msparse/default", "unused: every claim of the book is listed")
+    device: str = param("cpu")
+    seed: int = param(0)
+    use_stored: bool = param(True)
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+def _run_intro(params, **extra) -> dict:
+    """The start page's content: every claim's one verdict (:func:`answers`), read from the store."""
+    return answers(params.results_dir)
+
+
+PAGE = register(Page("intro", "MeanSparse, reproduced and stress-tested (the start page: what the book found)",
+                     None, IntroParams, __name__,
+                     header="Parameters (papermill: -p NAME VALUE). The start page reads the results store only; "
+                            "nothing is computed here.",
+                     runner=_run_intro))
+
+
+def answer_records(results_dir=None):
+    """Every record behind the one answers: per claim and side (α = 0, α), each stored attack pooled — record key
+    (12 characters), attack, seed, its images, its robust accuracy on the claim's images (%) — and the display rows
+    for :func:`msparse.report.tables.provenance_table` (``key``, ``alpha``, ``n``, ``cached``)."""
+    import pandas as pd
+
+    table, rows = [], []
+    for a in answers(results_dir).values():
+        if a.cmp is None:
+            continue
+        for side, e in (("α = 0", a.cmp.base), (f"α = {a.claim.alpha:g}", a.cmp.new)):
+            for r in e.records:
+                table.append({"claim": a.claim.id, "side": side, "record": r["key"][:12], "attack": r["attack"],
+                              "seed": r["seed"], "its n": r["n_record"], f"robust % on the claim's images":
+                              f"{r['robust']:.1f}"})
+                rows.append({"key": r["key"], "alpha": e.point.alpha, "n": r["n_record"], "cached": True})
+    return pd.DataFrame(table), rows

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from .setup import Setup, setup
 from .sweeps import evaluate_alphas
+from .pages import Page, param, register
 
 __all__ = ["Explorer", "run", "slider", "table", "bpda_table", "panel_series", "NO_KERNEL_NOTE", "NOTE"]
 
@@ -103,3 +104,36 @@ def table(res: Explorer):
     from ..report.tables import compare_table
 
     return compare_table(res.rows)
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``alpha_explorer`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    model: str = param("msparse/default")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_examples: int = param(100, "test images for the stored records")
+    n_train: int = param(1000, "training images for μ, σ")
+    alphas: list = param([0.0, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5], "frames of the static slider")
+    site_index: int = param(0, "site shown in the histograms")
+    attack: str = param("apgd-ce")
+    eps: float = param(8 / 255, expr="8 / 255")
+    n_iter: int = param(20, "APGD iterations for the records (as Table 1)")
+    n_batch: int = param(64, "live: images for clean accuracy and blocked fractions")
+    n_robust: int = param(32, "live: images for the short PGD (0 switches it off)")
+    pgd_steps: int = param(5)
+    live: bool = param(True, "build the live ipywidgets explorer (needs a kernel); the book build passes False")
+    device: str = param("cpu", "cpu | cuda | auto")
+    seed: int = param(0)
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+
+PAGE = register(Page("alpha_explorer", "Explore α",
+                     "Main results (paper Table 1, Fig. 3)", Params, __name__,
+                     quick={"live": False, "n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.35]}))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .setup import Setup, setup
+from .pages import Page, param, register
 
 __all__ = ["Fig1", "run", "figure", "figure2", "table"]
 
@@ -102,3 +103,30 @@ def table(res: Fig1):
                           "band high": round(res.mu + res.alpha * res.sigma, 4),
                           "statistics": f"{s.stats['mode']}, {s.stats['n_samples']} training images",
                           "test image": res.image_index}]).set_index("site")
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``fig1_operator`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    model: str = param("msparse/default")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_train: int = param(1000, "training images for μ, σ")
+    site_index: int = param(0, "MeanSparse site (0 is the first, as in the paper)")
+    channel: int = param(-1, "-1 picks one at random with seed")
+    alpha: float = param(0.25, "the paper's α for RaWRN-70-16")
+    image_index: int = param(0, "test image")
+    device: str = param("cpu", "cpu | cuda | auto")
+    seed: int = param(0)
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+
+PAGE = register(Page("fig1_operator", "Fig. 1–2: the operator on a real channel",
+                     "The method", Params, __name__,
+                     quick={"n_train": 256}))

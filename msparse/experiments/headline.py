@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from .setup import Setup, setup
 from .sweeps import evaluate_alphas
+from .pages import Page, param, register
 
 __all__ = ["Headline", "run", "figure", "table", "adaptive_table", "reference_figure", "reference_table"]
 
@@ -127,3 +128,51 @@ def adaptive_table(res: Headline):
     from .sweeps import stands
 
     return compare_table(stands(res.aa, res.adaptive, store=res.setup.store), index="alpha", metrics=("robust", "stands"))
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``fig3_headline`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    model: str = param("msparse/default")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_examples: int = param(1000, "test images (all 1000 of the offline subset)")
+    n_train: int = param(1000, "training images for mu, sigma")
+    alpha: float = param(0.25, "MeanSparse alpha (paper: 0.25 for RaWRN-70-16)")
+    attack: str = param("apgd-ce+t",
+                        "AutoAttack's APGD-CE and APGD-T; use aa for full AutoAttack (FAB-T, Square: slow on CPU)")
+    adaptive_attack: str = param("bpda", "RobustBench's adaptive attack: APGD-CE + APGD-T with identity backward")
+    eps: float = param(8 / 255, expr="8 / 255")
+    n_iter: int = param(20, "iterations per attack (AutoAttack: 100)")
+    n_queries: int = param(500, "Square queries (AutoAttack: 5000)")
+    device: str = param("cpu", "cpu | cuda | auto")
+    seed: int = param(0)
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+def _page_claims(kw: dict) -> list:
+    """The page's claim for the ledger (:func:`msparse.experiments.claims.run`): AutoAttack's robust accuracy at
+    the page's α against α = 0, under the direct attack and as it stands."""
+    from .claims import claim_at
+
+    h = run(**kw)
+    return [claim_at("Fig. 3", "MeanSparse raises AutoAttack robust accuracy", h.setup.model_name, h.attack, h.alpha,
+                     h.aa, h.adaptive, store=kw.get("results_dir"))]
+
+
+def _plan_run(it, model: str, kw: dict, progress: bool) -> tuple[str, ...]:
+    """One item of the paper plan (:func:`msparse.experiments.plan.run_plan`): standard AutoAttack and BPDA at the
+    item's α in one call (the plan's AA and BPDA items of a model are both done by it)."""
+    run(model, alpha=it.alpha, attack="aa", adaptive_attack="bpda", n_queries=5000, progress=progress, **kw)
+    return ("aa", "bpda")
+
+
+PAGE = register(Page("fig3_headline", "Fig. 3 and the README table: clean and AutoAttack",
+                     "Main results (paper Table 1, Fig. 3)", Params, __name__,
+                     quick={"n_examples": 24, "n_train": 256, "n_iter": 5, "n_queries": 50}, plan_key="fig3",
+                     claims=_page_claims, plan_run=_plan_run))

@@ -81,9 +81,19 @@ class Item:
         return len(self.alphas) * self.variants
 
 
-#: the book page (experiment module) that shows each item
-PAGES = {"table1": "table1", "fig3": "headline", "adaptive": "adaptive", "table2": "table2", "table3": "table3",
-         "table4": "table4", "table5": "table5", "table6": "table6", "table7": "table7", "table8": "table8"}
+def _plan_pages() -> dict:
+    """``{plan key: registered page}`` of every page with a plan key (:mod:`msparse.experiments.pages`)."""
+    from .pages import pages
+
+    return {p.plan_key: p for p in pages() if p.plan_key is not None}
+
+
+def __getattr__(name: str):
+    """``PAGES``: ``{plan key: experiment module}`` of the book's pages that show plan items (``"table1"``:
+    ``"table1"``, ``"fig3"``: ``"headline"``, ...), read from the page registry at each access."""
+    if name == "PAGES":
+        return {k: p.module.rsplit(".", 1)[-1] for k, p in _plan_pages().items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def paper_plan(n: int | None = None, *, models: Sequence[str] | None = None,
@@ -142,9 +152,10 @@ def paper_plan(n: int | None = None, *, models: Sequence[str] | None = None,
     ]
     items = [replace(it, n=min(n, FULL_N[it.dataset]) if n else FULL_N[it.dataset]) for it in items]
     if pages:
-        bad = sorted(set(pages) - set(PAGES))
+        known = _plan_pages()
+        bad = sorted(set(pages) - set(known))
         if bad:
-            raise InputError(f"unknown page(s) {', '.join(bad)}; pages: {', '.join(PAGES)}")
+            raise InputError(f"unknown page(s) {', '.join(bad)}; pages: {', '.join(known)}")
         items = [it for it in items if it.page in pages]
     if models:
         items = [it for it in items if it.model in models]
@@ -258,46 +269,25 @@ def run_plan(items: Sequence[Item], *, n_iter: int = 100, cluster=None, random_w
     """Compute the book's items of ``items`` through the book's own experiment functions on ``cluster`` (see
     :mod:`msparse.evaluation.executor`); returns ``(item, status)`` pairs (``"done"``, ``"skipped: ..."``).
     ``random_weights``: the architectures with random weights (``random:<name>``; tests of the machinery)."""
-    import importlib
-
     from ..evaluation.executor import using
 
+    by_key = _plan_pages()
     out = []
-    done_calls = set()
+    done = set()   # (plan key, model, attack) already computed by an earlier call
     with using(cluster):
         for it in items:
             if not it.in_book:
                 out.append((it, "skipped: not a book page here (the book's pages are CIFAR-10 L∞)"))
                 continue
             model = ("random:" + it.model) if random_weights else it.model
-            call = (it.page, model) if it.page == "adaptive" else (it.page, model, it.attack)
-            kw = _setup_kwargs(it.n, n_iter, device, results_dir, n_train)
-            mod = importlib.import_module(f"msparse.experiments.{PAGES[it.page]}")
-            if call in done_calls:
+            if (it.page, model, it.attack) in done:
                 out.append((it, "done"))
                 continue
             t0 = time.perf_counter()
             if progress:
                 log(f"plan: {it.page} on {model}: {it.attack}, {it.records} record(s) of {it.n} images", flush=True)
-            if it.page == "table1":
-                mod.run(model, alphas=it.alphas, train_alphas=it.alphas, attack=it.attack, progress=progress, **kw)
-            elif it.page == "fig3":
-                main, adaptive = ("aa", "bpda")
-                done_calls.update({(it.page, model, main), (it.page, model, adaptive)})
-                mod.run(model, alpha=it.alpha, attack=main, adaptive_attack=adaptive, n_queries=5000,
-                        progress=progress, **kw)
-            elif it.page == "adaptive":
-                mod.run(model, alphas=(0.0, it.alpha), attacks=("apgd-ce+t", "bpda", "transfer"), progress=progress,
-                        **kw)
-            elif it.page == "table2":
-                mod.run(model, alphas=it.alphas, other_models=(), attack=it.attack, progress=progress, **kw)
-            elif it.page in ("table3", "table4", "table5", "table8"):
-                mod.run(model, alphas=it.alphas, attack=it.attack, progress=progress, **kw)
-            elif it.page == "table6":
-                mod.run(model, alphas=it.alphas, eps_grid=tuple(range(1, 17)), attack=it.attack, progress=progress,
-                        **kw)
-            elif it.page == "table7":
-                mod.run(model, alphas=it.alphas, attack=it.attack, progress=progress, **kw)
-            done_calls.add(call)
+            covered = by_key[it.page].plan_run(it, model, _setup_kwargs(it.n, n_iter, device, results_dir, n_train),
+                                               progress)
+            done.update((it.page, model, a) for a in (it.attack, *covered))
             out.append((it, f"done in {time.perf_counter() - t0:.0f} s"))
     return out

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .setup import Setup, setup
 from .sweeps import evaluate_alphas
+from .pages import Page, param, register
 
 __all__ = ["Standard", "run", "figure", "table", "caption", "CLAIM"]
 
@@ -73,3 +74,31 @@ def table(res: Standard):
     from ..report.tables import compare_table
 
     return compare_table(res.rows)
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``standard_training`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    model: str = param("pyautoattack/resnet18-standard", "standard-trained ResNet-18 (pyautoattack)")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_examples: int = param(64, "test images")
+    n_train: int = param(1000, "training images for mu, sigma")
+    alphas: list = param([0.0, 0.25, 0.5], "alpha values")
+    attack: str = param("apgd-ce")
+    eps: float = param(8 / 255, expr="8 / 255")
+    n_iter: int = param(20, "APGD iterations (paper: 100)")
+    device: str = param("cpu", "cpu | cuda | auto")
+    seed: int = param(0)
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+
+PAGE = register(Page("standard_training", "Standard training",
+                     "Stress tests", Params, __name__,
+                     quick={"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.5]}))

@@ -3,7 +3,7 @@
 The paper (Amini et al. 2024, Section 3) thresholds each channel at α·σ around its mean μ, estimated on the
 training set; its official code estimates σ² as the *average of per-batch variances* (and μ as the average of
 batch means). That under-estimates σ by the between-batch variance: negligible when batches mix classes (CIFAR-10
-in its stored order), large when they do not (a class-sorted loader, like the official ImageNet one). ``msparse``
+in its stored order), possibly large when they do not (a class-sorted loader, like the official ImageNet one). ``msparse``
 computes the exact population statistics by default. What is checked here: the median over sites of
 σ_official / σ_exact is within 2% of 1 on class-mixed batches and clearly lower on class-sorted ones
 (:func:`msparse.report.verdicts.sigma_ratio_check`), with the clean accuracy at α under each; and how the σ
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from .setup import Setup, restore_stats, setup, sigma_ratios, stats_snapshot
 from .sweeps import evaluate_alphas
+from .pages import Page, param, register
 
 __all__ = ["Statistics", "run", "ratio_figure", "ratio_table", "accuracy_table", "size_figure", "size_table",
            "ratio_caption", "accuracy_caption", "size_caption", "CLAIM", "STATISTICS"]
@@ -126,8 +127,10 @@ def ratio_table(res: Statistics):
     """Median and minimum over sites of σ_official / σ_exact, per batch order."""
     import pandas as pd
 
-    return pd.DataFrame({lab: {"median over sites": float(pd.Series(r).median()),
-                               "min over sites": float(pd.Series(r).min())}
+    from ..report.tables import number
+
+    return pd.DataFrame({lab: {"median over sites": number(pd.Series(r).median(), 4),
+                               "min over sites": number(pd.Series(r).min(), 4)}
                          for lab, r in res.ratios.items()}).T
 
 
@@ -176,3 +179,30 @@ def size_table(res: Statistics):
                         "median |σ/σ_ref − 1| (%)": round(100 * res.err[r["n_train"]], 2),
                         "clean % at α [95% CI]": _ci(r), "record": r["key"][:12]} for r in res.size_rows])
     return df.set_index("training images")
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``statistics`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    model: str = param("msparse/default")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_examples: int = param(200, "test images for the clean-accuracy records")
+    n_train: int = param(3000, "training images (the offline subset has 3000)")
+    batch_size: int = param(512, "official statistics batch size")
+    alpha: float = param(0.25, "alpha for the accuracy check")
+    n_sizes: list = param([100, 300, 1000, 3000], "training-set sizes for the statistics")
+    device: str = param("cpu", "cpu | cuda | auto")
+    seed: int = param(0)
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+
+PAGE = register(Page("statistics", "Statistics: exact vs official, and how many images",
+                     "Stress tests", Params, __name__,
+                     quick={"n_examples": 24, "n_train": 512, "n_sizes": [128, 512]}))

@@ -21,7 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .setup import Setup, setup
+from ..report.tables import p_value, signed
 from .sweeps import data_label, evaluate_alphas
+from .pages import HEADER, Page, param, register
 
 __all__ = ["Strength", "run", "convergence_table", "seed_table", "seed_spread", "binarization_table", "binarization_reading", "HeldOut",
            "held_out", "held_out_table", "held_out_sweep", "convergence_sentence", "seed_sentence", "figure"]
@@ -110,8 +112,8 @@ def seed_table(res: Strength):
     for k, (r0, r1) in res.seeds.items():
         out.append({"seed": k, "n": r0["n"], "robust α=0 %": round(r0["robust"], 1),
                     f"robust α={res.alpha:g} %": round(r1["robust"], 1),
-                    "gain (pp)": round(r1["robust"] - r0["robust"], 1),
-                    "p (McNemar)": r1.get("p_robust")})
+                    "gain (pp)": signed(r1["robust"] - r0["robust"]),
+                    "p (McNemar)": p_value(r1.get("p_robust"))})
     return pd.DataFrame(out).set_index("seed")
 
 
@@ -208,17 +210,17 @@ def held_out_table(h: HeldOut):
     """The test-set choice and the two held-out folds: α, where it was chosen and reported, the gain (pp)."""
     import pandas as pd
 
-    out = [{"practice": "chosen on the test images (the paper's)", "α": h.test_alpha, "reported on": "all images",
-            "gain (pp)": round(h.test_gain, 1), "p (McNemar)": None}]
+    out = [{"practice": "chosen on the test images (the paper's)", "α": f"{h.test_alpha:g}",
+            "reported on": "all images", "gain (pp)": signed(h.test_gain), "p (McNemar)": "—"}]
     for f in h.folds:
         lo, hi = f["reported on"]
-        out.append({"practice": f"held out: chosen on the {f['chosen on']}", "α": f["alpha"],
-                    "reported on": f"images {lo}..{hi - 1}", "gain (pp)": round(f["gain"], 1),
-                    "p (McNemar)": round(f["p"], 3)})
-    out.append({"practice": "held out: mean of the two folds", "α": None, "reported on": "",
-                "gain (pp)": round(h.held_out_gain, 1), "p (McNemar)": None})
-    out.append({"practice": "inflation of the test-set choice (test-set gain − held-out mean)", "α": None,
-                "reported on": "", "gain (pp)": round(h.inflation, 1), "p (McNemar)": None})
+        out.append({"practice": f"held out: chosen on the {f['chosen on']}", "α": f"{f['alpha']:g}",
+                    "reported on": f"images {lo}..{hi - 1}", "gain (pp)": signed(f["gain"]),
+                    "p (McNemar)": p_value(f["p"])})
+    out.append({"practice": "held out: mean of the two folds", "α": "—", "reported on": "",
+                "gain (pp)": signed(h.held_out_gain), "p (McNemar)": "—"})
+    out.append({"practice": "inflation of the test-set choice (test-set gain − held-out mean)", "α": "—",
+                "reported on": "", "gain (pp)": signed(h.inflation), "p (McNemar)": "—"})
     return pd.DataFrame(out).set_index("practice")
 
 
@@ -279,3 +281,60 @@ def figure(res: Strength):
                       errors={f"α = {a:g}": [(res.convergence[b][i]["robust_lo"], res.convergence[b][i]["robust_hi"])
                                               for b in labels] for i, a in enumerate(alphas)},
                       title=f"{res.setup.model_name}: {res.attack} robust accuracy by budget (95% Wilson intervals)")
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``attack_strength`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    checks: list = param([["msparse/default", 0.25, "apgd-ce", 20, 100, [0, 1, 2]],
+                         ["msparse/resnet18-gelu-w8-pgdat", 0.35, "apgd-ce", 50, 200, [0, 1, 2]]],
+                         "[model, alpha, attack, iterations, test images, attack seeds]")
+    n_binarization: int = param(20, "images for the binarization test")
+    binarization_attacks: list = param(["apgd-ce", "bpda:apgd-ce", "surrogate:apgd-ce"])
+    sweeps: list = param([["msparse/default", [0.0, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5], "apgd-ce", 20, 100],
+                         ["msparse/resnet18-gelu-w8-pgdat", [0.0, 0.1, 0.2, 0.3, 0.35, 0.4], "apgd", 50, 500],
+                         ["msparse/resnet18-relu-w8-pgdat", [0.0, 0.1, 0.2, 0.3, 0.35, 0.4], "apgd", 50, 500]],
+                         "the pages' alpha sweeps: [model, alphas, attack, iterations, test images]")
+    model: str | None = param(None,
+                              "a load_model name: check this one model (apgd-ce at alpha, n_iter, n_examples) instead "
+                              "of checks")
+    alpha: float = param(0.35, "with model")
+    n_iter: int = param(20, "with model")
+    n_examples: int = param(100, "with model: test images")
+    seed: int = param(0, "with model: the attack seed (checks list their own seeds)")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_train: int = param(1000, "training images for mu, sigma")
+    eps: float = param(8 / 255, expr="8 / 255")
+    device: str = param("cpu", "cpu | cuda | auto")
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+def _run_page(p, **extra) -> tuple[list, list]:
+    """The page's checks and held-out α sweeps with the page's parameters, as its notebook runs them: ``(results,
+    studies)``, one :func:`run` per check and ``(model, *held_out_sweep(...))`` per sweep; with ``model`` set, that
+    one model's check (apgd-ce at ``alpha``, ``n_iter``, ``n_examples``, ``seed``) and no sweep."""
+    checks, sweeps = p.checks, p.sweeps
+    if p.model is not None:
+        checks, sweeps = [[p.model, p.alpha, "apgd-ce", p.n_iter, p.n_examples, [p.seed]]], []
+    common = dict(n_train=p.n_train, data_source=p.data_source, eps=p.eps, device=p.device, use_stored=p.use_stored,
+                  results_dir=p.results_dir, **extra)
+    results = [run(m, alpha=a, attack=atk, n_iter=it, n_examples=n, seeds=seeds, n_binarization=p.n_binarization,
+                   binarization_attacks=p.binarization_attacks, **common) for m, a, atk, it, n, seeds in checks]
+    studies = [(m, *held_out_sweep(m, alphas, attack=atk, n_iter=it, n_examples=n, **common))
+               for m, alphas, atk, it, n in sweeps]
+    return results, studies
+
+
+PAGE = register(Page("attack_strength", "Is the attack strong enough? Is α chosen honestly?",
+                     "Does MeanSparse work?", Params, __name__,
+                     quick={"n_examples": 24, "n_train": 256, "n_iter": 5,
+                            "checks": [["msparse/resnet18-gelu-w8-pgdat", 0.35, "apgd-ce", 5, 24, [0, 1]]],
+                            "n_binarization": 2,
+                            "sweeps": [["msparse/resnet18-gelu-w8-pgdat", [0.0, 0.35], "apgd-ce", 5, 24]]},
+                     header=HEADER, runner=_run_page))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from .setup import Setup, check_count, setup
 from .sweeps import evaluate_alphas, evidence_missing, pooled_rows, stands
+from .pages import Page, param, register
 
 __all__ = ["Table1", "run", "figure", "table", "caption", "bpda_table", "bpda_caption", "claim_table",
            "claim_caption", "claim_line", "N_CLAIM", "PAPER_MODELS", "CLAIM", "CLAIM_ALPHA", "CLAIM_ATTACKS"]
@@ -205,3 +206,54 @@ def table(res: Table1):
     refcols = {f"{m} {k} (paper)": ref.column(f"{m}/test/{k}") for m in ("RaWRN-70-16", "WRN-70-16")
                for k in ("clean", "apgd-ce")}
     return compare_table(res.test, refcols)
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``table1_alpha`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    model: str = param("msparse/default")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_examples: int = param(100, "test images (and as many training images)")
+    n_claim: int = param(1000,
+                         "test images for the claim at alpha 0.25 under the direct attack, BPDA and the surrogate "
+                         "(0: skip)")
+    n_train: int = param(1000, "training images for μ, σ")
+    alphas: list = param([0.0, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5], "α grid of the paper (test images)")
+    train_alphas: list = param([0.0, 0.25, 0.5], "α values evaluated on training images (paper: the full grid)")
+    attack: str = param("apgd-ce")
+    eps: float = param(8 / 255, expr="8 / 255")
+    n_iter: int = param(20, "APGD iterations (paper: 100)")
+    device: str = param("cpu", "cpu | cuda | auto")
+    seed: int = param(0)
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+def _page_claims(kw: dict) -> list:
+    """The page's claim for the ledger (:func:`msparse.experiments.claims.run`): robust accuracy at
+    :data:`CLAIM_ALPHA` against α = 0 on all :data:`N_CLAIM` images, under the direct attack and as it stands."""
+    from .claims import claim_at
+
+    r1 = run(**kw, n_claim=N_CLAIM)   # the page's claim on all its n_claim images
+    direct = r1.claim.get(next(iter(CLAIM_ATTACKS)), r1.test)
+    return [claim_at("Table 1", "robust accuracy rises with α", r1.setup.model_name, r1.attack, CLAIM_ALPHA, direct,
+                     r1.claim.get("BPDA", r1.bpda), store=kw.get("results_dir"))]
+
+
+def _plan_run(it, model: str, kw: dict, progress: bool) -> tuple[str, ...]:
+    """One item of the paper plan (:func:`msparse.experiments.plan.run_plan`): the item's α grid on test and
+    training images."""
+    run(model, alphas=it.alphas, train_alphas=it.alphas, attack=it.attack, progress=progress, **kw)
+    return (it.attack,)
+
+
+PAGE = register(Page("table1_alpha", "Table 1: clean and APGD-CE vs α",
+                     "Main results (paper Table 1, Fig. 3)", Params, __name__,
+                     quick={"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.35],
+                            "train_alphas": [0.0, 0.35], "n_claim": 0}, plan_key="table1",
+                     claims=_page_claims, plan_run=_plan_run))

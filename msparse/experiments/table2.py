@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from .setup import Setup, setup, try_setup, activation_of
 from .sweeps import evaluate_alphas, pooled_rows
+from .pages import Page, param, register
 
 __all__ = ["Table2", "run", "figure", "table", "bpda_table", "caption", "bpda_caption", "ACTIVATIONS", "PAPER_MODEL",
            "CLAIM", "CLAIM_ALPHA", "bpda_claim", "DEFAULT_OTHER_MODELS"]
@@ -177,3 +178,53 @@ def bpda_table(res: Table2):
     import pandas as pd
 
     return pd.DataFrame(res.bpda_rows).set_index(["model", "α"]) if res.bpda_rows else None
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``table2_activations`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    model: str = param("msparse/resnet18-gelu-w8-pgdat", "the GELU PGD-AT member of the appendix family")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_examples: int = param(500, "test images (paper: 10 000)")
+    n_train: int = param(1000, "training images for mu, sigma")
+    alphas: list = param([0.0, 0.1, 0.2, 0.3, 0.35, 0.4], "the paper sweeps 0 to 0.4 in steps of 0.05")
+    attack: str = param("apgd", "APGD-CE then APGD-DLR, as in the appendix")
+    eps: float = param(8 / 255, expr="8 / 255")
+    n_iter: int = param(50, "APGD iterations (paper: 100)")
+    other_models: list = param(["msparse/resnet18-relu-w8-pgdat", "msparse/resnet18-elu-w8-pgdat",
+                               "msparse/resnet18-silu-w8-pgdat", "msparse/resnet18-psilu-w8-pgdat",
+                               "msparse/resnet18-pssilu-w8-pgdat"],
+                               "the other activations (each runs when its checkpoint exists)")
+    bpda_alphas: list = param([0.2, 0.35], "alphas re-attacked with BPDA (identity backward through MeanSparse)")
+    device: str = param("cpu", "cpu | cuda | auto")
+    seed: int = param(0)
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+def _page_claims(kw: dict) -> list:
+    """The page's claims for the ledger (:func:`msparse.experiments.claims.run`): the gain at :data:`CLAIM_ALPHA`
+    of each activation's model."""
+    from .claims import claim_at
+
+    r2 = run(**kw)
+    return [claim_at("Table 2", f"{r2.activations.get(name, name)} activation", name, r2.attack, CLAIM_ALPHA, rs,
+                     r2.bpda.get(name), store=kw.get("results_dir")) for name, rs in r2.rows.items()]
+
+
+def _plan_run(it, model: str, kw: dict, progress: bool) -> tuple[str, ...]:
+    """One item of the paper plan (:func:`msparse.experiments.plan.run_plan`): the α grid on one activation's
+    model (the plan lists each activation as its own item)."""
+    run(model, alphas=it.alphas, other_models=(), attack=it.attack, progress=progress, **kw)
+    return (it.attack,)
+
+
+PAGE = register(Page("table2_activations", "Table 2: activation functions",
+                     "Appendix ablations (ResNet-18)", Params, __name__,
+                     quick={"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.35]}, plan_key="table2",
+                     claims=_page_claims, plan_run=_plan_run))

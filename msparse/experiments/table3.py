@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from .setup import Setup, setup
 from . import beside
 from .sweeps import evaluate_alphas
+from .pages import Page, grid_plan, param, register
 
 __all__ = ["Table3", "run", "figure", "table", "caption", "PAPER_MODEL", "CLAIM_ALPHA"]
 
@@ -101,3 +102,45 @@ def table(res: Table3, norm: str = "Linf"):
         return compare_table(res.linf, {"clean (paper)": ref.column("clean"),
                                         "APGD L∞ (paper)": ref.column("apgd-linf")})
     return compare_table(_rows(res, norm), {"APGD L2 (paper)": ref.column("apgd-l2")}, metrics=("robust",))
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``table3_threat_models`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    model: str = param("msparse/resnet18-gelu-w8-pgdat", "the GELU PGD-AT member of the appendix family")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_examples: int = param(500, "test images (paper: 10 000)")
+    n_train: int = param(1000, "training images for mu, sigma")
+    alphas: list = param([0.0, 0.1, 0.2, 0.3, 0.35, 0.4], "the paper sweeps 0 to 0.4 in steps of 0.05")
+    attack: str = param("apgd", "APGD-CE then APGD-DLR, as in the appendix")
+    eps: float = param(8 / 255, expr="8 / 255")
+    n_iter: int = param(50, "APGD iterations (paper: 100)")
+    eps_l2: float = param(128 / 255, "the paper's L2 radius", expr="128 / 255")
+    device: str = param("cpu", "cpu | cuda | auto")
+    seed: int = param(0)
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+def _page_claims(kw: dict) -> list:
+    """The page's claims for the ledger (:func:`msparse.experiments.claims.run`): the gain at :data:`CLAIM_ALPHA`
+    under the L∞ attacker (with BPDA) and the L2 attacker."""
+    from .claims import claim_at
+
+    r3 = run(**kw)
+    store = kw.get("results_dir")
+    return [claim_at("Table 3", "L∞ attacker", r3.setup.model_name, r3.attack, CLAIM_ALPHA, r3.linf, r3.bpda,
+                     store=store),
+            claim_at("Table 3", "L2 attacker", r3.setup.model_name, r3.attack, CLAIM_ALPHA, r3.l2, store=store)]
+
+
+
+PAGE = register(Page("table3_threat_models", "Table 3: L∞ vs L2",
+                     "Appendix ablations (ResNet-18)", Params, __name__,
+                     quick={"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.35]}, plan_key="table3",
+                     claims=_page_claims, plan_run=grid_plan(run)))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from .setup import Setup, setup, try_setup
 from . import beside
 from .sweeps import evaluate_alphas, pooled_rows
+from .pages import Page, grid_plan, param, register
 
 __all__ = ["Table4", "run", "figure", "table", "ancra_table", "caption", "ancra_caption", "PAPER_MODEL", "CLAIM",
            "CLAIM_ALPHA", "NOT_GIVEN", "ANCRA_EXPLANATION"]
@@ -200,3 +201,51 @@ def ancra_table(res: Table4):
         table[f"{attack} on RA block {b + 1}'s gate (%)"] = [round(x["robust"], 1) for x in r]
     table["worst case (%)"] = [f"{x['robust']:.1f} [{x['robust_lo']:.1f}, {x['robust_hi']:.1f}]" for x in res.worst]
     return pd.DataFrame(table).set_index("α")
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``table4_training`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    model: str = param("msparse/resnet18-gelu-w8-pgdat", "the GELU PGD-AT member of the appendix family")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_examples: int = param(500, "test images (paper: 10 000)")
+    n_train: int = param(1000, "training images for mu, sigma")
+    alphas: list = param([0.0, 0.1, 0.2, 0.3, 0.35, 0.4], "the paper sweeps 0 to 0.4 in steps of 0.05")
+    attack: str = param("apgd", "APGD-CE then APGD-DLR, as in the appendix")
+    eps: float = param(8 / 255, expr="8 / 255")
+    n_iter: int = param(50, "APGD iterations (paper: 100)")
+    trades_model: str = param("msparse/resnet18-gelu-w8-trades", "TRADES model: a load_model name or a checkpoint .pt")
+    ancra_model: str = param("msparse/resnet18-gelu-w8-ancra",
+                             "ANCRA model (reverse attention): a load_model name or a checkpoint .pt")
+    device: str = param("cpu", "cpu | cuda | auto")
+    seed: int = param(0)
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+def _page_claims(kw: dict) -> list:
+    """The page's claims for the ledger (:func:`msparse.experiments.claims.run`): the gain at :data:`CLAIM_ALPHA`
+    of each training method's model (with BPDA on the page's own model)."""
+    from .claims import claim_at
+
+    r4 = run(**kw)
+    out = []
+    for label, rs in r4.rows.items():
+        method = r4.methods.get(label, label)
+        s = r4.setups.get(method)
+        mine = s is not None and s.model_name == r4.setup.model_name
+        out.append(claim_at("Table 4", f"{method} training", s.model_name if s else label, r4.attack, CLAIM_ALPHA, rs,
+                            r4.bpda if mine else None, store=kw.get("results_dir")))
+    return out
+
+
+
+PAGE = register(Page("table4_training", "Table 4: PGD-AT vs TRADES (and ANCRA)",
+                     "Appendix ablations (ResNet-18)", Params, __name__,
+                     quick={"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.35]}, plan_key="table4",
+                     claims=_page_claims, plan_run=grid_plan(run)))

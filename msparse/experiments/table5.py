@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from .setup import Setup, setup
 from . import beside
 from .sweeps import evaluate_alphas
+from .pages import Page, grid_plan, param, register
 
 __all__ = ["Table5", "run", "figure", "table", "caption", "PAPER_MODEL", "CLAIM_ALPHA", "BEST_ALPHA", "PAPER_CENTRE"]
 
@@ -127,3 +128,44 @@ def table(res: Table5, centre: str = "mean"):
     from ..report.tables import compare_table
 
     return compare_table(res.rows[centre], _refcols(centre))
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``table5_centre`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    model: str = param("msparse/resnet18-gelu-w8-pgdat", "the GELU PGD-AT member of the appendix family")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_examples: int = param(500, "test images (paper: 10 000)")
+    n_train: int = param(1000, "training images for mu, sigma")
+    alphas: list = param([0.0, 0.1, 0.2, 0.3, 0.35, 0.4], "the paper sweeps 0 to 0.4 in steps of 0.05")
+    attack: str = param("apgd", "APGD-CE then APGD-DLR, as in the appendix")
+    eps: float = param(8 / 255, expr="8 / 255")
+    n_iter: int = param(50, "APGD iterations (paper: 100)")
+    centres: list = param(["zero", "global", "mean"], "msparse centre names (paper: zero, mu, mu_ch)")
+    device: str = param("cpu", "cpu | cuda | auto")
+    seed: int = param(0)
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+def _page_claims(kw: dict) -> list:
+    """The page's claims for the ledger (:func:`msparse.experiments.claims.run`): the gain at :data:`CLAIM_ALPHA`
+    with each centre (with BPDA for the channel mean)."""
+    from .claims import claim_at
+
+    r5 = run(**kw)
+    return [claim_at("Table 5", f"centre {centre}", r5.setup.model_name, r5.attack, CLAIM_ALPHA, rs,
+                     r5.bpda if centre == "mean" else None, store=kw.get("results_dir"))
+            for centre, rs in r5.rows.items()]
+
+
+
+PAGE = register(Page("table5_centre", "Table 5: centre reference",
+                     "Appendix ablations (ResNet-18)", Params, __name__,
+                     quick={"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.35]}, plan_key="table5",
+                     claims=_page_claims, plan_run=grid_plan(run)))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from .setup import Setup, setup
 from . import beside
 from .sweeps import evaluate_alphas
+from .pages import Page, param, register
 
 __all__ = ["Table6", "run", "figure", "table", "caption", "reference_columns", "PAPER_MODEL"]
 
@@ -112,3 +113,38 @@ def table(res: Table6, alpha: float):
 
     return compare_table(res.by_alpha[alpha], reference_columns(alpha) or None, index="eps_255",
                          metrics=("robust",))
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``table6_attack_power`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    model: str = param("msparse/resnet18-gelu-w8-pgdat", "the GELU PGD-AT member of the appendix family")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_examples: int = param(500, "test images (paper: 10 000)")
+    n_train: int = param(1000, "training images for mu, sigma")
+    alphas: list = param([0.0, 0.2, 0.35], "the paper's three alpha values")
+    attack: str = param("apgd", "APGD-CE then APGD-DLR, as in the appendix")
+    eps: float = param(8 / 255, expr="8 / 255")
+    n_iter: int = param(50, "APGD iterations (paper: 100)")
+    eps_grid: list = param([1, 2, 4, 8, 12, 16], "epsilon in units of 1/255 (paper: 1 to 16)")
+    device: str = param("cpu", "cpu | cuda | auto")
+    seed: int = param(0)
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+def _plan_run(it, model: str, kw: dict, progress: bool) -> tuple[str, ...]:
+    """One item of the paper plan (:func:`msparse.experiments.plan.run_plan`): the item's α grid at ε = 1..16/255."""
+    run(model, alphas=it.alphas, eps_grid=tuple(range(1, 17)), attack=it.attack, progress=progress, **kw)
+    return (it.attack,)
+
+
+PAGE = register(Page("table6_attack_power", "Table 6: attack power",
+                     "Appendix ablations (ResNet-18)", Params, __name__,
+                     quick={"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.35], "eps_grid": [2, 8]},
+                     plan_key="table6", plan_run=_plan_run))

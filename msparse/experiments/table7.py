@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from .setup import Setup, setup
 from .sweeps import evaluate_alphas
+from .pages import Page, grid_plan, param, register
 
 __all__ = ["Table7", "run", "figure", "table", "caption", "bpda_table", "bpda_caption", "base_table", "KINDS",
            "PAPER_MODEL"]
@@ -162,3 +163,47 @@ def base_table(res: Table7):
     from ..report.tables import compare_table
 
     return compare_table([res.base])
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``table7_sites`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    model: str = param("msparse/resnet18-gelu-w8-pgdat", "the GELU PGD-AT member of the appendix family")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_examples: int = param(500, "test images (paper: 10 000)")
+    n_train: int = param(1000, "training images for mu, sigma")
+    alphas: list = param([0.35], "alpha at the chosen sites (paper: 0.2 and 0.35)")
+    attack: str = param("apgd", "APGD-CE then APGD-DLR, as in the appendix")
+    eps: float = param(8 / 255, expr="8 / 255")
+    n_iter: int = param(50, "APGD iterations (paper: 100)")
+    site_indices: list = param([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
+                               "sites to evaluate (all 17, as the paper)")
+    device: str = param("cpu", "cpu | cuda | auto")
+    seed: int = param(0)
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+def _page_claims(kw: dict) -> list:
+    """The page's claim for the ledger (:func:`msparse.experiments.claims.run`): the gain with every site active
+    (the last cumulative point) at the page's α."""
+    from .claims import claim_at
+
+    r7 = run(**kw)
+    last = r7.by_kind[("cumulative", r7.alpha)][-1]
+    bpda7 = r7.bpda.get(("cumulative", r7.alpha))
+    return [claim_at("Table 7", f"sites 0..{last['site']} active", r7.setup.model_name, r7.attack, r7.alpha,
+                     [r7.base, last], [r7.base, bpda7[-1]] if bpda7 else None, store=kw.get("results_dir"))]
+
+
+
+PAGE = register(Page("table7_sites", "Table 7: single and cumulative sites",
+                     "Appendix ablations (ResNet-18)", Params, __name__,
+                     quick={"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.35],
+                            "site_indices": [0, 1, 16]}, plan_key="table7",
+                     claims=_page_claims, plan_run=grid_plan(run)))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from .setup import Setup, setup
 from . import beside
 from .sweeps import evaluate_alphas
+from .pages import Page, grid_plan, param, register
 
 __all__ = ["Table8", "run", "figure", "table", "caption", "GROUPS_CHECKED", "CLAIM_ALPHA", "PAPER_MODEL"]
 
@@ -97,3 +98,43 @@ def table(res: Table8, group: str):
     from ..report.tables import compare_table
 
     return compare_table(res.by_group[group], _reference(group))
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``table8_main_vs_add`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    model: str = param("msparse/resnet18-gelu-w8-pgdat", "the GELU PGD-AT member of the appendix family")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_examples: int = param(500, "test images (paper: 10 000)")
+    n_train: int = param(1000, "training images for mu, sigma")
+    alphas: list = param([0.0, 0.1, 0.2, 0.3, 0.35, 0.4], "the paper sweeps 0 to 0.4 in steps of 0.05")
+    attack: str = param("apgd", "APGD-CE then APGD-DLR, as in the appendix")
+    eps: float = param(8 / 255, expr="8 / 255")
+    n_iter: int = param(50, "APGD iterations (paper: 100)")
+    with_stem: bool = param(False, "also evaluate after_add plus the stem site 0")
+    device: str = param("cpu", "cpu | cuda | auto")
+    seed: int = param(0)
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+
+
+def _page_claims(kw: dict) -> list:
+    """The page's claims for the ledger (:func:`msparse.experiments.claims.run`): the gain at :data:`CLAIM_ALPHA`
+    of each site group of :data:`GROUPS_CHECKED`."""
+    from .claims import claim_at
+
+    r8 = run(**kw)
+    return [claim_at("Table 8", f"site group {g}", r8.setup.model_name, r8.attack, CLAIM_ALPHA, r8.by_group.get(g),
+                     r8.bpda.get(g), store=kw.get("results_dir")) for g in GROUPS_CHECKED]
+
+
+
+PAGE = register(Page("table8_main_vs_add", "Table 8: main path vs after addition",
+                     "Appendix ablations (ResNet-18)", Params, __name__,
+                     quick={"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.35]}, plan_key="table8",
+                     claims=_page_claims, plan_run=grid_plan(run)))

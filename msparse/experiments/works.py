@@ -27,7 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .setup import setup
+from ..report.tables import number
 from .sweeps import evaluate_alphas, evidence_missing, pooled_rows
+from .pages import HEADER, Page, param, register
 
 __all__ = ["MODELS", "CONTROLS", "ATTACKS", "BLACK_BOX", "SQUARE_LONG", "FULL_AA", "Works", "ModelResult", "run", "table", "base_table", "verdict_table", "flags_reading",
            "figure", "cost_table", "cost_sentence", "flags_table", "findings"]
@@ -283,7 +285,7 @@ def cost_table(res: Works):
         return pd.DataFrame()
     t = pd.DataFrame(rows).pivot_table(index="model", columns="attack", values="s / image", aggfunc="mean")
     t.index = [i.replace("msparse/", "") for i in t.index]
-    return t[[c for c in ATTACKS if c in t.columns]].round(2)
+    return t[[c for c in ATTACKS if c in t.columns]].map(lambda v: number(v, 2))
 
 
 def flags_table(res: Works):
@@ -353,18 +355,93 @@ def cost_sentence(res: Works, n: int = 1000) -> str:
             "(`python -m msparse plan paper`).")
 
 
-def findings(res: Works) -> list[str]:
-    """One sentence per model with the numbers the chapter's tables show and the records they rest on (12-character
-    key prefixes): the README's findings are these sentences."""
+def findings(res: Works, *, records: bool = False) -> list[str]:
+    """One sentence per model with the numbers the chapter's tables show; with ``records``, the records they rest on
+    (12-character key prefixes; the page keeps them in its folded provenance instead)."""
     direct = next(iter(ATTACKS))
     out = []
     for m in res.models:
         d, w = m.by_attack.get(direct), m.worst
-        keys = sorted({r["key"][:12] for rows in m.by_attack.values() for r in rows if r.get("key")})
         parts = [f"{m.model} (α = {m.alpha:g}, n = {m.n}): **{m.verdict.phrase if m.verdict else _CONTROL}**"]
         if d:
             parts.append(f"under the official gradient {d[0]['robust']:.1f}% → {d[1]['robust']:.1f}%")
-        parts.append(f"under the worst case over {len(m.by_attack)} attacks {w[0]['robust']:.1f}% → "
+        parts.append(f"as it stands (every stored attack on these images, pooled) {w[0]['robust']:.1f}% → "
                      f"{w[1]['robust']:.1f}%")
-        out.append("; ".join(parts[:1]) + " — " + ", ".join(parts[1:]) + f" (records {', '.join(keys)})")
+        line = "; ".join(parts[:1]) + " — " + ", ".join(parts[1:])
+        if records:
+            keys = sorted({r["key"][:12] for rows in m.by_attack.values() for r in rows if r.get("key")})
+            line += f" (records {', '.join(keys)})"
+        out.append(line)
     return out
+
+
+# ================================================================================================
+# the page (msparse.experiments.pages)
+# ================================================================================================
+@dataclass
+class Params:
+    """The parameters of the page ``does_it_work`` in the order of its notebook's parameters cell, which is
+    rendered from them (:func:`msparse.experiments.pages.render_parameters`)."""
+    models: list = param([["msparse/resnet18-gelu-w8-pgdat", 0.35, 200], ["msparse/default", 0.25, 200],
+                         ["msparse/resnet18-relu-w8-pgdat", 0.35, 200], ["msparse/resnet18-silu-w8-pgdat", 0.35, 100],
+                         ["msparse/resnet18-elu-w8-pgdat", 0.35, 100], ["msparse/resnet18-psilu-w8-pgdat", 0.35, 100],
+                         ["msparse/resnet18-pssilu-w8-pgdat", 0.35, 100],
+                         ["msparse/resnet18-gelu-w8-trades", 0.35, 100], ["msparse/resnet18-gelu-w8-ancra", 0.35, 100],
+                         ["pyautoattack/resnet18-standard", 0.25, 100]], "[model, alpha, test images]")
+    attacks: list = param(["official gradient (APGD)", "BPDA", "surrogate", "transfer", "gradient estimation", "Square",
+                          "Square 5000", "AutoAttack"], "columns")
+    full_aa: list = param(["msparse/resnet18-gelu-w8-pgdat", "msparse/default"],
+                          "models that also get full standard AutoAttack (slow on CPU)")
+    black_box: list = param(["msparse/resnet18-gelu-w8-pgdat", "msparse/default", "msparse/resnet18-relu-w8-pgdat",
+                            "msparse/resnet18-silu-w8-pgdat", "msparse/resnet18-elu-w8-pgdat",
+                            "msparse/resnet18-psilu-w8-pgdat", "msparse/resnet18-pssilu-w8-pgdat",
+                            "msparse/resnet18-gelu-w8-trades", "msparse/resnet18-gelu-w8-ancra",
+                            "pyautoattack/resnet18-standard"], "models that also get gradient estimation and Square")
+    square_long: list = param(["msparse/resnet18-gelu-w8-pgdat", "msparse/default", "msparse/resnet18-relu-w8-pgdat",
+                              "msparse/resnet18-silu-w8-pgdat", "msparse/resnet18-elu-w8-pgdat",
+                              "msparse/resnet18-psilu-w8-pgdat", "msparse/resnet18-pssilu-w8-pgdat",
+                              "msparse/resnet18-gelu-w8-trades", "msparse/resnet18-gelu-w8-ancra",
+                              "pyautoattack/resnet18-standard"], "models that also get Square with 5000 queries")
+    model: str | None = param(None,
+                              "a load_model name: run the chapter on this one model (at alpha, n_examples) instead of "
+                              "models")
+    alpha: float = param(0.35, "with model")
+    n_examples: int = param(100, "with model: test images")
+    dataset: str = param("cifar10")
+    data_source: str = param("auto", "auto | offline | official")
+    n_train: int = param(1000, "training images for mu, sigma")
+    eps: float = param(8 / 255, expr="8 / 255")
+    n_iter: int = param(50, "iterations of the APGD-based attacks (AutoAttack: 100)")
+    device: str = param("cpu", "cpu | cuda | auto")
+    seed: int = param(0)
+    use_stored: bool = param(True, "reuse stored result records")
+    results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
+    ledger: bool = param(True,
+                         "also collect every page's primary claim (their default parameters) for Holm across the book")
+    n_claim: int = param(1000,
+                         "with ledger: test images per claim (pages with fewer have their claim's records extended; "
+                         "0: the pages' n)")
+    claim_seeds: list = param([1, 2],
+                              "with ledger: attack seeds under which each claim's direct test is repeated ([]: none)")
+
+
+def _run_page(p, **extra) -> Works:
+    """The chapter's sweep with the page's parameters, as its notebook runs it: with ``model`` set, that one model
+    at ``alpha`` on ``n_examples`` images (and each model list cut to it) instead of ``models``."""
+    models, full_aa, black_box, square_long = p.models, p.full_aa, p.black_box, p.square_long
+    if p.model is not None:
+        models = [[p.model, p.alpha, p.n_examples]]
+        full_aa, black_box = [m for m in full_aa if m == p.model], [m for m in black_box if m == p.model]
+        square_long = [m for m in square_long if m == p.model]
+    return run([tuple(m) for m in models], attacks=p.attacks, full_aa=full_aa, black_box=black_box,
+               square_long=square_long, data_source=p.data_source, n_train=p.n_train, eps=p.eps, n_iter=p.n_iter,
+               device=p.device, seed=p.seed, use_stored=p.use_stored, results_dir=p.results_dir, **extra)
+
+
+PAGE = register(Page("does_it_work", "Does MeanSparse work? Every model under every attack",
+                     "Does MeanSparse work?", Params, __name__,
+                     quick={"n_examples": 24, "n_train": 256, "n_iter": 5,
+                            "models": [["msparse/resnet18-gelu-w8-pgdat", 0.35, 24]], "full_aa": [], "ledger": False,
+                            "attacks": ["official gradient (APGD)", "BPDA", "surrogate", "gradient estimation",
+                                        "Square"]},
+                     header=HEADER, runner=_run_page))

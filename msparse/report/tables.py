@@ -336,3 +336,34 @@ def html_table(df):
     from IPython.display import HTML
 
     return HTML(df.to_html(index=False, escape=False, border=0, classes="msparse-table"))
+
+
+# --------------------------------------------------------------------------------------------------
+# numbers as a reader sees them: never a raw NaN, a signed zero or six decimals
+# --------------------------------------------------------------------------------------------------
+
+def _missing(x) -> bool:
+    import math
+
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def number(x, digits: int = 1) -> str:
+    """``x`` with ``digits`` decimals ("—" when missing; "0.0", never "-0.0")."""
+    if _missing(x):
+        return "—"
+    s = f"{float(x):.{digits}f}"
+    return s[1:] if s.startswith("-") and float(s) == 0 else s
+
+
+def signed(x, digits: int = 1) -> str:
+    """``x`` with its sign and ``digits`` decimals ("—" when missing; "±0.0", never "-0.0")."""
+    if _missing(x):
+        return "—"
+    v = round(float(x), digits)
+    return f"{v:+.{digits}f}" if v != 0 else f"±{0:.{digits}f}"
+
+
+def p_value(p) -> str:
+    """A p-value with two significant digits ("—" when missing)."""
+    return "—" if _missing(p) else f"{float(p):.2g}"

@@ -762,7 +762,7 @@ def alpha_verdict(s, rows: Sequence[Mapping], paper_model: str, alpha: float, wh
 # the referee's verdict: a gain that must survive every attack
 # ================================================================================================
 REFEREE_PHRASES = ("reproduced", "not reproduced", "broken by an adaptive attack", "inconclusive at this n",
-                   "unequal budget")
+                   "unequal budget", "not attacked adaptively")
 
 
 @dataclass(frozen=True)
@@ -797,7 +797,7 @@ class RefereeVerdict:
 
 def referee_verdict(direct_base, direct_new, worst_base, worst_new, *, clean_base=None, clean_new=None,
                     p_adjusted: float | None = None, claim: str = GAIN_CLAIM,
-                    missing: Mapping[str, str] | None = None) -> RefereeVerdict:
+                    missing: Mapping[str, str] | None = None, adaptive: bool = True) -> RefereeVerdict:
     """The verdict a referee would sign on ``claim`` for one model, from robust flags [N] on the same images: under
     the official (masked) gradient attack at α = 0 and at α (``direct_*``), and under the per-image worst case over
     all attacks run (``worst_*``). ``p_adjusted``: the worst case's McNemar p after a multiple-comparison
@@ -814,6 +814,8 @@ def referee_verdict(direct_base, direct_new, worst_base, worst_new, *, clean_bas
     base received a weaker attack budget than the defence, a verdict against the claim (rules 2 and 3) is refused
     and the phrase is "unequal budget": a weaker attack on the base overstates the base, so the loss could be the
     budget's. A "reproduced" gain stands (a stronger base attack could only lower the base).
+    ``adaptive`` False (MeanSparse was attacked through its official gradient only): a "reproduced" becomes "not
+    attacked adaptively" — a gain measured only by the attack that sees the masked gradient is no gain that stands.
     The verdict also says when a single image would change the worst case's verdict (:func:`one_image_flips`).
     """
     d = gain_claim(direct_base, direct_new, clean_base=clean_base, clean_new=clean_new, claim=claim)
@@ -829,6 +831,8 @@ def referee_verdict(direct_base, direct_new, worst_base, worst_new, *, clean_bas
         phrase = "inconclusive at this n"
     if missing and phrase in ("broken by an adaptive attack", "not reproduced"):
         phrase = "unequal budget"
+    if not adaptive and phrase == "reproduced":
+        phrase = "not attacked adaptively"
     fragile = one_image_flips(gain_claim, worst_base, worst_new, clean_base=clean_base, clean_new=clean_new,
                               claim=claim)
     return RefereeVerdict(phrase, d, w, p_adjusted, tuple(sorted((missing or {}).items())), fragile)
