@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError, StateError
+from .errors import InputError, MsparseError, StateError
 from .experiments import pages as _pages
 
 __all__ = ["NOTEBOOKS", "PROFILES", "BUILD_PARAMETERS", "run_notebooks", "fetch_widget_js", "build_book",
@@ -549,6 +549,17 @@ def _claim_book_dir(book: Path) -> None:
                                               "--book-dir); msparse may overwrite any file in it\n")
 
 
+def _positive_seconds(text: str) -> int:
+    """``--timeout``: a whole number of seconds > 0 (argparse turns the error into one line and exit 2)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seconds, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {v}")
+    return v
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``book`` command's options (for ``python -m msparse book``; see :func:`run`)."""
     ap.add_argument("--quick", action="store_true", help="small parameters for every notebook (CI)")
@@ -559,7 +570,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--device", default=None, help="cpu, cuda or auto (passed to every notebook)")
     ap.add_argument("--results-dir", default=None, help="results store (default: $MSPARSE_RESULTS or results/)")
     ap.add_argument("--model", default=None, help="model for every notebook that takes one (default: each notebook's)")
-    ap.add_argument("--timeout", type=int, default=7200,
+    ap.add_argument("--timeout", type=_positive_seconds, default=7200,
                     help="per-cell timeout in seconds (default 7200; a stuck kernel fails instead of hanging)")
     ap.add_argument("--book-dir", default=None, help="build somewhere else (a copy of the book's sources): a new or "
                                                      "empty folder, or one an earlier --book-dir build made")
@@ -617,7 +628,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="msparse book", description=(
         "Execute every notebook with papermill (stored result records are reused; missing ones are computed) "
         "and build the static book into book/_build/html."))
-    return run(add_arguments(ap).parse_args(argv))
+    args = add_arguments(ap).parse_args(argv)
+    try:
+        return run(args)
+    except MsparseError as e:   # one line, as from python -m msparse book
+        print(f"msparse book: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

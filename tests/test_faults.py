@@ -406,6 +406,9 @@ CLI_CASES = [
                                       "--no-execute", "--no-widget-js"], "--only '/tmp/fig1_operator': not a page"),
     ("book-dir-not-ours", lambda f: ["book", "--book-dir", str(f.dir), "--no-execute", "--no-widget-js"],
      "is a folder msparse did not make and is not empty"),
+    ("book-timeout-zero", lambda f: ["book", "--timeout", "0", "--no-execute", "--no-widget-js"],
+     "argument --timeout: must be > 0 seconds, got 0"),
+    ("seed-past-torch", lambda f: ["evaluate", *_cheap(f, "evaluate"), "--seed", str(2 ** 63)], "seed"),
     # cluster
     ("cluster-timeout-zero", lambda f: ["sweep", *_cheap(f, "sweep"), "--cluster-timeout", "0"],
      "argument --cluster-timeout: must be a number > 0, got '0'"),
@@ -767,3 +770,23 @@ def test_read_only_store_fails_before_any_work(f, tmp_path, monkeypatch):
             ms.evaluate(f.model, f.x, f.y, attack="none", store=root)
     finally:
         root.chmod(0o700)
+
+
+def test_evaluate_refuses_a_seed_outside_the_generators_range_and_gradest_takes_any_seed_it_accepts():
+    from msparse.attacks.gradest import GradientEstimation
+    from msparse.errors import InputError
+
+    m = _tiny()
+    x, y = make_data(8, 2)
+    with pytest.raises(InputError, match=r"seed must be an integer from 0 to 2\*\*63 - 1"):
+        ms.evaluate(m, x[:4], y[:4], attack="none", seed=2 ** 63, store=False)
+    # the largest seed evaluate accepts reaches the estimator's generator without overflowing it
+    GradientEstimation(m, eps=8 / 255, n_iter=1, seed=2 ** 63 - 1).perturb(x[:2], y[:2])
+
+
+def test_python_m_msparse_book_entry_point_gives_one_line_for_a_bad_page(capsys):
+    from msparse import book as mb
+
+    assert mb.main(["--only", "../x", "--no-execute", "--no-widget-js"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a page of the book" in err[0]

@@ -64,7 +64,8 @@ class GradientEstimation:
         return torch.cat(out) if out else x.detach().clone()
 
     def _perturb_group(self, x: torch.Tensor, y: torch.Tensor, g: int) -> torch.Tensor:
-        gen = torch.Generator(device="cpu").manual_seed(int(self.seed) * 1_000_003 + g)
+        # kept within the generator's 64-bit range for any seed (identical for every seed below about 9e12)
+        gen = torch.Generator(device="cpu").manual_seed((int(self.seed) * 1_000_003 + g) % (1 << 63))
         x0, x_adv = x.detach(), x.detach().clone()
         active = self._loss(x_adv, y) >= 0            # still correctly classified
         s = self.smoothing * self.eps

@@ -210,8 +210,8 @@ def _check_inputs(model, x, y, eps, norm, seed, batch_size) -> tuple[torch.Tenso
     if norm == "Linf" and e >= 1:
         raise InputError(f"eps={e:g} is not a valid Linf radius for pixels in [0, 1] "
                          f"(did you mean {e:g}/255 = {e / 255:.5f}?)")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be an integer >= 0, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 63:
+        raise InputError(f"seed must be an integer from 0 to 2**63 - 1 (torch's generator range), got {seed!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     return y.long(), e, norm
