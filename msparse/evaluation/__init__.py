@@ -4,6 +4,9 @@
   resumable, one record per point (:class:`~msparse.evaluation.evaluate.Result`).
 * :mod:`~msparse.evaluation.sweep` -- ``sweep``: grids of configurations, each compared with the base model.
 * :mod:`~msparse.evaluation.store` -- the results store: content-hashed records, provenance, reading back.
+* :mod:`~msparse.evaluation.fingerprint` -- the architecture of a model, for the record key beside its weights.
+* :mod:`~msparse.evaluation.evidence` -- every stored attack on one configuration's images pooled into the robust
+  accuracy that stands, with the attack budget each side of a comparison received.
 * :mod:`~msparse.evaluation.significance` -- Wilson intervals and exact McNemar tests.
 * :mod:`~msparse.evaluation.statsfile` -- the statistics file written by ``msparse calibrate``.
 * :mod:`~msparse.evaluation.verify` -- recompute stored records under the running install, per example.
