@@ -118,6 +118,7 @@ def test_adaptive(no_compute, rows_match_records):
     rows_match_records(res.rows)
     assert res.verdict.startswith("**Verdict: ") and "under BPDA" in res.verdict
     assert "at α=0.25" in res.verdict
+    assert "fragile: one more robust image would make it 'inconclusive'" in res.verdict   # its bound is at +1.0 pp
     assert list(res.blocked) == [0.25] and all(0 <= f <= 1 for f in res.blocked[0.25].values())
     for a in res.attacks:
         t = adaptive.table(res, a)

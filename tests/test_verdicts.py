@@ -420,3 +420,25 @@ def test_prefix_verdicts_and_the_fragility_note_say_when_a_verdict_depends_on_n(
         prefix_verdicts(gain_claim, base, new, [300])
     with pytest.raises(InputError):
         prefix_verdicts(gain_claim, base, new, [100], clean_base=90.0, clean_new=clean)
+
+
+def test_no_better_line_says_when_one_image_would_flip_it():
+    from msparse.report.verdicts import no_better_line, no_better_than_base, one_image_flips
+
+    base = [True] * 367 + [False] * 633
+    far = [True] * 300 + [False] * 700
+    assert "fragile" not in no_better_line(base, far, "Measured here.")
+    # a pair whose upper bound sits at the +1 pp margin: +k gained, k - 2 lost out of 1000
+    for k in range(5, 40):
+        new = base[:]
+        for i in range(k):
+            new[400 + i] = True                 # gained
+        for i in range(k - 2):
+            new[i] = False                      # lost
+        note = one_image_flips(lambda b, n, **_: no_better_than_base(b, n), base, new)
+        if note:
+            line = no_better_line(base, new, "Measured here.")
+            assert line.startswith("**Verdict: ") and f"The verdict is {note}." in line
+            break
+    else:
+        raise AssertionError("no pair at the margin found")

@@ -78,11 +78,13 @@ def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples
         v = verdicts.not_evaluated(verdicts.NO_BETTER_CLAIM, "this run used random weights (infrastructure test)")
     elif 0.0 not in bpda_rows or a_hi not in bpda_rows or a_hi == 0.0:
         v = verdicts.not_evaluated(verdicts.NO_BETTER_CLAIM, "this run has no BPDA attack at α=0 and an α > 0")
-    else:  # BPDA at α=0 is the direct attack's record (same computation)
-        v = verdicts.no_better_than_base(bpda_rows[0.0], bpda_rows[a_hi], what="BPDA robust")
+    else:  # judged by no_better_line below (BPDA at α=0 is the direct attack's record: the same computation)
+        v = None
     d = next(r for r in by_attack[attacks[0]] if r["alpha"] == a_hi)
-    line = verdicts.verdict(v, f"Measured on {s.model_name} at α={a_hi:g}; the direct {attacks[0]} changes robust "
-                               f"accuracy by {d.get('d_robust', 0):+.1f} pp vs α=0.")
+    where = (f"Measured on {s.model_name} at α={a_hi:g}; the direct {attacks[0]} changes robust accuracy by "
+             f"{d.get('d_robust', 0):+.1f} pp vs α=0.")
+    line = (verdicts.verdict(v, where) if v is not None else
+            verdicts.no_better_line(bpda_rows[0.0], bpda_rows[a_hi], where, what="BPDA robust"))
     return Adaptive(s, by_attack, alphas, attacks, blocked, note, line,
                     [r for rs in (*by_attack.values(), aa) for r in rs], aa)
 

@@ -70,8 +70,7 @@ def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples
         claim = (f"the paper's claim (MeanSparse at α={alpha:g} raises {attack} robust accuracy at a small clean "
                  "cost)")
         lines = [verdicts.verdict(verdicts.gain_verdict(aa, alpha, claim=claim), where),
-                 verdicts.verdict(verdicts.no_better_than_base(adaptive[0], adaptive[1],
-                                                               what=f"{adaptive_attack} robust"), where)]
+                 verdicts.no_better_line(adaptive[0], adaptive[1], where, what=f"{adaptive_attack} robust")]
     return Headline(s, aa, adaptive, attack, adaptive_attack, alpha, note, lines, aa + adaptive)
 
 

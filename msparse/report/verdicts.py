@@ -44,7 +44,7 @@ __all__ = ["verdict", "trend", "gain_verdict", "claim_check", "alpha_verdict", "
            "Verdict", "PairedDifference", "paired_difference", "paired_interval", "min_detectable_difference",
            "required_n", "gain_claim", "no_better_than_base", "gain_grows", "robust_below", "sigma_ratio_check",
            "not_evaluated", "best_of", "BEST_CENTRE_CLAIM", "prefix_verdicts", "fragility_note",
-           "referee_verdict", "RefereeVerdict", "REFEREE_PHRASES", "one_image_flips"]
+           "referee_verdict", "RefereeVerdict", "REFEREE_PHRASES", "one_image_flips", "no_better_line"]
 
 #: the five statuses a verdict can have, in the words the book prints
 STATUSES: tuple[str, ...] = ("reproduced", "not reproduced", "inconclusive", "too few images", "not evaluated here")
@@ -858,3 +858,11 @@ def one_image_flips(rule, base, new, **kw) -> str:
         if s != status:
             flips.append(f"{'one more' if want is False else 'one fewer'} robust image would make it {s!r}")
     return ("fragile: " + " and ".join(flips)) if flips else ""
+
+
+def no_better_line(base, new, where: str, *, what: str = "robust") -> str:
+    """The page line of :func:`no_better_than_base` on flags [N] (rows), with ``where`` (what was measured) and, when
+    one image would change the verdict (:func:`one_image_flips`), a sentence saying so."""
+    v = no_better_than_base(base, new, what=what)
+    fragile = one_image_flips(lambda b, n, **_: no_better_than_base(b, n, what=what), base, new)
+    return verdict(v, where + (f" The verdict is {fragile}." if fragile else ""))
