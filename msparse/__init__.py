@@ -32,7 +32,7 @@ from .evaluation.sweep import Sweep, sweep  # noqa: E402
 from .models.registry import list_models, load_model  # noqa: E402
 from .training.config import TrainConfig  # noqa: E402
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     # the core

@@ -22,7 +22,6 @@ from . import demo as _demo
 from ._device import resolve_device
 from .core.calibration import calibrate
 from .core.placement import base_model, set_alpha, set_backward, sites, sparsify
-from .core.presets import PRESETS
 from .data import load_data
 from .errors import DataError, MsparseError, UsageError
 from .evaluation.evaluate import DEFAULT_BATCH_SIZE, evaluate
@@ -31,8 +30,9 @@ from .evaluation.statsfile import load_stats, save_stats
 from .evaluation.store import Store, load_records, to_table
 from .evaluation.sweep import sweep
 from .evaluation.verify import verify
-from .models.registry import list_models, load_model
-from .models.resnet import ResNet18
+from .models.front import default_placement, is_random
+from .models.front import load as front_load
+from .models.registry import list_models
 from .training import cli as _train_cli
 
 PROG = "msparse"
@@ -128,9 +128,11 @@ def parse_names(text: str) -> list[str]:
 
 def load_model_arg(spec: str | None, weights: str | None, device, *, dataset: str = "cifar10",
                    threat_model: str = "Linf", model_dir: str = "models", checkpoint=None):
-    """``NAME`` (the msparse model registry; None = its default model) or ``module:callable``
-    (a factory returning a module); ``weights`` = a state_dict file loaded on top."""
-    if spec is not None and ":" in spec and "/" not in spec.split(":", 1)[0] and not Path(spec).exists():
+    """``NAME`` (any name of the models' front door :func:`msparse.models.front.load`: the registry's names,
+    ``random:<name>``, a ``*.pt`` checkpoint; None = the default model) or ``module:callable`` (a factory
+    returning a module); ``weights`` = a state_dict file loaded on top."""
+    if spec is not None and ":" in spec and "/" not in spec.split(":", 1)[0] and not Path(spec).exists() \
+            and not is_random(spec):
         mod_name, fn_name = spec.split(":", 1)
         try:
             mod = importlib.import_module(mod_name)
@@ -141,7 +143,7 @@ def load_model_arg(spec: str | None, weights: str | None, device, *, dataset: st
             raise UsageError(f"--model {spec}: {mod_name} has no callable {fn_name!r}")
         model = fn()
     else:
-        model = load_model(spec, dataset, threat_model, model_dir, checkpoint=checkpoint, device=str(device))
+        model = front_load(spec, dataset, threat_model, model_dir, checkpoint=checkpoint, device=str(device))
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"--model {spec} did not give a torch.nn.Module")
     if spec is None:
@@ -202,17 +204,11 @@ def _load_model(args, device):
 
 def resolve_placement(placement: str, model, model_name: str | None, dataset: str,
                       threat_model: str) -> str:
-    """``auto`` -> the paper's preset for this model if there is one (v1 first), else
-    ``activations``; anything else is returned unchanged."""
+    """``auto`` -> the model's default placement (:func:`msparse.models.front.default_placement`: the paper's
+    preset for this model if there is one, v1 first, else ``activations``); anything else is returned unchanged."""
     if placement != "auto":
         return placement
-    if isinstance(model, ResNet18) and (dataset, threat_model) == ("cifar10", "Linf"):
-        return "ResNet-18/cifar10/Linf/v1"
-    if model_name:
-        keys = sorted(k for k in PRESETS if k.startswith(f"{model_name}/{dataset}/{threat_model}/"))
-        if keys:
-            return keys[0]
-    return "activations"
+    return default_placement(model, model_name, dataset, threat_model)
 
 
 def _sparsify(args, model) -> None:

@@ -296,3 +296,77 @@ def test_the_registry_has_one_default_and_refuses_unknown_names():
         load_model("resnet18-tanh")
     with pytest.raises(ValueError, match="not a family name"):
         load_model(M.STANDARD_MODEL, checkpoint="x.pt")
+
+
+# ------------------------------------------------------------------ the front door (msparse.models.front)
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("name", ["msparse/default", "random:resnet18-gelu-w16", "msparse/resnet18-gelu-w8-pgdat"])
+def test_cli_experiments_and_verification_get_one_model_and_placement_per_name(name):
+    """The three callers that load a model by name (``--model``, ``setup``, the record checker) go through
+    :func:`msparse.models.front.resolve`: same weights, same default placement, ``random:`` names included."""
+    from msparse import cli
+    from msparse.core.placement import sites, sparsify, unsparsify
+    from msparse.evaluation.verify import Rebuilder
+    from msparse.experiments import setup as es
+    from msparse.models import resolve
+
+    model, placement = resolve(name)
+    assert placement == "ResNet-18/cifar10/Linf/v1"
+    from_cli = cli.load_model_arg(name, None, "cpu")
+    assert _same_weights(from_cli, model)
+    assert cli.resolve_placement("auto", from_cli, name, "cifar10", "Linf") == placement
+    from_setup = es.load(name)
+    assert _same_weights(from_setup, model) and es.default_placement(from_setup, name) == placement
+    rebuilt = Rebuilder().model(name)
+    expected = [s.name for s in sparsify(resolve(name)[0], placement)]
+    assert [s.name for s in sites(rebuilt)] == expected
+    assert _same_weights(unsparsify(rebuilt), model)
+
+
+def test_default_placement_is_the_papers_preset_by_name_random_weights_included():
+    """A RobustBench name with a preset in :data:`msparse.PRESETS` gets it (v1 first) for every caller, also as
+    ``random:<name>`` (the same architecture); the project's ResNet-18 family gets the ResNet-18 preset on
+    CIFAR-10 L∞ only; anything else gets ``activations``."""
+    from msparse import cli
+    from msparse.experiments import setup as es
+    from msparse.models import default_placement
+
+    other = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    assert default_placement(other, "Peng2023Robust") == "Peng2023Robust/cifar10/Linf/v1"
+    assert default_placement(other, "random:Peng2023Robust") == "Peng2023Robust/cifar10/Linf/v1"
+    assert default_placement(other, "Wang2023Better_WRN-70-16", "cifar100") == "Wang2023Better_WRN-70-16/cifar100/Linf/v2"
+    assert es.default_placement(other, "Peng2023Robust") == "Peng2023Robust/cifar10/Linf/v1"
+    assert cli.resolve_placement("auto", other, "random:Peng2023Robust", "cifar10", "Linf") == \
+        "Peng2023Robust/cifar10/Linf/v1"
+    assert default_placement(other, "no-such-model") == default_placement(other) == "activations"
+    family = resnet18("gelu", width=4)
+    assert default_placement(family) == "ResNet-18/cifar10/Linf/v1"
+    assert default_placement(family, None, "cifar100") == "activations"
+
+
+def test_front_door_loads_a_checkpoint_file_by_its_path(tmp_path):
+    """A ``*.pt`` name is a family checkpoint with its card beside it: the same model as its registry name."""
+    from msparse.models import resolve
+    from msparse.models.front import load
+
+    src = M.shipped_family()["msparse/resnet18-gelu-w8-pgdat"]
+    model, placement = resolve(str(src))
+    assert _same_weights(model, load("msparse/resnet18-gelu-w8-pgdat"))
+    assert placement == "ResNet-18/cifar10/Linf/v1"
+
+
+def test_front_door_refuses_malformed_random_names():
+    from msparse.errors import InputError
+    from msparse.models.front import load
+
+    with pytest.raises(InputError, match="write random:<model name>"):
+        load("random:")
+    with pytest.raises(InputError, match="random weights; do not pass a checkpoint"):
+        load("random:resnet18-gelu-w16", checkpoint="x.pt")
+    with pytest.raises(ModelLoadError, match="unknown model 'no-such-model'"):
+        load("random:no-such-model")

@@ -177,3 +177,17 @@ def calibrate(model: nn.Module, data, mode: str = "exact", *, batch_size: int = 
         op.load_statistics(mean, var, n)
     return {"mode": mode, "n_samples": n_samples, "n_batches": n_batches, "n_sites": len(ops),
             "seconds": time.perf_counter() - start}
+
+
+def stats_snapshot(model: nn.Module) -> dict:
+    """A copy of every site's statistics ``{site name: (mean, var, n_samples)}`` (put back with
+    :func:`restore_stats`), e.g. to compare statistics recipes on one model without recalibrating it."""
+    return {op.site.name: (op.mean.detach().clone(), op.var.detach().clone(), int(op.n_samples))
+            for op in operators(model)}
+
+
+def restore_stats(model: nn.Module, snap) -> None:
+    """Put back statistics saved by :func:`stats_snapshot` (a site saved with no samples counts as one)."""
+    for op in operators(model):
+        m, v, n = snap[op.site.name]
+        op.load_statistics(m, v, max(n, 1))

@@ -189,7 +189,7 @@ def versions() -> dict[str, str | None]:
     for dist in ("pyautoattack", "numpy", "msparse", "robustbench"):
         out[dist] = _version(dist)
     if out["msparse"] is None:   # running from a checkout that is not pip-installed
-        from .. import __version__
+        from .._version import __version__
         out["msparse"] = __version__
     return out
 

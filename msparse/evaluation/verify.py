@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from ..core.calibration import calibrate
+from ..core.calibration import calibrate, restore_stats, stats_snapshot
 from ..core.placement import named_operators, set_alpha, sparsify
 from ..data import load_data
 from ..errors import CorruptRecord, InputError, UnknownNameError
@@ -147,13 +147,13 @@ class Rebuilder:
 
     def model(self, name: str):
         if name not in self.models:
-            from ..experiments import setup as es   # model names (``random:<family>``) and default placement
+            from ..models.front import resolve   # every model name (``random:<family>`` too) and its placement
             try:
-                m = es.load(name, self.device)
+                m, placement = resolve(name, "cifar10", "Linf", device=self.device)
             except Exception as e:  # any load failure is a reason, reported per record
                 raise _CannotRebuild(f"model {name!r} cannot be loaded here ({type(e).__name__}: "
                                      f"{str(e).splitlines()[0] if str(e) else ''})") from None
-            sparsify(m, es.default_placement(m))
+            sparsify(m, placement)
             m.eval()
             self.models[name] = (m, None)
         return self.models[name][0]
@@ -183,7 +183,6 @@ class Rebuilder:
         """Load the statistics whose per-site hashes equal ``wanted`` ({site: stats hash}); returns the label."""
         import torch
 
-        from ..experiments import setup as es   # statistics snapshots
         mods = dict(named_operators(model))
         snaps = self.stats.setdefault(name, [])
 
@@ -191,7 +190,7 @@ class Rebuilder:
             return {s: tensor_hash(mods[s].mean, mods[s].var, length=16) for s in wanted if s in mods}
 
         for label, snap in snaps:
-            es.restore_stats(model, snap)
+            restore_stats(model, snap)
             if hashes() == wanted:
                 return label
         for label, mode, n, sort in STATS_RECIPES:
@@ -202,7 +201,7 @@ class Rebuilder:
                 x = x[torch.argsort(y, stable=True)]
             kw = {"batch_size": 512} if mode == "official" else {}
             calibrate(model, x.to(self.device), mode=mode, **kw)
-            snaps.append((label, es.stats_snapshot(model)))
+            snaps.append((label, stats_snapshot(model)))
             if hashes() == wanted:
                 return label
         raise _CannotRebuild("none of the statistics recipes (msparse.evaluation.verify.STATS_RECIPES) gives the "

@@ -2,8 +2,9 @@
 training images, and the results store — cached in-process so a page (or a widget) does not redo it.
 
 Every page of the book starts with :func:`check_params` (the notebook's papermill parameters, with a clear error
-for a bad value) and :func:`setup`. Model names are those of :mod:`msparse.models.registry`, plus
-``random:<family name>`` (random weights, for infrastructure tests only).
+for a bad value) and :func:`setup`. Model names, and the placement a model gets by default, are those of the
+models' front door :mod:`msparse.models.front` (the registry's names, ``random:<name>`` for random weights,
+``*.pt`` checkpoints); :func:`load` and :func:`default_placement` here call through to it.
 """
 from __future__ import annotations
 
@@ -11,14 +12,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..core.calibration import restore_stats, stats_snapshot  # noqa: F401  (re-exported: pages use them)
 from ..errors import InputError
+from ..models.front import RANDOM_PREFIX, bare_name
 
 __all__ = ["RANDOM_PREFIX", "check_model_name", "check_params", "check_parameter_names", "assigned_names",
            "injected_parameters", "Setup", "setup", "try_setup", "load",
            "default_placement", "stats_snapshot", "restore_stats", "sigma_ratios", "activation_of"]
-
-
-RANDOM_PREFIX = "random:"  # "random:resnet18-gelu-w16": random weights, for infrastructure tests only
 
 
 _DATA_SOURCES = ("auto", "offline", "official")
@@ -46,7 +46,7 @@ def check_model_name(name: str) -> str:
 
     if not isinstance(name, str) or not name:
         raise InputError(f"notebook parameter model must be a model name, got {name!r}")
-    bare = name[len(RANDOM_PREFIX):] if name.startswith(RANDOM_PREFIX) else name
+    bare = bare_name(name)
     if bare.endswith(".pt"):  # a family checkpoint with its card
         return name
     try:
@@ -215,26 +215,21 @@ class Setup:
 _SETUPS: dict = {}
 
 
-def default_placement(model) -> str:
-    from ..models.resnet import ResNet18
+def default_placement(model, name: str | None = None) -> str:
+    """:func:`msparse.models.front.default_placement` on CIFAR-10 L∞ (the book's dataset and threat model)."""
+    from ..models.front import default_placement as front_default
 
-    return "ResNet-18/cifar10/Linf/v1" if isinstance(model, ResNet18) else "activations"
+    return front_default(model, name, "cifar10", "Linf")
 
 
 def load(model: str, device: str = "cpu"):
-    """:func:`msparse.models.registry.load_model` plus ``random:<name>`` (the architecture, random weights)."""
-    from ..models.registry import load_model
+    """:func:`msparse.models.front.load` on CIFAR-10 L∞; ``None`` (a model a page lists as not available here)
+    is an :class:`~msparse.errors.InputError`, not the default model."""
+    from ..models.front import load as front_load
 
     if model is None:
         raise InputError("no model given (None): this model is not available here")
-    if model.endswith(".pt"):
-        return load_model(checkpoint=model, device=device)
-    if model.startswith(RANDOM_PREFIX):
-        import torch
-
-        torch.manual_seed(0)
-        return load_model(model[len(RANDOM_PREFIX):], pretrained=False, device=device)
-    return load_model(model, device=device)
+    return front_load(model, "cifar10", "Linf", device=device)
 
 
 def setup(model: str = "msparse/default", *, n_examples: int = 200, n_train: int = 1000, data_source: str = "auto",
@@ -252,7 +247,7 @@ def setup(model: str = "msparse/default", *, n_examples: int = 200, n_train: int
     key = (model, n_examples, n_train, data_source, placement, stats_mode, device, split_start)
     if key not in _SETUPS:
         m = load(model, device)
-        pl = placement or default_placement(m)
+        pl = placement or default_placement(m, model)
         sites = sparsify(m, pl)
         xt, yt, tinfo = load_data("cifar10", "train", n=n_train, source=data_source, return_info=True)
         stats = calibrate(m, xt.to(device), mode=stats_mode)
@@ -272,23 +267,6 @@ def try_setup(model: str, **kw) -> tuple[Setup | None, str]:
         return setup(model, **kw), ""
     except Exception as e:  # ModelLoadError, FileNotFoundError, ...
         return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-
-
-def stats_snapshot(model) -> dict:
-    """A copy of every site's statistics ``{site name: (mean, var)}``."""
-    from ..core.placement import operators
-
-    return {op.site.name: (op.mean.detach().clone(), op.var.detach().clone(), int(op.n_samples))
-            for op in operators(model)}
-
-
-def restore_stats(model, snap: Mapping) -> None:
-    """Put back statistics saved by :func:`stats_snapshot`."""
-    from ..core.placement import operators
-
-    for op in operators(model):
-        m, v, n = snap[op.site.name]
-        op.load_statistics(m, v, max(n, 1))
 
 
 def sigma_ratios(snap: Mapping, ref: Mapping) -> dict:

@@ -51,7 +51,7 @@ def run(model: str = "msparse/default", *, alpha: float = 0.25, attack: str = "a
     """Convergence (``n_iter``, 2 × ``n_iter``, 5 restarts) and seeds of ``attack`` at α = 0 and ``alpha`` on the first
     ``n_examples`` test images; the binarization test of each of ``binarization_attacks`` (``n_iter`` iterations) on
     the first ``n_binarization`` images at ``alpha`` and, for the first attack, at α = 0."""
-    import msparse as ms
+    from ..core.placement import set_alpha
 
     from ..evaluation.binarize import binarization_record
 
@@ -68,13 +68,13 @@ def run(model: str = "msparse/default", *, alpha: float = 0.25, attack: str = "a
     data = data_label(s, "test", k)
     for i, a in enumerate(binarization_attacks):
         for al in ([0.0, alpha] if i == 0 else [alpha]):
-            ms.set_alpha(s.model, al)
+            set_alpha(s.model, al)
             try:
                 binar[(a, al)] = binarization_record(s.model, s.x[:k], s.y[:k], a, eps=eps, n_iter=n_iter,
                                                      store=s.store, name=s.model_name, data=data,
                                                      tags={"book": "strength"})
             finally:
-                ms.set_alpha(s.model, 0.0)
+                set_alpha(s.model, 0.0)
     note = (f"{s.model_name}, **{attack}** (ε = {255 * eps:g}/255), the first {n_examples} CIFAR-10 test images; "
             f"binarization test on the first {k}.")
     rows = [r for rs in list(conv.values()) + list(seed_rows.values()) for r in rs]
