@@ -51,8 +51,21 @@ WIDGET_JS = "_widgets_js"
 #: written into every folder ``--book-dir`` makes: a non-empty folder without it is not msparse's to overwrite
 BOOK_MARKER = ".msparse-book"
 
-#: pages of the book that are not notebooks (``book/<name>.md``), each the first chapter of its part
-BOOK_FILES: tuple[tuple[str, str], ...] = (("method", "The method"),)
+#: pages of the book that are not notebooks (``book/<name>.md``, plain MyST Markdown): ``(name, part)`` in book
+#: order, the first chapters of their part (a part of reference pages, "Using msparse", has no notebook at all)
+_USING = "Using msparse"
+BOOK_FILES: tuple[tuple[str, str], ...] = (
+    ("method", "The method"),
+    ("usage_api", _USING),
+    ("usage_results", _USING),
+    ("usage_book", _USING),
+    ("usage_training", _USING),
+    ("usage_appendix", _USING),
+    ("usage_scaleout", _USING),
+    ("usage_performance", _USING),
+    ("usage_failures", _USING),
+    ("contributing", _USING),
+)
 
 
 def notebooks() -> tuple[tuple[str, str], ...]:
@@ -456,7 +469,6 @@ class BuildReport:
         return [r for r in self.runs if not r.ok]
 
 
-_BOOK_SOURCES = ("_config.yml", "_toc.yml", "method.md", "reproduction.md", "references.md")
 
 
 def _copy_sources(dst: Path) -> None:
@@ -581,7 +593,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     ap.add_argument("--cluster", type=cluster_arg, default=None,
                     help="compute the pages' missing records on a Dask cluster: local:N, tcp://host:8786 or slurm:N "
-                         "(default in-process; see the README's Scale-out section)")
+                         "(default in-process; see book/usage_scaleout.md)")
     ap.add_argument("--list", action="store_true", help="list the notebooks and exit")
     ap.add_argument("--sync-parameters", action="store_true",
                     help="rewrite each notebook's parameters cell (with --only: those notebooks') and book/_toc.yml "

@@ -16,6 +16,13 @@ from msparse import book as mb
 from msparse.experiments import setup as es, sweeps as sw
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def built_book_html() -> str | None:
+    """The built book the page checks read: ``$MSPARSE_BOOK_HTML`` when set, else ``book/_build/html`` when a build
+    (README command 1) left its ``index.html`` there, else None (those checks skip)."""
+    default = REPO / "book" / "_build" / "html"
+    return os.environ.get("MSPARSE_BOOK_HTML") or (str(default) if (default / "index.html").is_file() else None)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 RANDOM = "random:resnet18-gelu-w16"  # the pages' rendering does not depend on the weights
 
@@ -149,7 +156,7 @@ def test_static_slider_html_switches_frames_without_a_script_tag():
 def built_book(tmp_path_factory):
     if shutil.which("npm") is None and not (REPO / "book" / mb.WIDGET_JS / "embed-amd.js").is_file():
         pytest.skip("npm not installed and no fetched widget JS")
-    full = os.environ.get("MSPARSE_BOOK_HTML")
+    full = built_book_html()
     if full and all((Path(full) / "_executed" / f"{n}.html").is_file() for n in ("fig1_operator", "alpha_explorer")):
         return Path(full).resolve()  # CI: the book README command 1 built, read as a reader would
     root = tmp_path_factory.mktemp("book")
@@ -211,12 +218,12 @@ def test_widget_js_is_served_from_the_book_itself(built_book):
 
 # ------------------------------------------------------------------------------------------------
 # a full build (CI: `python -m msparse book --quick`, then MSPARSE_BOOK_HTML=book/_build/html pytest ...)
-_FULL = os.environ.get("MSPARSE_BOOK_HTML")
+_FULL = built_book_html()
 #: pages that check no number of the paper (a redrawn figure, an interactive explorer): no verdict line
 PAGES_WITHOUT_NUMBERS = ("fig1_operator", "alpha_explorer", "attack_strength")  # no claim of the paper to judge
 
 
-@pytest.mark.skipif(not _FULL, reason="set MSPARSE_BOOK_HTML to a built book (python -m msparse book --quick)")
+@pytest.mark.skipif(not _FULL, reason="no built book: run python -m msparse book (or set MSPARSE_BOOK_HTML)")
 @pytest.mark.parametrize("name", [n for n, _ in mb.NOTEBOOKS])
 def test_every_page_of_a_full_build_has_figures_a_verdict_and_no_traceback(name, tmp_path):
     from msparse.report.plots import is_blank_png
@@ -274,7 +281,7 @@ def test_a_cell_that_runs_past_its_timeout_fails_the_notebook_and_names_the_cell
     assert "import time; time.sleep(60)" in runs[0].error and "cell" in runs[0].error
 
 
-@pytest.mark.skipif(not _FULL, reason="set MSPARSE_BOOK_HTML to a built book (python -m msparse book)")
+@pytest.mark.skipif(not _FULL, reason="no built book: run python -m msparse book (or set MSPARSE_BOOK_HTML)")
 @pytest.mark.parametrize("name", [n for n, _ in mb.NOTEBOOKS])
 def test_every_number_a_page_cites_is_its_records_number(name):
     """Each record in a page's provenance table is a committed (or freshly computed) record of the store, with
@@ -341,7 +348,7 @@ def test_readme_findings_cite_a_page_for_every_number():
         assert pcts, f"a finding without a number: {item[:80]}"
 
 
-@pytest.mark.skipif(not _FULL, reason="set MSPARSE_BOOK_HTML to a built book (python -m msparse book)")
+@pytest.mark.skipif(not _FULL, reason="no built book: run python -m msparse book (or set MSPARSE_BOOK_HTML)")
 def test_every_percentage_in_the_readme_findings_is_on_the_page_it_cites():
     import html as _html
 

@@ -3,7 +3,8 @@ WebSocket client below, no browser-automation package): on every page no JavaScr
 resource that fails to load, no horizontal scroll around a figure, every figure at least 600 px wide with its
 smallest text at least 9 CSS px, and every table preceded by its own caption.
 
-Needs a built book (``MSPARSE_BOOK_HTML=book/_build/html``, as CI sets after README command 1) and chromium.
+Needs a built book (``book/_build/html``, where README command 1 builds it, or the folder ``MSPARSE_BOOK_HTML``
+names) and chromium.
 """
 from __future__ import annotations
 
@@ -27,15 +28,16 @@ from msparse import book as mb
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-_HTML = os.environ.get("MSPARSE_BOOK_HTML")
+_DEFAULT_HTML = REPO / "book" / "_build" / "html"   # where README command 1 builds it
+_HTML = os.environ.get("MSPARSE_BOOK_HTML") or (str(_DEFAULT_HTML) if (_DEFAULT_HTML / "index.html").is_file() else None)
 WIDTH = 1280                  # the reader's window
 MIN_FIGURE_PX = 600           # a figure narrower than this on a 1280 px window is a thumbnail
 MIN_TEXT_PX = 9               # the smallest text in a figure, in CSS px as rendered
-PAGES = ["method.html"] + [f"_executed/{n}.html" for n, _ in mb.NOTEBOOKS]
+PAGES = [f"{n}.html" for n, _ in mb.BOOK_FILES] + [f"_executed/{n}.html" for n, _ in mb.NOTEBOOKS]
 
 def needs_book_and_browser(test):
     """Skip (with the reason) a test that loads the built book in Chromium when either is missing."""
-    test = pytest.mark.skipif(not _HTML, reason="set MSPARSE_BOOK_HTML to a built book (python -m msparse book)")(test)
+    test = pytest.mark.skipif(not _HTML, reason="no built book: run python -m msparse book (or set MSPARSE_BOOK_HTML)")(test)
     return pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")(test)
 
 

@@ -63,7 +63,8 @@ def test_the_committed_toc_is_the_registrys_rendering():
     assert toc["root"] == f"_executed/{PAGES[0].name}"
     assert [p["caption"] for p in toc["parts"]] == list(pg.PARTS)
     files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
-    assert files == ["method"] + [f"_executed/{p.name}" for p in PAGES[1:]]
+    # the method opens the book, the reference pages (no notebook) close it: BOOK_FILES first in each part
+    assert files == ["method"] + [f"_executed/{p.name}" for p in PAGES[1:]] + [n for n, _ in mb.BOOK_FILES[1:]]
 
 
 def test_a_build_writes_the_toc_from_the_registry(tmp_path):
@@ -224,7 +225,7 @@ def test_a_page_added_to_the_registry_is_in_the_book_list_toc_quick_profile_and_
     pg.ORDER = pg.ORDER + (("fake_page", "fig1"),)
     assert mb.NOTEBOOKS[-1] == ("fake_page", "A fake page")
     toc = mb.render_toc()
-    assert toc.endswith("      - file: _executed/statistics\n      - file: _executed/fake_page\n")
+    assert "      - file: _executed/statistics\n      - file: _executed/fake_page\n  - caption: " in toc
     assert mb.profile_parameters("quick", "fake_page") == {**mb.PROFILES["quick"], "n_examples": 2}
     assert plan.PAGES["fake"] == "fig1"
     mb._check_pages(["fake_page"])   # --only accepts it

@@ -372,7 +372,7 @@ def _client(spec, timeout: float | None = None):
             from dask_jobqueue import SLURMCluster
         except ImportError:
             raise ClusterError("--cluster slurm:N needs dask-jobqueue: pip install dask-jobqueue (and its "
-                               "jobqueue.yaml; see the README's Scale-out section)") from None
+                               "jobqueue.yaml; see book/usage_scaleout.md)") from None
         with dask.config.set(NO_MALLOC_TRIM):
             cluster = SLURMCluster()
         cluster.scale(jobs=int(n))

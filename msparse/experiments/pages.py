@@ -67,6 +67,7 @@ PARTS: tuple[str, ...] = (
     "Main results (paper Table 1, Fig. 3)",
     "Appendix ablations (ResNet-18)",
     "Stress tests",
+    "Using msparse",            # reference pages only (msparse.book.BOOK_FILES), no notebook
 )
 
 #: the first line of a parameters cell
