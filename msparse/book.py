@@ -469,8 +469,6 @@ class BuildReport:
         return [r for r in self.runs if not r.ok]
 
 
-
-
 def _copy_sources(dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for f in BOOK_DIR.iterdir():
