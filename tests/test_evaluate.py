@@ -178,7 +178,7 @@ def test_model_state_is_left_as_it_was(data):
     (dict(eps=8), "did you mean 8/255"),
     (dict(norm="L3"), "norm must be 'Linf' or 'L2'"),
     (dict(batch_size=0), "batch_size must be a positive integer"),
-    (dict(seed=-1), "seed must be an integer >= 0"),
+    (dict(seed=-1), r"seed must be an integer from 0 to 2\*\*63 - 1"),
     (dict(y=torch.zeros(47, dtype=torch.long)), "x has 48 images but y has 47 labels"),
     (dict(x=torch.zeros(0, 3, 8, 8), y=torch.zeros(0, dtype=torch.long)), "no data"),
     (dict(y=torch.zeros(48)), "integer class labels"),
