@@ -105,13 +105,14 @@ class Browser:
     """Headless Chromium with one page target, driven over the DevTools Protocol; events are collected."""
 
     def __init__(self):
-        self.profile = tempfile.TemporaryDirectory()
+        self.profile = tempfile.mkdtemp(prefix="msparse-chromium-")   # removed by close()
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--no-first-run", "--disable-sync", "--hide-scrollbars",
-             "--remote-debugging-port=0", f"--user-data-dir={self.profile.name}", f"--window-size={WIDTH},900",
-             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        port_file = Path(self.profile.name) / "DevToolsActivePort"
+             "--remote-debugging-port=0", f"--user-data-dir={self.profile}", f"--window-size={WIDTH},900",
+             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)   # its own process group: close() ends Chromium's helpers with it
+        port_file = Path(self.profile) / "DevToolsActivePort"
         deadline = time.time() + 60
         while not (port_file.is_file() and len(port_file.read_text().split()) == 2):
             if time.time() > deadline or self.proc.poll() is not None:
@@ -176,15 +177,31 @@ class Browser:
         return r["result"].get("value")
 
     def close(self) -> None:
+        import signal
+
         try:
             self.ws.close()
         finally:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            self.profile.cleanup()
+            for sig in (signal.SIGTERM, signal.SIGKILL):   # the whole group: helpers may outlive the browser
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(timeout=10)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            # a helper that is still writing the profile makes one removal fail: retry, then leave the temp folder
+            for _ in range(5):
+                try:
+                    shutil.rmtree(self.profile)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.5)
+            shutil.rmtree(self.profile, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------
