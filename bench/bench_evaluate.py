@@ -50,7 +50,7 @@ def build(width: int, device: str, trained: bool):
 
 def images(n: int, split: str, device: str):
     try:
-        from msparse.data import load_data
+        from msparse.data.loading import load_data
         x, _ = load_data("cifar10", split, n=n)
     except Exception as e:   # no data at all: uniform noise (timing only)
         print(f"(no CIFAR-10 {split} data: {e}; using random images)")
@@ -147,7 +147,7 @@ def main() -> int:
     set_alpha(model, 0.2)
     x = images(args.n, "test", dev)
     if args.trained:
-        from msparse.data import load_data
+        from msparse.data.loading import load_data
         _, y = load_data("cifar10", "test", n=args.n)
         y = y.to(dev)
     else:

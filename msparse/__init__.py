@@ -24,10 +24,11 @@ from .core.calibration import calibrate  # noqa: E402
 from .core.operator import MeanSparse  # noqa: E402
 from .core.placement import set_alpha, set_backward, sparsify  # noqa: E402
 from .core.presets import PRESETS  # noqa: E402
-from .data import load_data  # noqa: E402
+from .data.loading import load_data  # noqa: E402
 from .evaluation.evaluate import Result, evaluate  # noqa: E402
 from .evaluation.significance import mcnemar, wilson  # noqa: E402
-from .evaluation.store import Store, load_records, to_table  # noqa: E402
+from .evaluation.queries import load_records, to_table  # noqa: E402
+from .evaluation.store import Store  # noqa: E402
 from .evaluation.sweep import Sweep, sweep  # noqa: E402
 from .models.registry import list_models, load_model  # noqa: E402
 from .training.config import TrainConfig  # noqa: E402

@@ -16,7 +16,7 @@ import time
 from .core.calibration import calibrate
 from .core.operator import check_alpha
 from .core.placement import set_alpha, sparsify
-from .data import load_data
+from .data.loading import load_data
 from .errors import InputError
 from .evaluation.evaluate import evaluate
 from .models.registry import load_model

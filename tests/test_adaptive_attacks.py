@@ -17,7 +17,7 @@ from msparse.evaluation.binarize import binarization_record
 from msparse.evaluation.evaluate import evaluate
 from msparse.evaluation.significance import holm
 from msparse.evaluation.store import Store
-from msparse.report import verdicts
+from msparse.report import referee
 
 from test_attacks import make_data, sparse_model, tiny_model
 
@@ -161,9 +161,9 @@ def _flags(n_both, n_gain, n_loss, n_none):
     ((80, 3, 1, 116), (80, 3, 1, 116), None, "inconclusive at this n"),
 ])
 def test_referee_verdict_phrases(direct, worst, p_adj, phrase):
-    v = verdicts.referee_verdict(*_flags(*direct), *_flags(*worst), p_adjusted=p_adj)
+    v = referee.referee_verdict(*_flags(*direct), *_flags(*worst), p_adjusted=p_adj)
     assert v.phrase == phrase
-    assert v.phrase in verdicts.REFEREE_PHRASES
+    assert v.phrase in referee.REFEREE_PHRASES
     if phrase.startswith("inconclusive"):
         assert "detects about" in v.reason()
     if p_adj is not None:

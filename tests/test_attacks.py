@@ -1,4 +1,5 @@
-"""The AutoAttack adapter: names, equivalence with AutoAttack itself, BPDA, transfer, checks."""
+"""Running attacks (msparse.attacks.autoattack over the registry): names, equivalence with AutoAttack itself, BPDA,
+transfer, checks."""
 import copy
 import functools
 
@@ -8,7 +9,8 @@ import torch.nn as nn
 
 import msparse.attacks.autoattack as atk
 from msparse.attacks.autoattack import run_attack
-from msparse.attacks.base import PRESETS, Attack, AttackConfig, canonical_name, parse_attack
+from msparse.attacks._pyautoattack import set_apgd_iters
+from msparse.attacks.base import SEQUENCES, Attack, AttackConfig, canonical_name, parse_attack
 from msparse.attacks.diagnostics import input_gradient, zero_gradient_fraction
 from msparse.core.calibration import calibrate
 from msparse.core.placement import backward_mode, base_model, operators, set_alpha, set_backward, sparsify
@@ -79,9 +81,9 @@ def test_parse_attack_presets_shorthands_and_worst_case():
 
 
 @pytest.mark.parametrize("bad, msg", [
-    ("pgd", "unknown attack 'pgd'; choose from"),
+    ("nosuch", "unknown attack 'nosuch'; choose from"),
     ("blackbox:apgd", "prefix 'blackbox'"),
-    ("bpda:pgd", "unknown attack 'bpda:pgd'"),
+    ("bpda:nosuch", "unknown attack 'bpda:nosuch'"),
     ("worst:", "at least one component"),
     ("worst:apgd,worst:aa", "cannot be nested"),
     ("", "non-empty"),
@@ -94,23 +96,47 @@ def test_parse_attack_errors_are_clear(bad, msg):
 
 # --- equivalence with AutoAttack ---------------------------------------------------------------
 
-@pytest.mark.parametrize("preset", ["apgd-ce", "apgd"])
+@pytest.mark.parametrize("preset", ["apgd-ce", "apgd", "apgd-ce+t"])
 def test_driver_matches_autoattack_run_standard_evaluation(preset):
-    """Our orchestration of AutoAttack's attack objects gives the same per-example robustness as
+    """Our orchestration of the registry's AutoAttack components gives the same per-example robustness as
     AutoAttack.run_standard_evaluation on the same batch and seed."""
     from pyautoattack import AutoAttack
     model = tiny_model()
     x, y = make_data(32, 2)
     out = run_attack(model, x, y, Attack(preset), CFG, batch_size=32)
-    aa = AutoAttack(model, attacks=list(PRESETS[preset]), version="custom", eps=CFG.eps,
+    aa = AutoAttack(model, attacks=list(SEQUENCES.get(preset, (preset,))), version="custom", eps=CFG.eps,
                     seed=0, device="cpu")
     aa.apgd.n_restarts = 1
-    atk._set_apgd_iters(aa.apgd, CFG.n_iter)
+    aa.apgd_targeted.n_target_classes = CFG.n_target_classes
+    set_apgd_iters(aa.apgd, CFG.n_iter)
+    set_apgd_iters(aa.apgd_targeted, CFG.n_iter)
     aa.verbose = False
     with atk.capture_autoattack_log():
         x_adv, y_adv = aa.run_standard_evaluation(x, y, batch_size=32)
     assert torch.equal(out.robust, y_adv.eq(y))
     assert 0 < int(out.robust.sum()) < int(model(x).argmax(1).eq(y).sum())  # attack did something
+
+
+def test_aa_is_autoattack_standard_version_image_for_image():
+    """``aa``: the registry's four components in sequence = ``AutoAttack(version='standard')`` with the same
+    budget overrides (small here so that the test is fast), the adversarial images included."""
+    from pyautoattack import AutoAttack
+    cfg = AttackConfig(eps=8 / 255, n_iter=5, n_target_classes=3, n_queries=30)
+    model = tiny_model()
+    x, y = make_data(24, 2)
+    out = run_attack(model, x, y, Attack("aa"), cfg, batch_size=24, n_classes=4, keep_adv=True)
+    aa = AutoAttack(model, version="standard", eps=cfg.eps, seed=0, device="cpu")
+    aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = cfg.n_target_classes
+    set_apgd_iters(aa.apgd, cfg.n_iter)
+    set_apgd_iters(aa.apgd_targeted, cfg.n_iter)
+    aa.fab.n_iter = cfg.n_iter
+    aa.square.n_queries = cfg.n_queries
+    aa.verbose = False
+    with atk.capture_autoattack_log():
+        x_adv, y_adv = aa.run_standard_evaluation(x, y, batch_size=24)
+    assert torch.equal(out.robust, y_adv.eq(y))
+    assert torch.equal(out.x_adv, x_adv)
+    assert 0 < int(out.robust.sum()) < int(model(x).argmax(1).eq(y).sum())
 
 
 def test_run_attack_leaves_global_rng_untouched():

@@ -1,5 +1,8 @@
-"""The command line: help, one-line errors with exit code 2, calibrate -> evaluate -> sweep -> results."""
+"""The command line: help, one-line errors with exit code 2, calibrate -> evaluate -> sweep -> results, the
+listing of attacks, and the package's layout (one module per command group, :mod:`msparse.cli`)."""
+import importlib
 import os
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from msparse.cli import main, parse_list, parse_number
+import msparse.cli
+from msparse.cli import main
+from msparse.cli.options import parse_list, parse_number
 from msparse.evaluation.store import Store
 
 from test_attacks import make_arch, make_data, tiny_model  # noqa: F401  (make_arch: --model factory)
@@ -46,8 +51,8 @@ def test_help_has_examples(capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
     assert "--alphas" in capsys.readouterr().out
-    for cmd, words in (("list-models", "model names"), ("results", "one line per record"),
-                       ("train", "Adversarially train")):   # each has a description, not just its usage line
+    for cmd, words in (("list-models", "model names"), ("results", "one line per record"),   # each has a description,
+                       ("train", "Adversarially train"), ("attacks", "attack methods, one per line")):   # not just usage
         with pytest.raises(SystemExit):
             main([cmd, "--help"])
         assert words in capsys.readouterr().out, cmd
@@ -85,7 +90,7 @@ def test_argument_errors_are_one_line_exit_2(argv, msg, capsys):
 
 
 @pytest.mark.parametrize("extra, msg", [
-    (["--attack", "pgd"], "unknown attack 'pgd'"),
+    (["--attack", "no-such-attack"], "unknown attack 'no-such-attack'"),
     (["--eps", "-0.1"], "eps must be a finite number > 0"),
     (["--eps", "8"], "did you mean 8/255"),
     (["--alpha", "0.2"], "needs statistics"),
@@ -186,3 +191,51 @@ def test_an_unwritable_store_fails_before_any_work_in_one_line(tmp_path, capsys,
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert f"the results store {store} cannot be written" in err
+
+
+def test_attacks_lists_every_registered_attack_once_with_its_library_gradient_and_params(capsys):
+    from msparse.attacks.registry import get_attack, list_attacks
+
+    assert main(["attacks"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = list_attacks()
+    assert names and [line.split()[0] for line in lines] == names
+    for name, line in zip(names, lines):
+        cls = get_attack(name)
+        assert f"  {cls.library}  " in line, line
+        assert ("gradient-free" in line) == (not cls.needs_grad), line
+        assert all(f"{k}=" in line for k in cls.params), line
+        assert ("params: -" in line) == (not cls.params), line
+
+
+def test_attack_lines_show_declared_parameters_aligned(monkeypatch):
+    """The listing reads name, library, needs_grad, params and summary off each registered class."""
+    from msparse.cli import listing
+
+    class Fast:
+        name, library, needs_grad, params, summary = "fast", "adv-lib", True, {"steps": 10, "loss": "dlr"}, "quick"
+
+    class Blind:
+        name, library, needs_grad, params, summary = "blind-search", "msparse", False, {}, ""
+
+    monkeypatch.setattr(listing, "list_attacks", lambda: ["fast", "blind-search"])
+    monkeypatch.setattr(listing, "get_attack", {"fast": Fast, "blind-search": Blind}.__getitem__)
+    assert listing.attack_lines() == [
+        "fast          adv-lib  needs gradients  params: steps=10, loss=dlr  quick",
+        "blind-search  msparse  gradient-free    params: -",
+    ]
+
+
+def test_the_cli_is_one_module_per_concern_behind_main():
+    """``msparse.cli`` exports only ``main`` and ``build_parser``; every module says what it owns; the console
+    script and ``python -m msparse`` run :func:`msparse.cli.main`; every command is registered by one module."""
+    import msparse.__main__ as entry
+
+    assert msparse.cli.__all__ == ["main", "build_parser"] and entry.main is msparse.cli.main
+    modules = [importlib.import_module(f"msparse.cli.{m.name}") for m in pkgutil.iter_modules(msparse.cli.__path__)]
+    assert len(modules) >= 8
+    for mod in [msparse.cli, *modules]:
+        assert mod.__doc__ and len(mod.__doc__.split()) >= 8, mod.__name__
+    sub = next(a for a in msparse.cli.build_parser()._actions if a.dest == "command")
+    assert list(sub.choices) == ["list-models", "attacks", "calibrate", "evaluate", "sweep", "plan", "results",
+                                 "demo", "book", "train"]

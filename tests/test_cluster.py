@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from msparse.core.calibration import calibrate
-from msparse.core.placement import set_alpha, sparsify
+from msparse.core.placement import set_alpha, site_state, sparsify
 from msparse.errors import ClusterError, MsparseError, StoreError, UsageError
 from msparse.evaluation import executor as ex
 from msparse.evaluation.evaluate import evaluate
@@ -129,14 +129,12 @@ def test_shard_bounds_are_multiples_of_the_batch_size():
 
 def test_sharded_evaluation_equals_the_unsharded_one_per_example(tmp_path):
     """Shards of 2 batches, merged from per-example flags: the unsharded run's key, flags, counts, intervals."""
-    from msparse.evaluation.shards import evaluate_sharded
-
     m = tiny_model()
     set_alpha(m, 0.3)
     x, y = tiny_data(20)
     kw = dict(attack="apgd-ce", n_iter=3, batch_size=4, seed=3)
     whole = evaluate(m, x, y, store=tmp_path / "a", **kw)
-    merged = evaluate_sharded(m, x, y, shard_size=8, store=tmp_path / "b", progress=False, **kw)
+    merged = ex.evaluate_sharded(m, x, y, shard_size=8, store=tmp_path / "b", progress=False, **kw)
     assert merged.key == whole.key
     for f in ("n", "clean", "robust", "clean_acc", "robust_acc", "clean_ci", "robust_ci", "clean_flags",
               "robust_flags", "components"):
@@ -168,7 +166,7 @@ def test_rerun_computes_only_the_missing_records(tmp_path):
     jobs = []
     for a in (0.0, 0.3):
         set_alpha(m, a)
-        jobs.append(ex.Job(ex.site_state(m), "apgd-ce", dict(n_iter=2, batch_size=8)))
+        jobs.append(ex.Job(site_state(m), "apgd-ce", dict(n_iter=2, batch_size=8)))
     run = ex.Executor(None)
     first = run.run(m, x, y, jobs, store=tmp_path, progress=False)
     assert len(first) == 2
@@ -185,7 +183,7 @@ def test_a_worker_that_cannot_see_the_store_fails_clearly(tmp_path):
     elsewhere = tmp_path / "other"
     elsewhere.mkdir()
     with pytest.raises(StoreError, match="cannot see the results store"):
-        ex.run_task(m, None, x, y, ex.site_state(m), "none", {}, 0, 4, str(elsewhere), tok, "cpu", None)
+        ex.run_task(m, None, x, y, site_state(m), "none", {}, 0, 4, str(elsewhere), tok, "cpu", None)
     assert not (elsewhere / "records").exists()       # nothing computed or written there
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import re
 import textwrap
 from pathlib import Path
@@ -77,29 +76,49 @@ def test_the_model_recipe_registers_a_model_that_loads_and_is_listed(monkeypatch
         assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_the_attack_recipe_adds_a_name_every_route_accepts(monkeypatch):
-    from msparse.attacks import autoattack, base
-    from msparse.attacks.gradest import PARAMS
+def test_the_attack_recipe_is_one_file_whose_attack_every_route_and_evaluate_accept(tmp_path):
+    import msparse
+    from msparse.attacks import base, registry
+    from msparse.attacks.gradest import PARAMS, GradEst
     from msparse.errors import InputError, UnknownNameError
+    from msparse.experiments.plan import passes
 
     section = recipe("Add an attack")
     [code] = snippets(section)
-    name = re.search(r'PRESETS\["([\w-]+)"\]', code).group(1)
+    name = re.search(r'name = "([\w-]+)"', code).group(1)
     with pytest.raises(UnknownNameError):
         base.parse_attack(name)
-    monkeypatch.setattr(base, "PRESETS", dict(base.PRESETS))
-    exec(compile(code, "book/contributing.md (Add an attack)", "exec"), {"PRESETS": base.PRESETS})
-    assert base.parse_attack(name) == [base.Attack(name)]
-    assert base.parse_attack(f"bpda:{name}") == [base.Attack(name, "bpda")]
-    assert base.parse_attack(f"worst:apgd,{name}")[-1] == base.Attack(name)
-    monkeypatch.setattr(base, "GRADIENT_FREE", base.GRADIENT_FREE + (name,))   # "then bpda: ... refuse it"
-    with pytest.raises(InputError, match="uses no gradient"):
-        base.parse_attack(f"bpda:{name}")
-    # the worked example is what the recipe says it is
-    assert "gradest" in section and base.PRESETS["gradest"] == ("gradest",) and "gradest" in base.GRADIENT_FREE
+    namespace = {"__name__": "contributing_attack"}
+    exec(compile(code, "book/contributing.md (Add an attack)", "exec"), namespace)   # the one new file
+    try:
+        cls = registry.get_attack(name)
+        assert name in registry.list_attacks() and not cls.needs_grad
+        assert base.parse_attack(name) == [base.Attack(name)]
+        assert base.parse_attack(f"transfer:{name}") == [base.Attack(name, "transfer")]
+        assert base.parse_attack(f"worst:apgd,{name}")[-1] == base.Attack(name)
+        with pytest.raises(InputError, match="uses no gradient"):
+            base.parse_attack(f"bpda:{name}")
+        with pytest.raises(InputError, match="declared parameters: tries"):
+            base.parse_attack(f"{name}[steps=3]")
+        assert passes(name, n_iter=10) == pytest.approx(4 / 3 + 1 / 3)
+        # evaluate runs it, and its declared parameter is in the record key
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4)).eval()
+        x = torch.rand(6, 3, 8, 8)
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        store = tmp_path / "store"
+        res = msparse.evaluate(model, x, y, attack=name, store=store, progress=False)
+        assert res.n == 6 and 0 <= res.robust_acc <= res.clean_acc == 1.0
+        assert res.spec["attack"]["name"] == name and res.spec["attack"][name] == {"tries": 4}
+        more = msparse.evaluate(model, x, y, attack=f"{name}[tries=8]", store=store, progress=False)
+        assert more.key != res.key and more.spec["attack"][name] == {"tries": 8}
+    finally:
+        registry.unregister_attack(name)
+    # the worked examples the recipe names are what it says they are
+    assert "gradest" in section and registry.get_attack("gradest") is GradEst and not GradEst.needs_grad
     assert base.attack_params(base.parse_attack("gradest")) == {"gradest": dict(PARAMS)}
-    assert "gradest" in inspect.getsource(autoattack.make_autoattack)
-    assert '"gradest"' in inspect.getsource(autoattack._perturb)
+    assert registry.get_attack("apgd-ce").__module__ == "msparse.attacks.apgd_ce"
 
 
 def test_the_page_recipe_puts_a_page_in_the_book_list_toc_and_quick_profile(monkeypatch):

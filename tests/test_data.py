@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-import msparse.data as D
-from msparse.data import ImageBatches, load_data, load_uint8
+from msparse.data import batches as B, jpeg, loading, offline, official
+from msparse.data.batches import ImageBatches
+from msparse.data.loading import load_data, load_uint8
 from msparse.errors import ChecksumError, DataError
 
 # The first ten labels of the official CIFAR-10 test batch (test_batch, official order).
 OFFICIAL_TEST_LABELS_0_9 = [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
-SHARED_NPZ = D.Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_partial.npz"
+SHARED_NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_partial.npz"
 
 
 @pytest.fixture
@@ -31,9 +32,9 @@ def no_network(monkeypatch):
 
 @pytest.fixture
 def fresh_caches(monkeypatch):
-    monkeypatch.setattr(D, "_OFFLINE_CACHE", {})
-    monkeypatch.setattr(D, "_OFFICIAL_CACHE", {})
-    monkeypatch.setattr(D, "_JPEG_CACHE", {})
+    monkeypatch.setattr(offline, "_OFFLINE_CACHE", {})
+    monkeypatch.setattr(official, "_OFFICIAL_CACHE", {})
+    monkeypatch.setattr(jpeg, "_JPEG_CACHE", {})
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ def test_offline_train_subset_and_slicing(no_official):
     x, y, info = load_data("cifar10", "train", n=100, start=2900, return_info=True)
     assert x.shape == (100, 3, 32, 32) and info.indices == "2900..2999"
     xa, _ = load_data("cifar10", "train")
-    assert len(xa) == D.offline_manifest()["splits"]["train"]["n"] >= 2000
+    assert len(xa) == offline.offline_manifest()["splits"]["train"]["n"] >= 2000
     assert torch.equal(xa[2900:3000], x)
 
 
@@ -74,25 +75,25 @@ def test_offline_pixels_equal_the_exact_reference(no_official):
 
 
 def test_manifest_checksums_match_files():
-    man = D.offline_manifest()
+    man = offline.offline_manifest()
     for entry in man["splits"].values():
-        data = (D.OFFLINE_DIR / entry["file"]).read_bytes()
+        data = (offline.OFFLINE_DIR / entry["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
 
 
 def test_shipped_data_is_small():
-    total = sum(p.stat().st_size for p in D.OFFLINE_DIR.iterdir())
+    total = sum(p.stat().st_size for p in offline.OFFLINE_DIR.iterdir())
     assert total <= 10 * 2**20
 
 
 def test_corrupted_offline_file_is_a_clear_error(tmp_path, monkeypatch, fresh_caches, no_official):
     copy = tmp_path / "offline"
-    shutil.copytree(D.OFFLINE_DIR, copy)
-    f = copy / D.offline_manifest()["splits"]["test"]["file"]
+    shutil.copytree(offline.OFFLINE_DIR, copy)
+    f = copy / offline.offline_manifest()["splits"]["test"]["file"]
     data = bytearray(f.read_bytes())
     data[len(data) // 2] ^= 0xFF
     f.write_bytes(bytes(data))
-    monkeypatch.setattr(D, "OFFLINE_DIR", copy)
+    monkeypatch.setattr(offline, "OFFLINE_DIR", copy)
     with pytest.raises(ChecksumError, match="checksum mismatch"):
         load_data("cifar10", "test", n=10)
 
@@ -209,7 +210,7 @@ def test_image_batches_are_deterministic_per_epoch_and_augment_correctly():
     assert xb.shape == (16, 3, 32, 32) and 0 <= xb.min() and xb.max() <= 1
     plain = ImageBatches(x, y, 64, shuffle=False, augment=False)
     xp, yp = next(iter(plain))
-    assert torch.equal(xp, D._to_float(x)) and torch.equal(yp, torch.from_numpy(y))
+    assert torch.equal(xp, loading.to_float(x)) and torch.equal(yp, torch.from_numpy(y))
 
 
 def test_augmentation_is_a_padded_crop_with_optional_flip():
@@ -225,7 +226,7 @@ def test_augmentation_is_a_padded_crop_with_optional_flip():
 
 
 def test_batches_for_the_statistics_pass_keep_order_and_the_last_partial_batch(no_official):
-    it, info = D.batches("cifar10", "train", batch_size=512, n=1100)
+    it, info = B.batches("cifar10", "train", batch_size=512, n=1100)
     sizes = [len(xb) for xb, _ in it]
     assert sizes == [512, 512, 76] and info.n == 1100
     x, _ = load_data("cifar10", "train", n=1100)
@@ -235,20 +236,20 @@ def test_batches_for_the_statistics_pass_keep_order_and_the_last_partial_batch(n
 def test_image_folder_loader(tmp_path):
     from PIL import Image
     with pytest.raises(DataError, match="image-net.org"):
-        D.image_folder_loader(tmp_path / "train")
+        B.image_folder_loader(tmp_path / "train")
     for c in ("n01", "n02"):
         (tmp_path / "train" / c).mkdir(parents=True)
         Image.fromarray(np.full((300, 260, 3), 128, np.uint8)).save(tmp_path / "train" / c / "a.JPEG")
-    xb, yb = next(iter(D.image_folder_loader(tmp_path / "train", batch_size=2, num_workers=0)))
+    xb, yb = next(iter(B.image_folder_loader(tmp_path / "train", batch_size=2, num_workers=0)))
     assert xb.shape == (2, 3, 224, 224) and yb.tolist() == [0, 1]
 
 
 def test_an_edited_label_in_the_manifest_is_refused(no_official, fresh_caches, monkeypatch):
     """The labels are pinned by sha256 in the code: a manifest whose label was changed is refused."""
-    real = D.offline_manifest()
+    real = offline.offline_manifest()
     edited = json.loads(json.dumps(real))
     edited["splits"]["test"]["labels"][0] = (edited["splits"]["test"]["labels"][0] + 1) % 10
-    monkeypatch.setattr(D, "offline_manifest", lambda: edited)
+    monkeypatch.setattr(offline, "offline_manifest", lambda: edited)
     with pytest.raises(ChecksumError, match="labels of the shipped test subset"):
         load_data("cifar10", "test", n=10)
 
@@ -260,4 +261,4 @@ def test_the_pinned_labels_are_the_official_ones():
         pytest.skip(f"no {ref}")
     d = np.load(ref)
     for split, n, key in (("test", 1000, "y_test"), ("train", 3000, "y_train")):
-        assert hashlib.sha256(d[key][:n].astype(np.int64).tobytes()).hexdigest() == D.OFFLINE_LABELS_SHA256[split]
+        assert hashlib.sha256(d[key][:n].astype(np.int64).tobytes()).hexdigest() == offline.OFFLINE_LABELS_SHA256[split]

@@ -9,7 +9,8 @@ import msparse.evaluation.evaluate as ev
 from msparse.core.placement import named_operators as meansparse_modules
 from msparse.core.placement import set_backward, sites, sparsify
 from msparse.evaluation.evaluate import evaluate
-from msparse.evaluation.store import Store, load_records, to_table
+from msparse.evaluation.queries import load_records, to_table
+from msparse.evaluation.store import Store
 from msparse.evaluation.sweep import site_subsets, sweep
 
 from test_attacks import make_data, sparse_model, tiny_model
@@ -172,7 +173,7 @@ def test_model_state_is_left_as_it_was(data):
 # --- bad input ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("change, msg", [
-    (dict(attack="pgd"), "unknown attack 'pgd'"),
+    (dict(attack="pgd-l7"), "unknown attack 'pgd-l7'"),
     (dict(eps=0), "eps must be a finite number > 0"),
     (dict(eps=-0.1), "eps must be a finite number > 0"),
     (dict(eps=8), "did you mean 8/255"),
@@ -292,3 +293,71 @@ def test_sweep_refuses_an_unknown_centre_before_computing(tmp_path, data):
     with pytest.raises(ValueError, match="unknown centre 'median'"):
         sweep(m, x, y, alphas=[0.0, 0.3], centres=["median"], attack="none", store=tmp_path, progress=False)
     assert not list(tmp_path.rglob("*.json"))
+
+
+# --- the key without running: evaluation_plan; one merge; one site state -----------------------
+
+@pytest.mark.parametrize("alpha, attack, with_source", [
+    (0.2, "none", False), (0.2, "apgd-ce", False), (0.2, "bpda", False), (0.2, "transfer", False),
+    (0.2, "transfer", True), (0.2, "worst:apgd-ce,bpda", False), (0.2, "worst:apgd-ce,bpda,transfer", False),
+    (0.0, "bpda", False), (0.0, "worst:apgd-ce,transfer", False)])
+def test_evaluation_plan_gives_the_key_evaluate_stores(tmp_path, data, alpha, attack, with_source):
+    """The executor learns which points are stored from evaluation_plan: its key must be the record's key (on a
+    model without active sites BPDA and transfer share the direct attack's record, in the plan as in evaluate)."""
+    x, y = data[0][:12], data[1][:12]
+    m = sparse_model(alpha)
+    src = tiny_model() if with_source else None
+    kw = dict(eps=8 / 255, n_iter=1, batch_size=8, seed=2)
+    m.train()
+    plan = ev.evaluation_plan(m, x, y, attack, source=src, **kw)
+    assert m.training and not any(tmp_path.iterdir())           # pure: nothing ran, nothing was written
+    m.eval()
+    r = evaluate(m, x, y, attack, source=src, store=tmp_path, diagnostics=False, name="labels", tags={"t": 1}, **kw)
+    assert plan.key == r.key and plan.spec == r.spec and Store(tmp_path).get(plan.key) is not None
+    assert plan.batch_size == 8
+
+
+def test_evaluation_plan_checks_the_inputs_as_evaluate_does(data):
+    x, y = data
+    with pytest.raises(ValueError, match="n_iter must be >= 1"):
+        ev.evaluation_plan(sparse_model(0.2), x, y, "apgd-ce", n_iter=0)
+    with pytest.raises(ValueError, match="eps"):
+        ev.evaluation_plan(sparse_model(0.2), x, y, "apgd-ce", eps=8)
+
+
+def test_merge_results_of_any_split_is_the_whole_result(data):
+    """The one merge of the result schema (batches in evaluate, shard records in shards.merge_records): any split
+    of the images into consecutive ranges merges back into the whole result, rebuilt from per-example flags."""
+    x, y = data
+    r = evaluate(sparse_model(0.2), x, y, "worst:apgd-ce,bpda", store=False, diagnostics=False, **FAST)
+    whole = r.result
+
+    def part(a, b):
+        return {"n": b - a, "clean_flags": whole["clean_flags"][a:b],
+                "components": {k: {"attacks": c["attacks"], "outcome": c["outcome"][a:b]}
+                               for k, c in whole["components"].items()}}
+    for cuts in ([0, 48], [0, 5, 48], [0, 16, 17, 40, 48]):
+        merged = ev.merge_results([part(a, b) for a, b in zip(cuts, cuts[1:])])
+        assert {k: v for k, v in merged.items() if k != "diagnostics"} == \
+            {k: v for k, v in whole.items() if k != "diagnostics"}
+    assert 0 < whole["robust"] < whole["clean"]   # the split is tested on flags that differ
+
+
+def test_preserved_sites_restores_every_site_also_on_error():
+    from msparse.core.placement import apply_site_state, preserved_sites, set_alpha, site_state
+
+    m = sparse_model(0.2)
+    before = site_state(m)
+    with pytest.raises(RuntimeError, match="boom"):
+        with preserved_sites(m):
+            set_alpha(m, 0.7)
+            set_backward(m, "identity")
+            for _, op in meansparse_modules(m):
+                op.centre = "zero"
+                op.mean.add_(1.0)
+            raise RuntimeError("boom")
+    after = site_state(m)
+    assert [(b, c) for _, b, c in after] == [(b, c) for _, b, c in before] == [("exact", "mean")] * len(before)
+    assert all(torch.equal(sa[k], sb[k]) for (sa, _, _), (sb, _, _) in zip(after, before) for k in sb)
+    with pytest.raises(ValueError, match="site state for 1 operators"):
+        apply_site_state(m, before[:1])

@@ -8,7 +8,7 @@ import torch
 import msparse as ms
 from msparse.evaluation import evidence as ev
 from msparse.evaluation.store import Store
-from msparse.report import verdicts as vd
+from msparse.report import referee, verdicts as vd
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "results"
@@ -116,11 +116,11 @@ def test_unequal_budget_withholds_a_verdict_against_the_claim_but_not_a_gain():
     worse = [True] * 40 + [False] * 60          # a significant loss
     better = [True] * 80 + [False] * 20         # a significant gain
     miss = {"CE": "3 more runs (2 of 5)"}
-    assert vd.referee_verdict(base, better, base, worse).phrase == "broken by an adaptive attack"
-    v = vd.referee_verdict(base, better, base, worse, missing=miss)
+    assert referee.referee_verdict(base, better, base, worse).phrase == "broken by an adaptive attack"
+    v = referee.referee_verdict(base, better, base, worse, missing=miss)
     assert v.phrase == "unequal budget" and "attacked more weakly" in v.reason()
-    assert vd.referee_verdict(base, worse, base, worse, missing=miss).phrase == "unequal budget"
-    assert vd.referee_verdict(base, better, base, better, missing=miss).phrase == "reproduced"
+    assert referee.referee_verdict(base, worse, base, worse, missing=miss).phrase == "unequal budget"
+    assert referee.referee_verdict(base, better, base, better, missing=miss).phrase == "reproduced"
 
 
 def test_one_image_that_would_flip_a_verdict_is_named():
@@ -146,7 +146,7 @@ def test_every_claim_has_one_answer_from_the_committed_store():
         assert a.n == ev.largest_n(Store(COMMITTED), a.cmp.new.point, a.cmp.base.point)
         # as it stands never beats the official gradient alone at α, nor the base's
         assert a.cmp.new.robust <= 100 * sum(a.cmp.new.direct_flags()) / a.n + 1e-9
-        assert a.phrase in vd.REFEREE_PHRASES
+        assert a.phrase in referee.REFEREE_PHRASES
         if a.phrase != "unequal budget" and a.stands.difference.delta < 0 and a.p_stands_holm < 0.05:
             assert a.cmp.fair
     # the offline default's claim pools Table 1's and Fig. 3's records: one point, one answer
@@ -187,8 +187,8 @@ def test_one_stands_per_configuration_and_images():
 def test_a_gain_measured_only_through_the_official_gradient_is_not_reproduced():
     base = [True] * 60 + [False] * 40
     better = [True] * 80 + [False] * 20
-    assert vd.referee_verdict(base, better, base, better, adaptive=False).phrase == "not attacked adaptively"
-    assert vd.referee_verdict(base, better, base, better).phrase == "reproduced"
+    assert referee.referee_verdict(base, better, base, better, adaptive=False).phrase == "not attacked adaptively"
+    assert referee.referee_verdict(base, better, base, better).phrase == "reproduced"
 
 
 def test_beyond_official_names_adaptive_and_gradient_free_runs(store):
@@ -206,7 +206,7 @@ def test_the_start_page_leads_with_the_answer_table_and_figure():
     t = claims.answer_table(str(COMMITTED))
     assert len(t) == len(claims.CLAIMS)
     assert all(c.startswith('<a href="does_it_work.html#claim-') for c in t["claim"])
-    assert set(t["verdict"]) <= set(vd.REFEREE_PHRASES)
+    assert set(t["verdict"]) <= set(referee.REFEREE_PHRASES)
     assert not t.astype(str).apply(lambda col: col.str.contains("-0.0|nan", regex=True)).any().any()
     assert claims.answer_figure(str(COMMITTED)) is not None
     nb = (REPO / "notebooks" / "intro.md").read_text()

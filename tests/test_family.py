@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import msparse.models.zoo as M
-from msparse.data import load_data
+from msparse.data.loading import load_data
 from msparse.errors import ChecksumError, ModelLoadError
 from msparse.models.registry import list_models, load_model
 from msparse.models.resnet import ACTIVATIONS

@@ -38,7 +38,8 @@ from msparse.cli import main
 from msparse.core import placement as pl
 from msparse.evaluation.statsfile import load_stats, save_stats
 from msparse.evaluation import executor as ex
-from msparse.evaluation.store import Store, content_hash
+from msparse.evaluation.hashing import content_hash
+from msparse.evaluation.store import Store
 from msparse.experiments import plan as xplan
 from msparse.experiments import setup as es
 from msparse.models.resnet import resnet18
@@ -260,12 +261,12 @@ CASES = [
      "stats_nsamples.pt"),
     ("stats-mean-shape", lambda f: load_stats(f.model, f.dir / "stats_shape.pt"), E.InputError, "stats_shape.pt"),
     # attacks
-    ("attack-unknown", lambda f: parse_attack("pgd"), E.UnknownNameError, "'pgd'"),
+    ("attack-unknown", lambda f: parse_attack("pgd-l7"), E.UnknownNameError, "'pgd-l7'"),
     ("attack-worst-empty", lambda f: parse_attack("worst:"), E.InputError, "'worst:'"),
     ("attack-worst-unknown", lambda f: parse_attack("worst:apgd,nosuch"), E.UnknownNameError, "'nosuch'"),
     ("attack-worst-nested", lambda f: parse_attack("worst:apgd,worst:bpda"), E.InputError, "worst:"),
-    ("attack-evaluate", lambda f: _ev(f, attack="pgd"), E.UnknownNameError, "'pgd'"),
-    ("attack-notebook", lambda f: es.check_params(attack="pgd"), E.UnknownNameError, "'pgd'"),
+    ("attack-evaluate", lambda f: _ev(f, attack="pgd-l7"), E.UnknownNameError, "'pgd-l7'"),
+    ("attack-notebook", lambda f: es.check_params(attack="pgd-l7"), E.UnknownNameError, "'pgd-l7'"),
     # ε
     ("eps-zero", lambda f: _ev(f, eps=0), E.InputError, "got 0"),
     ("eps-negative", lambda f: _ev(f, eps=-0.1), E.InputError, "-0.1"),
@@ -479,7 +480,7 @@ def test_cli_reads_the_fixture_statistics_file_with_its_model(f, capsys):
 
 @pytest.mark.parametrize("fault", ["not-json", "missing-field", "labels-length"])
 def test_cli_invalid_data_manifest_is_one_line_naming_the_manifest(f, fault, capsys, monkeypatch, tmp_path):
-    import msparse.data as md
+    import msparse.data.offline as md
 
     man = json.loads((md.OFFLINE_DIR / "manifest.json").read_text())
     if fault == "missing-field":
@@ -673,7 +674,8 @@ def _assert_store_sound(root: Path) -> list[str]:
 
 _WRITER = textwrap.dedent("""
     import sys
-    from msparse.evaluation.store import Store, content_hash
+    from msparse.evaluation.hashing import content_hash
+    from msparse.evaluation.store import Store
     root, writer, first, last, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     store = Store(root)
     print("ready", flush=True)

@@ -122,7 +122,7 @@ def test_allowed_upward_imports_still_occur():
     ("core/placement.py", "import msparse.cli\n", "msparse.cli"),
     ("core/placement.py", "from msparse import cli\n", "msparse.cli"),
     ("models/zoo.py", "from .. import evaluation\n", "msparse.evaluation"),
-    ("data.py", "import msparse\n", "msparse"),
+    ("data/loading.py", "import msparse\n", "msparse"),
 ])
 def test_an_upward_import_is_found_wherever_it_is_written(tmp_path, monkeypatch, rel, text, target):
     """Function-level, relative, absolute and ``from msparse import X`` imports all count."""
@@ -132,3 +132,111 @@ def test_an_upward_import_is_found_wherever_it_is_written(tmp_path, monkeypatch,
     found = list(imports(path))
     assert [t for _, t in found] == [target]
     assert layer_of(target) > layer_of(module_name(path))
+
+
+# --------------------------------------------------------------------------------------------------
+# no import cycles: the same imports (function-level ones included) as a graph
+# --------------------------------------------------------------------------------------------------
+
+#: known import cycles (the modules of each, as a frozenset), each with why it is still there; a new one fails the
+#: test, and an entry that no longer occurs fails it too (so the list only shrinks)
+KNOWN_CYCLES: dict[frozenset, str] = {
+    frozenset({"msparse.core.placement", "msparse.core.presets"}):
+        "presets are lists of placement.Rule, and sparsify() resolves a preset name (function-level import in "
+        "placement._resolve); moving Rule to a module of its own would break it",
+}
+
+#: the evaluation layer in the order data flows: a module may import the ones before it, never one after it
+EVALUATION_ORDER = ("evaluate", "shards", "executor", "sweep")
+
+
+def import_graph() -> dict[str, dict[str, int]]:
+    """``{module: {imported msparse module: first line}}`` over every module of the source tree, every import
+    counted (module level, inside functions, relative or absolute; see :func:`imports`)."""
+    graph: dict[str, dict[str, int]] = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        edges = graph.setdefault(module_name(path), {})
+        for line, target in sorted(imports(path)):
+            edges.setdefault(target, line)
+    return graph
+
+
+def import_cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The strongly connected components of ``graph`` with two modules or more (Tarjan's algorithm, iterative),
+    each sorted. A module that imports itself is not a cycle (it is in ``sys.modules`` by then)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, children = work[-1]
+            w = next(children, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(graph.get(w, ())))))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+    return sorted(out)
+
+
+def _describe_cycle(graph, comp: list[str]) -> str:
+    members = set(comp)
+    edges = [f"{a} line {line} imports {b}" for a in comp for b, line in sorted(graph[a].items()) if b in members]
+    return "  cycle " + " <-> ".join(comp) + ":\n" + "\n".join(f"    {e}" for e in edges)
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    bad = [c for c in import_cycles(graph) if frozenset(c) not in KNOWN_CYCLES]
+    assert not bad, ("import cycles among msparse modules (a function-level import that hides one counts too; "
+                     "move the shared thing down or pass it in):\n" + "\n".join(_describe_cycle(graph, c)
+                                                                          for c in bad))
+
+
+def test_known_cycles_still_occur():
+    found = {frozenset(c) for c in import_cycles(import_graph())}
+    stale = [sorted(c) for c in KNOWN_CYCLES if c not in found]
+    assert not stale, f"tests/test_layers.py KNOWN_CYCLES lists cycles that no longer occur; remove them: {stale}"
+
+
+def test_the_evaluation_modules_import_in_the_order_data_flows():
+    graph = import_graph()
+    names = [f"msparse.evaluation.{m}" for m in EVALUATION_ORDER]
+    bad = [f"{a} line {graph[a][b]} imports {b}" for i, a in enumerate(names) for b in names[i + 1:] if b in graph[a]]
+    assert not bad, f"the evaluation layer flows {' < '.join(EVALUATION_ORDER)}; these imports go against it: {bad}"
+
+
+def test_import_cycles_finds_a_cycle_hidden_in_a_function(monkeypatch):
+    """The executor<->sweep cycle as it was (a function-level import of sweep in executor) is found."""
+    path = ROOT / "evaluation" / "executor.py"
+    text = path.read_text(encoding="utf-8") + "\n\ndef _hidden():\n    from .sweep import sweep\n"
+    real_read = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: text if self == path else real_read(self, *a, **k))
+    cycles = import_cycles(import_graph())
+    assert ["msparse.evaluation.executor", "msparse.evaluation.sweep"] in cycles
+    assert import_cycles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"d": 1}}) == [["a", "b", "c"]]

@@ -70,6 +70,6 @@ def test_cli_lets_a_bug_through_as_a_traceback(monkeypatch, bug):
     """Only MsparseError is bad input: an internal error -- even a plain ValueError -- is a bug, not 'bad input'."""
     def broken(*args, **kwargs):
         raise bug("deliberate internal bug")
-    monkeypatch.setattr(cli, "list_models", broken)
+    monkeypatch.setattr(cli.listing, "list_models", broken)
     with pytest.raises(bug, match="deliberate internal bug"):
         cli.main(["list-models"])

@@ -14,6 +14,8 @@ import msparse as ms
 from msparse.cli import main as cli
 from msparse.errors import InputError, StoreError
 from msparse.evaluation import store as R
+from msparse.evaluation.hashing import content_hash
+from msparse.evaluation.integrity import SCHEMA, seal
 from msparse.evaluation import verify as V
 from msparse.evaluation.evaluate import describe_model, host_checksum
 from msparse.evaluation.fingerprint import fingerprint
@@ -67,7 +69,7 @@ def _schema2(rec: dict) -> dict:
     if isinstance(spec.get("source"), dict):
         spec["source"] = {k: v for k, v in spec["source"].items() if k != "arch"}
     body = {k: v for k, v in rec.items() if k not in ("checksum", "key", "spec", "schema")}
-    return R._seal({"schema": 2, "key": R.content_hash(spec), "spec": spec, **body})
+    return seal({"schema": 2, "key": content_hash(spec), "spec": spec, **body})
 
 
 def _write(store_dir, doc: dict):
@@ -201,7 +203,7 @@ def test_a_schema2_record_is_rewritten_under_its_new_key_without_recomputation(t
     assert "1 records rewritten under their schema-3 key" in capsys.readouterr().out
     assert not old_path.exists()
     new = R.Store(tmp_path).get(rec["key"])
-    assert new["schema"] == R.SCHEMA and new["spec"] == rec["spec"]           # the key evaluate computes now
+    assert new["schema"] == SCHEMA and new["spec"] == rec["spec"]           # the key evaluate computes now
     assert new["result"] == old["result"] and new["meta"] == old["meta"]
     assert new["provenance"]["key_history"] == [{"schema": 2, "key": old["key"]}]
     # re-runnable: nothing left to do
@@ -238,7 +240,7 @@ def test_a_schema1_record_gets_both_old_keys_in_its_history(tmp_path):
     two = _schema2(rec)
     spec1 = {**two["spec"], "versions": {"torch": "2.15", "pyautoattack": "0.2.0"}}
     body = {k: v for k, v in two.items() if k not in ("checksum", "key", "spec", "schema")}
-    one = R._seal({"schema": 1, "key": R.content_hash(spec1), "spec": spec1, **body})
+    one = seal({"schema": 1, "key": content_hash(spec1), "spec": spec1, **body})
     _write(tmp_path, one)
     assert R.Store(tmp_path).get(two["key"])["schema"] == 2      # still served under its schema-2 key
     done = V.migrate(tmp_path)
@@ -265,7 +267,7 @@ def test_a_schema1_file_is_never_removed_for_a_damaged_file_under_its_new_key(tm
     rec = _small_record()
     spec1 = {**rec["spec"], "versions": {"torch": "2.15", "pyautoattack": "0.2.0"}}
     body = {k: v for k, v in rec.items() if k not in ("checksum", "key", "spec", "schema")}
-    one = R._seal({"schema": 1, "key": R.content_hash(spec1), "spec": spec1, **body})
+    one = seal({"schema": 1, "key": content_hash(spec1), "spec": spec1, **body})
     _write(tmp_path, one)
     (tmp_path / "records" / f"{rec['key']}.json").write_text("not json")
     with pytest.warns(RuntimeWarning, match="corrupted"):
@@ -304,10 +306,10 @@ def test_a_record_whose_model_cannot_be_rebuilt_is_left_in_place(tmp_path, capsy
     rec = _small_record()
     old = _schema2(rec)
     if why == "unknown model":
-        old = R._seal({**old, "meta": {**old["meta"], "model": "my-own-model"}})
+        old = seal({**old, "meta": {**old["meta"], "model": "my-own-model"}})
     else:
         spec = {**old["spec"], "model": "0" * 32}
-        old = R._seal({**old, "spec": spec, "key": R.content_hash(spec)})
+        old = seal({**old, "spec": spec, "key": content_hash(spec)})
     p = _write(tmp_path, old)
     before = p.read_bytes()
     assert cli(["results", "migrate", "--store", str(tmp_path)]) == 0

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 import msparse.models.zoo as M
 from msparse._io import sha256_file
-from msparse.data import load_data
+from msparse.data.loading import load_data
 from msparse.errors import ChecksumError, ModelLoadError
 from msparse.models.registry import is_model, list_models, load_model, model_entries, model_entry
 from msparse.models.resnet import ACTIVATIONS, ResNet18, activation_positions, resnet18
@@ -309,7 +309,7 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
 def test_cli_experiments_and_verification_get_one_model_and_placement_per_name(name):
     """The three callers that load a model by name (``--model``, ``setup``, the record checker) go through
     :func:`msparse.models.front.resolve`: same weights, same default placement, ``random:`` names included."""
-    from msparse import cli
+    from msparse.cli import loading as cli
     from msparse.core.placement import sites, sparsify, unsparsify
     from msparse.evaluation.verify import Rebuilder
     from msparse.experiments import setup as es
@@ -332,7 +332,7 @@ def test_default_placement_is_the_papers_preset_by_name_random_weights_included(
     """A RobustBench name with a preset in :data:`msparse.PRESETS` gets it (v1 first) for every caller, also as
     ``random:<name>`` (the same architecture); the project's ResNet-18 family gets the ResNet-18 preset on
     CIFAR-10 L∞ only; anything else gets ``activations``."""
-    from msparse import cli
+    from msparse.cli import loading as cli
     from msparse.experiments import setup as es
     from msparse.models import default_placement
 

@@ -39,7 +39,27 @@ def test_the_estimate_scales_with_flops_passes_and_throughput():
     assert plan.estimate(peng) == pytest.approx(18 * 1e4 * (100 + 1 / 3) * 3 * 120.94e9 / 50e12 / 3600)
     assert plan.passes("apgd-ce") < plan.passes("apgd") < plan.passes("apgd-ce+t") < plan.passes("aa")
     with pytest.raises(MsparseError, match="no cost model"):
-        plan.passes("fab-t")
+        plan.passes("nosuch")
+
+
+@pytest.mark.parametrize("n_iter, n_queries", [(100, 5000), (20, 1000)])
+def test_passes_come_from_the_registry_and_are_the_old_tables(n_iter, n_queries):
+    """The cost table before the registry (first attack on every image, later ones on ROBUST_FRACTION of them,
+    + the clean forward), now derived from each attack's AttackMethod.cost."""
+    ce, r, fwd = float(n_iter), plan.ROBUST_FRACTION, 1 / 3
+    old = {"none": fwd, "apgd-ce": ce, "apgd": ce + r * ce, "apgd-ce+t": ce + r * 9 * ce, "bpda": ce + r * 9 * ce,
+           "aa": ce + r * (9 * ce + 9 * ce + n_queries / 3)}
+    for name, value in old.items():
+        assert plan.passes(name, n_iter, n_queries) == pytest.approx(value + fwd), name
+    # transfer = transfer:apgd (APGD-CE then DLR on the base) + the forward on the target; the old table priced
+    # it as APGD-CE+T, which transfer has never been
+    assert plan.passes("transfer", n_iter, n_queries) == pytest.approx(ce + r * ce + fwd + fwd)
+    # every single attack: its own cost; surrogate: once per temperature, later ones on the robust share
+    for name, value in {"apgd-dlr": ce, "apgd-t": 9 * ce, "fab-t": 9 * ce, "square": n_queries / 3,
+                        "gradest": (1 + n_iter * 65) / 3, "gradest[pairs=8]": (1 + n_iter * 17) / 3,
+                        "surrogate:apgd-ce": ce * (1 + 2 * r),
+                        "worst:apgd-ce,square": ce + n_queries / 3}.items():
+        assert plan.passes(name, n_iter, n_queries) == pytest.approx(value + fwd), name
 
 
 def test_cli_plan_lists_records_and_estimate(capsys):

@@ -13,7 +13,10 @@ import torch
 import msparse as ms
 import msparse.evaluation.evaluate as ev_mod
 from msparse.cli import main as cli
-from msparse.evaluation import store as R
+from msparse.evaluation import provenance as P, store as R
+from msparse.evaluation.hashing import content_hash
+from msparse.evaluation.integrity import SCHEMA, seal
+from msparse.evaluation.migration import has_architecture
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "results"
@@ -42,16 +45,16 @@ def _legacy(rec: dict, torch_minor: str = "2.15") -> dict:
     """``rec`` as a schema-1 writer would have sealed it (library versions inside the key)."""
     spec = {**rec["spec"], "versions": {"torch": torch_minor, "pyautoattack": "0.2.0"}}
     body = {k: v for k, v in rec.items() if k not in ("checksum", "key", "spec", "schema")}
-    return R._seal({"schema": 1, "key": R.content_hash(spec), "spec": spec, **body})
+    return seal({"schema": 1, "key": content_hash(spec), "spec": spec, **body})
 
 
 def _fake_versions(monkeypatch, torch_version: str):
-    real = R.versions
+    real = P.versions
 
     def fake():
         return {**real(), "torch": torch_version}
 
-    monkeypatch.setattr(R, "versions", fake)
+    monkeypatch.setattr(P, "versions", fake)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -77,9 +80,9 @@ def test_a_store_that_refuses_other_versions_recomputes_them(tmp_path, monkeypat
     m, x, y = _tiny()
     first = ms.evaluate(m, x, y, attack="none", store=tmp_path)
     rec = R.Store(tmp_path).get(first.key)
-    assert R.versions_differ(rec) == {}
+    assert P.versions_differ(rec) == {}
     _fake_versions(monkeypatch, "2.2.1")
-    assert set(R.versions_differ(rec)) == {"torch"}
+    assert set(P.versions_differ(rec)) == {"torch"}
     assert R.Store(tmp_path).get(first.key) is not None
     assert R.Store(tmp_path, reuse_other_versions=False).get(first.key) is None
     monkeypatch.setenv(R.RECOMPUTE_ENV, "1")
@@ -106,7 +109,7 @@ def test_schema1_records_are_served_under_their_new_key_and_migrated_once(tmp_pa
     st = R.Store(tmp_path)
     assert st.keys() == [res.key]
     got = st.get(res.key)
-    assert got["schema"] == R.SCHEMA and got["key"] == res.key and "versions" not in got["spec"]
+    assert got["schema"] == SCHEMA and got["key"] == res.key and "versions" not in got["spec"]
     assert got["result"] == old["result"] and got["meta"] == old["meta"]
     assert got["provenance"]["key_history"] == [{"schema": 1, "key": old["key"], "versions": old["spec"]["versions"]}]
     assert old_path.exists()                                         # reading never rewrites
@@ -138,10 +141,10 @@ def test_every_committed_record_has_the_library_free_key_naming_its_architecture
     for f in files:
         doc = json.loads(f.read_text())
         assert "versions" not in doc["spec"], f.name
-        assert R.content_hash(doc["spec"]) == doc["key"] == f.stem
-        assert R.record_versions(doc)["torch"], f.name        # the versions are in the provenance
+        assert content_hash(doc["spec"]) == doc["key"] == f.stem
+        assert P.record_versions(doc)["torch"], f.name        # the versions are in the provenance
         # migrated (`msparse results migrate`) unless no model can be rebuilt for it: it names none
-        migrated = doc["schema"] == R.SCHEMA and R.has_architecture(doc["spec"])
+        migrated = doc["schema"] == SCHEMA and has_architecture(doc["spec"])
         assert migrated or not doc["meta"].get("model"), f.name
 
 
@@ -162,7 +165,7 @@ def test_the_book_lookups_hit_the_committed_store_under_another_torch(monkeypatc
     assert all(r["cached"] for r in rows)
     recs = [R.Store(COMMITTED).get(r["key"]) for r in rows]
     note = tables.versions_note(recs)
-    assert note.startswith(f"6 of 6 records on this page were computed with torch {R.record_versions(recs[0])['torch']}")
+    assert note.startswith(f"6 of 6 records on this page were computed with torch {P.record_versions(recs[0])['torch']}")
     assert "this build runs torch 2.2.0" in note
 
 
@@ -226,7 +229,7 @@ def test_rerun_rebuilds_a_record_under_another_seed_and_then_reads_it(tmp_path):
     assert same.result["robust_flags"] == rec["result"]["robust_flags"]
     assert same.result["clean_flags"] == rec["result"]["clean_flags"]
     other = V.rerun(rec, seed=7, store=tmp_path)
-    assert other.key == V.rerun_key(rec, seed=7) == R.content_hash({**rec["spec"], "seed": 7}) != key
+    assert other.key == V.rerun_key(rec, seed=7) == content_hash({**rec["spec"], "seed": 7}) != key
     stored = R.Store(tmp_path).get(other.key)
     assert stored["spec"]["seed"] == 7 and stored["meta"]["tags"]["rerun_of"] == key
     assert stored["meta"]["model"] == rec["meta"]["model"]

@@ -9,8 +9,10 @@ import torch.nn as nn
 
 from msparse.errors import CorruptRecord
 from msparse.evaluation.significance import mcnemar, wilson
-from msparse.evaluation.store import (Store, content_hash, data_hash, default_store_dir, flags_to_str,
-                                      load_records, model_checksum, provenance, str_to_flags, to_table)
+from msparse.evaluation.hashing import content_hash, data_hash, flags_to_str, model_checksum, str_to_flags
+from msparse.evaluation.provenance import provenance
+from msparse.evaluation.queries import load_records, to_table
+from msparse.evaluation.store import Store, default_store_dir
 
 
 def _record(alpha=0.25, attack="apgd-ce", robust=0.5, model="m"):

@@ -5,15 +5,16 @@ import pickle
 import pickletools
 import struct
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import msparse.data as D
-from msparse.data import load_data, load_uint8
+from msparse.data import official as D
+from msparse.data.loading import load_data, load_uint8
 from msparse.errors import DataError, MsparseError
 
-SHARED_DATA = D.Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARED_NPZ = SHARED_DATA / "cifar10_partial.npz"
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 

@@ -19,9 +19,10 @@ import torch
 import msparse as ms
 from msparse.cli import main
 from msparse.errors import CorruptRecord, InputError, StoreError
-from msparse.evaluation import store as R
+from msparse.evaluation.integrity import SCHEMA, check_record, seal
 from msparse.evaluation.significance import wilson
-from msparse.evaluation.store import SCHEMA, Store, check_record, content_hash
+from msparse.evaluation.hashing import content_hash
+from msparse.evaluation.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,7 +52,7 @@ def _binarization() -> dict:
 
 def _write_sealed(st: Store, rec: dict, schema: int = SCHEMA) -> Path:
     """Write ``rec`` as a sealed file (checksum recomputed) without the store's checks: what an edit + re-seal does."""
-    doc = R._seal({**{k: v for k, v in rec.items() if k != "checksum"}, "schema": schema})
+    doc = seal({**{k: v for k, v in rec.items() if k != "checksum"}, "schema": schema})
     p = st.root / "records" / f"{rec['key']}.json"
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(doc))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import msparse._io as io_
 from msparse.attacks.pgd import pgd_attack
-from msparse.data import load_data
+from msparse.data.loading import load_data
 from msparse.models.registry import load_model
 from msparse.models.resnet import resnet18
 from msparse.training import cli as train_cli

@@ -1,5 +1,6 @@
 """Verdict rules (msparse.report.verdicts): every outcome of every rule on constructed per-image flags, the paired
-interval and the detectable difference against published / hand-computed values, and the book's wrappers."""
+interval and the detectable difference (msparse.evaluation.significance) against published / hand-computed values,
+and the book's wrappers (msparse.report.verdict_lines)."""
 
 import math
 import random
@@ -8,8 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from msparse.evaluation import significance as S
 from msparse.evaluation.significance import mcnemar
-from msparse.report import verdicts as V
+from msparse.report import verdict_lines as L, verdicts as V
 from msparse.errors import InputError
 
 
@@ -33,7 +35,7 @@ def rows(base, new, clean_base=84.0, clean_new=83.5, alpha=0.35):
 def test_paired_interval_matches_the_published_tango_example():
     # Fagerland, Lydersen & Laake, Statistical Analysis of Contingency Tables (Ch. 8), Cavo et al. (2012):
     # 59 both, 6 only first, 16 only second, 80 neither -> -0.0621, Tango score 95% CI -0.1240 to -0.0054
-    lo, hi = V.paired_interval(6, 16, 161)
+    lo, hi = S.paired_interval(6, 16, 161)
     assert lo == pytest.approx(-0.1240, abs=5e-5) and hi == pytest.approx(-0.0054, abs=5e-5)
 
 
@@ -47,17 +49,17 @@ def test_paired_difference_counts_p_value_and_bounds():
     assert not d.significant
     assert d.ci == pytest.approx((-0.1240, -0.0054), abs=5e-5)
     # one-sided 95% bounds = the ends of the two-sided 90% interval, inside the 95% one
-    assert (d.lower, d.upper) == pytest.approx(V.paired_interval(6, 16, 161, 0.90))
+    assert (d.lower, d.upper) == pytest.approx(S.paired_interval(6, 16, 161, 0.90))
     assert d.ci[0] < d.lower < d.delta < d.upper < d.ci[1]
 
 
 def test_paired_interval_with_no_change_is_narrow_but_not_degenerate():
     # no discordant image: T(d) = -sqrt(n d / (1 - d)), so the bounds are +-z^2 / (n + z^2)
     z95, z90 = 1.959964, 1.644854
-    assert V.paired_interval(0, 0, 100) == pytest.approx((-z95 ** 2 / (100 + z95 ** 2), z95 ** 2 / (100 + z95 ** 2)))
-    assert V.paired_interval(0, 0, 100, 0.90)[1] == pytest.approx(z90 ** 2 / (100 + z90 ** 2))  # +2.63 pp
+    assert S.paired_interval(0, 0, 100) == pytest.approx((-z95 ** 2 / (100 + z95 ** 2), z95 ** 2 / (100 + z95 ** 2)))
+    assert S.paired_interval(0, 0, 100, 0.90)[1] == pytest.approx(z90 ** 2 / (100 + z90 ** 2))  # +2.63 pp
     # every image gained: p~ = (1 - d) / 2, T(d) = sqrt(n (1 - d) / (1 + d)) = z at d = (n - z^2) / (n + z^2)
-    assert V.paired_interval(100, 0, 100) == pytest.approx(((100 - z95 ** 2) / (100 + z95 ** 2), 1.0))
+    assert S.paired_interval(100, 0, 100) == pytest.approx(((100 - z95 ** 2) / (100 + z95 ** 2), 1.0))
 
 
 def test_one_sided_upper_bound_keeps_its_level_with_few_one_sided_changes():
@@ -66,7 +68,7 @@ def test_one_sided_upper_bound_keeps_its_level_with_few_one_sided_changes():
     # than 5% of runs (it would make "no better than the base" reproduced wrongly). Newcombe's interval: 13%.
     rng = np.random.default_rng(0)
     runs = rng.multinomial(500, [0.40, 0.01, 0.0, 0.59], size=2000)
-    bound = {g: V.paired_interval(g, 0, 500, 0.90)[1] for g in set(int(r[1]) for r in runs)}
+    bound = {g: S.paired_interval(g, 0, 500, 0.90)[1] for g in set(int(r[1]) for r in runs)}
     misses = sum(bound[int(r[1])] < 0.01 for r in runs) / len(runs)
     assert misses < 0.07
 
@@ -97,11 +99,11 @@ def test_paired_difference_rejects_bad_input(base, new, message):
 
 def test_paired_interval_rejects_bad_counts():
     with pytest.raises(ValueError, match="n = 0"):
-        V.paired_interval(0, 0, 0)
+        S.paired_interval(0, 0, 0)
     with pytest.raises(ValueError, match=">= 0"):
-        V.paired_interval(1, -1, 10)
+        S.paired_interval(1, -1, 10)
     with pytest.raises(ValueError, match="discordant"):
-        V.paired_interval(6, 5, 10)
+        S.paired_interval(6, 5, 10)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -109,23 +111,23 @@ def test_paired_interval_rejects_bad_counts():
 def test_min_detectable_difference_against_hand_computed_values():
     # psi = 0.1, n = 100: 10*d = 1.95996*sqrt(0.1) + 0.84162*sqrt(0.1 - d^2) crosses between d = 0.0875 (left side
     # smaller) and d = 0.088 (left side larger)
-    mde = V.min_detectable_difference(100, 0.1)
+    mde = S.min_detectable_difference(100, 0.1)
     assert 8.75 < mde < 8.80
-    assert V.required_n(mde, 0.1) == 100 and V.required_n(mde - 0.05, 0.1) > 100
+    assert S.required_n(mde, 0.1) == 100 and S.required_n(mde - 0.05, 0.1) > 100
     # psi = 0 (no image changed): a difference d changes at least d of the images, so psi = d:
     # 10*d = 1.95996*sqrt(d) + 0.84162*sqrt(d - d^2) crosses between d = 0.075 and d = 0.08
-    assert 7.5 < V.min_detectable_difference(100, 0.0) < 8.0
+    assert 7.5 < S.min_detectable_difference(100, 0.0) < 8.0
 
 
 def test_min_detectable_difference_defaults_scaling_and_limits():
-    assert V.min_detectable_difference(100) == V.min_detectable_difference(100, V.DEFAULT_DISCORDANT_RATE)
+    assert S.min_detectable_difference(100) == S.min_detectable_difference(100, S.DEFAULT_DISCORDANT_RATE)
     # for a fixed discordant rate it shrinks like 1/sqrt(n) (approximately)
-    assert V.min_detectable_difference(400, 0.1) == pytest.approx(V.min_detectable_difference(100, 0.1) / 2, rel=0.05)
-    assert V.min_detectable_difference(100, 0.2) > V.min_detectable_difference(100, 0.1)
-    assert V.min_detectable_difference(100, power=0.9) > V.min_detectable_difference(100, power=0.8)
+    assert S.min_detectable_difference(400, 0.1) == pytest.approx(S.min_detectable_difference(100, 0.1) / 2, rel=0.05)
+    assert S.min_detectable_difference(100, 0.2) > S.min_detectable_difference(100, 0.1)
+    assert S.min_detectable_difference(100, power=0.9) > S.min_detectable_difference(100, power=0.8)
     # even a 100 pp difference needs n >= 1.96^2: 3 images cannot detect anything, 4 can detect 100 pp
-    assert math.isinf(V.min_detectable_difference(3, 0.5))
-    assert V.min_detectable_difference(4, 1.0) == pytest.approx(98.0, abs=2.0)
+    assert math.isinf(S.min_detectable_difference(3, 0.5))
+    assert S.min_detectable_difference(4, 1.0) == pytest.approx(98.0, abs=2.0)
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -134,7 +136,7 @@ def test_min_detectable_difference_defaults_scaling_and_limits():
 ])
 def test_min_detectable_difference_rejects_bad_input(kw, message):
     with pytest.raises(ValueError, match=message):
-        V.min_detectable_difference(**kw)
+        S.min_detectable_difference(**kw)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -182,7 +184,7 @@ def test_gain_claim_not_reproduced_when_significantly_lower():
 def test_gain_claim_not_reproduced_when_a_gain_of_the_margin_is_ruled_out():
     base, new = table(800, 10, 10, 1180)  # n = 2000, no net change, 1% of images change
     v = V.gain_claim(base, new)
-    assert v.difference.p_value >= V.ALPHA_TEST
+    assert v.difference.p_value >= S.ALPHA_TEST
     assert v.difference.upper < V.EQUIVALENCE_MARGIN_PP / 100
     assert v.status == "not reproduced" and "rule out a gain of +1 pp or more" in v.detail
 
@@ -190,7 +192,7 @@ def test_gain_claim_not_reproduced_when_a_gain_of_the_margin_is_ruled_out():
 def test_gain_claim_inconclusive_says_n_and_the_detectable_difference():
     base, new = table(38, 5, 2, 55)  # n = 100, +3 pp, p = 0.45
     v = V.gain_claim(base, new, clean_base=84.0, clean_new=83.0)
-    mde = V.min_detectable_difference(100, 0.07)
+    mde = S.min_detectable_difference(100, 0.07)
     assert v.status == "inconclusive" and v.holds is None and v.n == 100
     assert f"inconclusive at n = 100; this n detects differences of about {mde:.1f} pp or more" in v.detail
     assert v.markdown().startswith("**Verdict: inconclusive at n = 100** — ")
@@ -227,9 +229,9 @@ def test_no_better_reproduced_only_when_the_upper_bound_is_below_the_margin():
 def test_no_better_is_not_reproduced_from_a_non_significant_test_with_a_wide_interval():
     base, new = table(36, 4, 6, 54)  # n = 100, -2 pp, p = 0.75: the old rule said "reproduced"
     v = V.no_better_than_base(base, new)
-    assert v.difference.p_value >= V.ALPHA_TEST and v.difference.upper > V.EQUIVALENCE_MARGIN_PP / 100
+    assert v.difference.p_value >= S.ALPHA_TEST and v.difference.upper > V.EQUIVALENCE_MARGIN_PP / 100
     assert v.status == "inconclusive"
-    mde = V.min_detectable_difference(100, 0.10)
+    mde = S.min_detectable_difference(100, 0.10)
     assert f"inconclusive at n = 100; this n detects differences of about {mde:.1f} pp or more" in v.detail
 
 
@@ -253,12 +255,12 @@ def test_no_better_too_few_images():
 # ------------------------------------------------------------------------------------------------
 # gain_grows: Table 6's "the gain grows with ε"
 def test_sign_flip_p_against_hand_computed_values():
-    assert V._sign_flip_p([1] * 6) == pytest.approx(2 / 64)
-    assert V._sign_flip_p([2, 1]) == pytest.approx(0.5)  # S in {3, 1, -1, -3}
-    assert V._sign_flip_p([2, 1, 1]) == pytest.approx(2 / 8)  # |S| = 4 only for all-plus or all-minus
-    assert V._sign_flip_p([2] * 5) == pytest.approx(2 / 32)
-    assert V._sign_flip_p([2, -1]) == 1.0 and V._sign_flip_p([0, 0]) == 1.0
-    assert V._sign_flip_p([1, 1, 1, 1, -1]) == pytest.approx(12 / 32)
+    assert S.sign_flip_p([1] * 6) == pytest.approx(2 / 64)
+    assert S.sign_flip_p([2, 1]) == pytest.approx(0.5)  # S in {3, 1, -1, -3}
+    assert S.sign_flip_p([2, 1, 1]) == pytest.approx(2 / 8)  # |S| = 4 only for all-plus or all-minus
+    assert S.sign_flip_p([2] * 5) == pytest.approx(2 / 32)
+    assert S.sign_flip_p([2, -1]) == 1.0 and S.sign_flip_p([0, 0]) == 1.0
+    assert S.sign_flip_p([1, 1, 1, 1, -1]) == pytest.approx(12 / 32)
 
 
 def test_sign_flip_p_equals_exact_mcnemar_for_plus_minus_one():
@@ -266,7 +268,7 @@ def test_sign_flip_p_equals_exact_mcnemar_for_plus_minus_one():
     for _ in range(20):
         b = [rng.random() < 0.5 for _ in range(60)]
         c = [rng.random() < 0.5 for _ in range(60)]
-        assert V._sign_flip_p([int(v) - int(u) for u, v in zip(b, c)]) == pytest.approx(mcnemar(b, c).p_value)
+        assert S.sign_flip_p([int(v) - int(u) for u, v in zip(b, c)]) == pytest.approx(mcnemar(b, c).p_value)
 
 
 def _eps_series(n, gains_hi):
@@ -346,36 +348,36 @@ def test_verdict_status_is_checked_and_rendered():
 # ------------------------------------------------------------------------------------------------
 # the book's wrappers keep their signatures and use the rules
 def test_book_verdict_accepts_statuses_verdicts_and_the_legacy_status():
-    assert V.verdict("reproduced", "x") == "**Verdict: reproduced** — x."
-    assert V.verdict("not yet run here", "random weights.") == "**Verdict: not evaluated here** — random weights."
+    assert L.verdict("reproduced", "x") == "**Verdict: reproduced** — x."
+    assert L.verdict("not yet run here", "random weights.") == "**Verdict: not evaluated here** — random weights."
     v = V.not_evaluated("c", "d")
-    assert V.verdict(v) == v.markdown()
+    assert L.verdict(v) == v.markdown()
     with pytest.raises(ValueError, match="status"):
-        V.verdict("maybe", "x")
+        L.verdict("maybe", "x")
 
 
 def test_claim_check_uses_gain_claim():
     r = rows(*table(38, 5, 2, 55))
-    holds, text = V.claim_check(r, 0.35)
+    holds, text = L.claim_check(r, 0.35)
     assert holds is None and "inconclusive at n = 100; this n detects differences of about" in text
-    holds, text = V.claim_check(rows(*table(78, 20, 2, 100)), 0.35)
+    holds, text = L.claim_check(rows(*table(78, 20, 2, 100)), 0.35)
     assert holds is True and "significant robust gain" in text
-    holds, text = V.claim_check(rows(*table(78, 20, 2, 100), clean_new=81.0), 0.35)
+    holds, text = L.claim_check(rows(*table(78, 20, 2, 100), clean_new=81.0), 0.35)
     assert holds is False and "clean accuracy drops by 3.0 pp" in text
-    assert V.claim_check(rows(*table(78, 20, 2, 100), clean_new=81.0), 0.35, max_clean_drop=5.0)[0] is True
-    holds, text = V.claim_check(r, 0.2)
+    assert L.claim_check(rows(*table(78, 20, 2, 100), clean_new=81.0), 0.35, max_clean_drop=5.0)[0] is True
+    holds, text = L.claim_check(r, 0.2)
     assert holds is None and "no α=0.2 and α=0 pair" in text
 
 
 def test_alpha_verdict_reports_the_rule_not_not_yet_run_here():
     s = SimpleNamespace(is_random=False, model_name="msparse/resnet18-gelu-w8-pgdat")
-    text = V.alpha_verdict(s, rows(*table(38, 5, 2, 55)), "ResNet-18 GELU (PGD-AT)", 0.35, "APGD rises with alpha")
+    text = L.alpha_verdict(s, rows(*table(38, 5, 2, 55)), "ResNet-18 GELU (PGD-AT)", 0.35, "APGD rises with alpha")
     assert text.startswith("**Verdict: inconclusive at n = 100** — ")
     assert "not yet run here" not in text and "APGD rises with alpha" in text
     assert "at α=0.35 vs α=0, robust 40.0% → 43.0%" in text and "ResNet-18 GELU (PGD-AT)" in text
-    assert V.alpha_verdict(s, rows(*table(78, 20, 2, 100)), "M", 0.35).startswith("**Verdict: reproduced** — ")
+    assert L.alpha_verdict(s, rows(*table(78, 20, 2, 100)), "M", 0.35).startswith("**Verdict: reproduced** — ")
     rnd = SimpleNamespace(is_random=True, model_name="random:resnet18-gelu-w16")
-    assert V.alpha_verdict(rnd, [], "M", 0.35).startswith("**Verdict: not evaluated here** — ")
+    assert L.alpha_verdict(rnd, [], "M", 0.35).startswith("**Verdict: not evaluated here** — ")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -423,7 +425,8 @@ def test_prefix_verdicts_and_the_fragility_note_say_when_a_verdict_depends_on_n(
 
 
 def test_no_better_line_says_when_one_image_would_flip_it():
-    from msparse.report.verdicts import no_better_line, no_better_than_base, one_image_flips
+    from msparse.report.verdict_lines import no_better_line
+    from msparse.report.verdicts import no_better_than_base, one_image_flips
 
     base = [True] * 367 + [False] * 633
     far = [True] * 300 + [False] * 700

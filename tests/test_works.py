@@ -68,6 +68,19 @@ def test_unknown_attack_column_is_refused_before_any_work():
         works.run([("msparse/default", 0.25, 10)], attacks=["Sqaure"])
 
 
+def test_attack_columns_are_checked_against_the_registry_before_any_work(monkeypatch):
+    works.check_attacks()                                    # the chapter's own columns are all known
+    assert works.PAGE.Params().attacks == list(works.ATTACKS)
+    assert works.PAGE.quick["attacks"] == list(works.QUICK_ATTACKS)
+    for bad, msg in ((("nosuch", {}), "unknown attack 'nosuch'"), (("gradest[bogus=1]", {}), "no parameter 'bogus'"),
+                     (("apgd", {"n_iters": 5}), "not budget fields")):
+        with pytest.raises(InputError, match=msg):
+            works.check_attacks({"col": bad})
+        monkeypatch.setitem(works.ATTACKS, "col", bad)
+        with pytest.raises(InputError, match="attack column 'col'"):
+            works.run([("msparse/default", 0.25, 10)], attacks=["col"])
+
+
 def test_a_control_is_shown_but_not_judged_nor_in_holms_family(monkeypatch):
     rows = {"control": [_row(0.0, "0000"), _row(0.25, "0000")],
             "robust": [_row(0.0, "1" * 20 + "0" * 20), _row(0.35, "1" * 10 + "0" * 30)]}

@@ -1,11 +1,11 @@
-"""Running attacks: a thin adapter over the AutoAttack package (``pyautoattack``), plus BPDA and transfer.
+"""Running attacks: the orchestration of registry attacks per example, plus BPDA, the surrogate backward and transfer.
 
-Every perturbation is computed by AutoAttack's own attack objects (APGD-CE, APGD-DLR, APGD-T, FAB-T,
-Square) — except ``gradest`` (:mod:`msparse.attacks.gradest`, no AutoAttack counterpart) — configured exactly as ``AutoAttack(version='custom'|'standard')`` configures them. This module
-only orchestrates them the way ``AutoAttack.run_standard_evaluation`` does (attack the points that are
-still robust, one attack after the other, a point is robust only if it survives all of them), so that
-per-example, per-attack outcomes are available and AutoAttack's sanity checks run once per evaluation.
-Attack names and budgets are :mod:`msparse.attacks.base`'s.
+Every perturbation is computed by a registered attack (:mod:`msparse.attacks.registry`; AutoAttack's components
+come from ``pyautoattack``, configured as ``AutoAttack(version='standard')`` configures them). This module only
+orchestrates them the way ``AutoAttack.run_standard_evaluation`` does (attack the points that are still robust,
+one attack after the other, a point is robust only if it survives all of them), so that per-example,
+per-attack outcomes are available and AutoAttack's sanity checks run once per evaluation. Attack names and
+budgets are :mod:`msparse.attacks.base`'s.
 """
 from __future__ import annotations
 
@@ -14,18 +14,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-import pyautoattack
 import torch
 import torch.nn as nn
 from pyautoattack import checks
 
 from ..core.placement import backward_mode, base_model
-from ..errors import InputError, UnknownNameError
+from ..errors import UnknownNameError
 from .base import Attack, AttackConfig
-from .gradest import GradientEstimation
+from .registry import AttackMethod, get_attack
 from .surrogate import TAUS, surrogate_backward
 
-__all__ = ["make_autoattack", "run_attack", "predict", "Outcome", "autoattack_checks", "square_check",
+__all__ = ["build_attacks", "run_attack", "predict", "Outcome", "autoattack_checks", "square_check",
            "capture_autoattack_log"]
 
 _LOGGER_NAME = "auto-attack"
@@ -57,83 +56,13 @@ def capture_autoattack_log() -> Iterator[list[str]]:
         logger.propagate = old_prop
 
 
-def _set_apgd_iters(apgd, n_iter: int) -> None:
-    # mirrors APGDAttack.__init__'s derived checkpoints
-    apgd.n_iter = n_iter
-    apgd.n_iter_orig = n_iter
-    apgd.n_iter_2 = max(int(0.22 * n_iter), 1)
-    apgd.n_iter_min = max(int(0.06 * n_iter), 1)
-    apgd.size_decr = max(int(0.03 * n_iter), 1)
-
-
-def make_autoattack(model: nn.Module, attack: Attack, cfg: AttackConfig, device,
-                    n_classes: int | None = None):
-    """An ``AutoAttack`` configured for one component (standard version for ``aa``, custom otherwise).
-
-    Custom presets use ``cfg.n_restarts`` restarts for APGD-CE/DLR and one restart for APGD-T/FAB-T,
-    as the standard version does. ``n_iter``/``n_queries`` override the AutoAttack defaults when
-    they differ from 100/5000 (used for quick tests).
-    """
-    kw = dict(device=str(device), eps=float(cfg.eps), norm=cfg.norm, seed=int(cfg.seed))
-    if attack.preset == "aa":
-        aa = pyautoattack.AutoAttack(model, version="standard", **kw)
-        # standard: 1 restart and 9 target classes; other values are recorded in the key
-        aa.apgd.n_restarts = int(cfg.n_restarts)
-        aa.apgd_targeted.n_target_classes = int(cfg.n_target_classes)
-        aa.fab.n_target_classes = int(cfg.n_target_classes)
-    else:
-        aa = pyautoattack.AutoAttack(model, attacks=list(attack.attacks) or ["apgd-ce"], version="custom", **kw)
-        aa.apgd.n_restarts = int(cfg.n_restarts)
-        aa.apgd_targeted.n_restarts = 1
-        aa.fab.n_restarts = 1
-        aa.fab.n_target_classes = int(cfg.n_target_classes)
-        aa.apgd_targeted.n_target_classes = int(cfg.n_target_classes)
-        aa.square.n_queries = int(cfg.n_queries)
-    if cfg.n_iter != 100:
-        _set_apgd_iters(aa.apgd, int(cfg.n_iter))
-        _set_apgd_iters(aa.apgd_targeted, int(cfg.n_iter))
-        aa.fab.n_iter = int(cfg.n_iter)
-    if cfg.n_queries != 5000:
-        aa.square.n_queries = int(cfg.n_queries)
-    if n_classes is not None:   # never ask for more target classes than exist
-        aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, n_classes - 1)
-        aa.fab.n_target_classes = min(aa.fab.n_target_classes, n_classes - 1)
-    if "gradest" in attack.attacks:   # ours, not AutoAttack's: L∞ only
-        if cfg.norm != "Linf":
-            raise InputError(f"attack 'gradest' is an L∞ attack; got norm {cfg.norm!r} (use Linf)")
-        aa.gradest = GradientEstimation(model, eps=float(cfg.eps), n_iter=int(cfg.n_iter), seed=int(cfg.seed))
-    aa.verbose = False
-    return aa
-
-
-def _perturb(aa, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    # the same dispatch as AutoAttack.run_standard_evaluation
-    if name == "apgd-ce":
-        aa.apgd.loss = "ce"
-        aa.apgd.seed = aa.get_seed()
-        return aa.apgd.perturb(x, y)
-    if name == "apgd-dlr":
-        aa.apgd.loss = "dlr"
-        aa.apgd.seed = aa.get_seed()
-        return aa.apgd.perturb(x, y)
-    if name == "apgd-t":
-        aa.apgd_targeted.seed = aa.get_seed()
-        return aa.apgd_targeted.perturb(x, y)
-    if name == "fab":
-        aa.fab.targeted = False
-        aa.fab.seed = aa.get_seed()
-        return aa.fab.perturb(x, y)
-    if name == "fab-t":
-        aa.fab.targeted = True
-        aa.fab.n_restarts = 1
-        aa.fab.seed = aa.get_seed()
-        return aa.fab.perturb(x, y)
-    if name == "square":
-        aa.square.seed = aa.get_seed()
-        return aa.square.perturb(x, y)
-    if name == "gradest":
-        return aa.gradest.perturb(x, y)
-    raise ValueError(f"unknown AutoAttack attack {name!r}")
+def build_attacks(model: nn.Module, attack: Attack, cfg: AttackConfig, device,
+                  n_classes: int | None = None) -> list[AttackMethod]:
+    """The registry attacks of one component, built for ``model`` and ``cfg`` in the order they run (the
+    component's parameter overrides go to its own attack). Raises before anything runs on a norm an attack does
+    not implement or an undeclared parameter."""
+    return [get_attack(a)(model, cfg, device=device, n_classes=n_classes, params=attack.params_of(a))
+            for a in attack.attacks]
 
 
 @torch.no_grad()
@@ -144,22 +73,22 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) ->
     return torch.cat([model(x[i:i + batch_size]).max(dim=1)[1] for i in range(0, len(x), batch_size)])
 
 
-def _sequence(aa, model, x, y, names, robust, batch_size):
-    """Run AutoAttack attacks one after the other on the points still robust.
+def _sequence(methods, model, x, y, robust, batch_size):
+    """Run registry attacks one after the other on the points still robust.
 
     Returns (robust [N] bool, broken_by [N] int (-1 = never broken), x_adv [N, ...]).
     """
     robust = robust.clone()
     broken_by = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
     x_adv = x.clone()
-    for j, name in enumerate(names):
+    for j, method in enumerate(methods):
         idx = robust.nonzero().flatten()
         if idx.numel() == 0:
             break
         for s in range(0, idx.numel(), batch_size):
             bidx = idx[s:s + batch_size]
             xb, yb = x[bidx].clone(), y[bidx].clone()
-            adv = _perturb(aa, name, xb, yb)
+            adv = method(xb, yb)
             with torch.no_grad():
                 out = model(adv).max(dim=1)[1]
             fooled = ~yb.eq(out)
@@ -187,36 +116,37 @@ class Outcome:
 def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack,
                cfg: AttackConfig, *, clean: torch.Tensor | None = None, batch_size: int = 128,
                device=None, source: nn.Module | None = None, n_classes: int | None = None,
-               keep_adv: bool = False) -> Outcome:
+               keep_adv: bool = False, only: torch.Tensor | None = None) -> Outcome:
     """Run one component on a batch x [N, C, H, W] (in [0, 1]), y [N] on ``device``.
 
     ``clean`` [N] bool: clean correctness on ``model`` (computed if None). For ``transfer`` the
     adversarial images are crafted on ``source`` (default: ``model`` with every alpha = 0) and the
     point is robust iff ``model`` is clean-correct and classifies the crafted image correctly.
-    The caller's global RNG state is left untouched (AutoAttack reseeds torch per attack).
+    ``only`` [N] bool: attack these images and no other (a cascade stage; ``clean`` must already exclude the
+    rest): a transfer attack then crafts on them only, where a full run crafts on every image the source
+    classifies correctly. The caller's global RNG state is left untouched (AutoAttack reseeds torch per attack).
     """
     device = torch.device(device) if device is not None else x.device
     x, y = x.to(device), y.to(device)
     if clean is None:
         clean = predict(model, x).eq(y)
     clean = clean.to(device)
-    names = attack.attacks
     fork = [device.index or 0] if device.type == "cuda" else []
     with capture_autoattack_log() as log, torch.random.fork_rng(devices=fork):
         if attack.mode == "direct":
-            aa = make_autoattack(model, attack, cfg, device, n_classes)
-            robust, broken_by, x_adv = _sequence(aa, model, x, y, names, clean, batch_size)
+            methods = build_attacks(model, attack, cfg, device, n_classes)
+            robust, broken_by, x_adv = _sequence(methods, model, x, y, clean, batch_size)
         elif attack.mode == "bpda":
             with backward_mode(model, "identity"):
-                aa = make_autoattack(model, attack, cfg, device, n_classes)
-                robust, broken_by, x_adv = _sequence(aa, model, x, y, names, clean, batch_size)
+                methods = build_attacks(model, attack, cfg, device, n_classes)
+                robust, broken_by, x_adv = _sequence(methods, model, x, y, clean, batch_size)
         elif attack.mode == "surrogate":   # one stage per temperature, each on the points still robust
             robust, broken_by = clean.clone(), torch.full((len(x),), -1, dtype=torch.long, device=x.device)
             x_adv = x.clone()
             for tau in TAUS:
                 with surrogate_backward(model, tau):
-                    aa = make_autoattack(model, attack, cfg, device, n_classes)
-                    robust_t, broken_t, adv_t = _sequence(aa, model, x, y, names, robust, batch_size)
+                    methods = build_attacks(model, attack, cfg, device, n_classes)
+                    robust_t, broken_t, adv_t = _sequence(methods, model, x, y, robust, batch_size)
                 hit = broken_t >= 0
                 broken_by[hit], x_adv[hit] = broken_t[hit], adv_t[hit]
                 robust = robust_t
@@ -224,8 +154,10 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attac
             ctx = base_model(model) if source is None else contextlib.nullcontext(source)
             with ctx as src:
                 src_clean = predict(src, x).eq(y)
-                aa = make_autoattack(src, attack, cfg, device, n_classes)
-                _, broken_by, x_adv = _sequence(aa, src, x, y, names, src_clean, batch_size)
+                if only is not None:
+                    src_clean = src_clean & only.to(device)
+                methods = build_attacks(src, attack, cfg, device, n_classes)
+                _, broken_by, x_adv = _sequence(methods, src, x, y, src_clean, batch_size)
             robust = clean & predict(model, x_adv, batch_size).eq(y)
             # -1 where the target holds (or is wrong on clean images), else the source attack whose
             # image fooled it (a target error on an unbroken, i.e. unchanged, image cannot happen

@@ -9,6 +9,9 @@ constant or masked), so the gradient of the *Gaussian-smoothed* loss is estimate
 with the margin loss L = z_y − max_{j≠y} z_j (an image is broken when L < 0), and an L∞ step
 x ← Π_ε(x − η_t·sign(ĝ)) with a cosine-decayed step size. No gradient of the model is used, so the operator's
 backward mode is irrelevant. Every image stops as soon as it is misclassified; deterministic given ``seed``.
+
+Registered as the attack ``gradest`` (:class:`GradEst`): gradient-free (``bpda:``/``surrogate:`` refuse it), L∞
+only, its :data:`PARAMS` are its declared parameters (in every record key; ``gradest[pairs=64]`` overrides one).
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["GradientEstimation", "PARAMS"]
+from .registry import AttackMethod, register_attack
+
+__all__ = ["GradientEstimation", "GradEst", "PARAMS"]
 
 #: the attack's fixed parameters (recorded in every record's key): antithetic pairs per step, the smoothing
 #: scale s and the first and last step sizes, each as a fraction of ε.
@@ -87,3 +92,29 @@ class GradientEstimation:
             x_adv[idx] = step
             active[idx] = self._loss(step, ya) >= 0
         return x_adv
+
+
+@register_attack
+class GradEst(AttackMethod):
+    """The registry's ``gradest``: :class:`GradientEstimation` with ``cfg.eps``, ``cfg.n_iter``, ``cfg.seed`` and the
+    resolved parameters."""
+    name = "gradest"
+    needs_grad = False
+    params = dict(PARAMS)
+    norms = ("Linf",)
+    library = "msparse"
+    summary = "gradient estimation on the margin loss (antithetic Gaussian sampling, sign steps)"
+    loss_label = "margin (estimated gradient)"
+
+    @classmethod
+    def cost(cls, cfg, params) -> float:
+        """Forward passes only: ``1 + n_iter·(2·pairs + 1)``, each a third of a forward+backward pass."""
+        return (1 + int(cfg.n_iter) * (2 * int(params["pairs"]) + 1)) / 3
+
+    def __init__(self, model, cfg, *, device, n_classes=None, params=None):
+        super().__init__(model, cfg, device=device, n_classes=n_classes, params=params)
+        self.attack = GradientEstimation(model, eps=float(cfg.eps), n_iter=int(cfg.n_iter), seed=int(cfg.seed),
+                                         **self.params)
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.attack.perturb(x, y)

@@ -1,4 +1,5 @@
-"""Placement: put MeanSparse operators into a model, list them, set α and the backward mode, remove them.
+"""Placement: put MeanSparse operators into a model, list them, set α and the backward mode, save and restore
+their state (:func:`site_state`, :func:`preserved_sites`), remove them.
 
 A *site* is one operator at one place in the forward pass. ``sparsify`` adds, to the module that hosts a
 site, a child ``msparse_in`` (applied to the module's input by a forward pre-hook) or ``msparse_out``
@@ -538,6 +539,37 @@ def base_model(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, a in saved:
             m.set_alpha(float(a))
+
+
+def site_state(model: nn.Module) -> list[tuple[dict, str, str]]:
+    """Every operator's ``(buffers: α, statistics; backward mode; centre)`` in site order, copied to the CPU: all
+    that tells one configuration of a sparsified model from another (the host weights are shared). Plain data, so
+    it pickles (the executor ships it to workers); :func:`apply_site_state` sets it back."""
+    return [({k: v.detach().cpu().clone() for k, v in m.state_dict().items()}, m.backward, m.centre)
+            for m in operators(model)]
+
+
+def apply_site_state(model: nn.Module, state: Sequence[tuple[dict, str, str]]) -> None:
+    """Set every operator of ``model`` to ``state`` (from :func:`site_state` on the same architecture)."""
+    ops = operators(model)
+    if len(ops) != len(state):
+        raise InputError(f"site state for {len(state)} operators, the model has {len(ops)}: apply a state taken "
+                         "from a model with the same sites")
+    for m, (buffers, backward, centre) in zip(ops, state):
+        m.load_state_dict(buffers)
+        m.set_backward(backward)
+        m.centre = centre
+
+
+@contextlib.contextmanager
+def preserved_sites(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore every operator's α, statistics, backward mode and centre on leaving the block, also when the
+    body raises (:func:`site_state` before, :func:`apply_site_state` after)."""
+    saved = site_state(model)
+    try:
+        yield model
+    finally:
+        apply_site_state(model, saved)
 
 
 def blocked_fractions(model: nn.Module, x: torch.Tensor) -> dict[str, float]:

@@ -15,7 +15,8 @@ from torch import nn
 
 from ..attacks.base import parse_attack, canonical_name
 from .evaluate import EVAL_PROTOCOL, _resolve_store, describe_model
-from .store import content_hash, data_hash, provenance
+from .hashing import content_hash, data_hash
+from .provenance import provenance
 
 __all__ = ["binarization_record", "KIND", "PARAMS"]
 

@@ -6,6 +6,12 @@ attack and budget, data, seed, batch size; library versions are provenance, not 
 each finished batch is written as a shard, so a run killed at any moment resumes where it stopped, and a
 finished record is reused by every later call (the CLI, notebooks, the book).
 
+This module owns one point: its key (:func:`evaluation_plan`, pure: the executor asks it which points are
+stored), its computation (:func:`evaluate`), the result schema and its one merge of consecutive image ranges
+(:func:`merge_results`: batches here, index shards in :mod:`.shards`), and :class:`Result`. Above it, in the
+order data flows: :mod:`.shards` (image ranges of one point) < :mod:`.executor` (where points run) <
+:mod:`.sweep` (grids of points).
+
 >>> res = evaluate(model, x, y, attack="apgd-ce", eps=8/255)          # doctest: +SKIP
 >>> res.clean_acc, res.robust_acc, res.robust_ci                       # doctest: +SKIP
 """
@@ -30,10 +36,12 @@ from ..core.placement import backward_mode, blocked_fractions, named_operators
 from ..errors import InputError, InputTypeError, UnknownNameError
 from .fingerprint import fingerprint
 from .significance import Paired, mcnemar, wilson
-from .store import (Store, content_hash, data_hash, flags_to_str, model_checksum, provenance, str_to_flags,
-                    tensor_hash)
+from .hashing import content_hash, data_hash, flags_to_str, model_checksum, str_to_flags, tensor_hash
+from .provenance import provenance
+from .store import Store
 
-__all__ = ["evaluate", "Result", "describe_model", "host_checksum", "EVAL_PROTOCOL", "DEFAULT_BATCH_SIZE", "progress_bar"]
+__all__ = ["evaluate", "Result", "evaluation_plan", "EvalPlan", "merge_results", "describe_model", "host_checksum",
+           "EVAL_PROTOCOL", "DEFAULT_BATCH_SIZE", "NOT_IN_KEY", "progress_bar"]
 
 #: bump when the meaning of a record changes (invalidates every stored record)
 EVAL_PROTOCOL = 1
@@ -42,6 +50,8 @@ EVAL_PROTOCOL = 1
 DEFAULT_BATCH_SIZE = 500
 _NORMS = {"linf": "Linf", "l2": "L2"}
 _ROBUST, _CLEAN_WRONG = "1", "0"
+#: outcome of a clean-correct image a cascade stage did not attack (an earlier stage broke it)
+NOT_ATTACKED = "-"
 _DIAG_N = 32
 
 
@@ -100,6 +110,12 @@ class Result:
         if name not in comps:
             raise UnknownNameError(f"no component {name!r}; this result has {list(comps)}")
         return np.array([c == _ROBUST for c in comps[name]["outcome"]], dtype=bool)
+
+    @property
+    def skipped(self) -> np.ndarray | None:
+        """[N] bools: the images this record did not attack (a cascade stage), or None for a full run."""
+        s = self.spec.get("skip")
+        return None if s is None else np.array([c == "1" for c in s], dtype=bool)
 
     @property
     def warnings(self) -> dict[str, int]:
@@ -231,18 +247,40 @@ def _resolve_store(store) -> Store | None:
 # one batch
 # --------------------------------------------------------------------------------------------------
 
-def _outcome_string(clean: torch.Tensor, broken_by: torch.Tensor) -> str:
+def _outcome_string(clean: torch.Tensor, broken_by: torch.Tensor, skipped: torch.Tensor | None = None) -> str:
     out = []
-    for c, b in zip(clean.tolist(), broken_by.tolist()):
-        out.append(_CLEAN_WRONG if not c else (_ROBUST if b < 0 else chr(ord("a") + int(b))))
+    skipped = [False] * len(clean) if skipped is None else skipped.tolist()
+    for c, b, s in zip(clean.tolist(), broken_by.tolist(), skipped):
+        out.append(_CLEAN_WRONG if not c else NOT_ATTACKED if s else (_ROBUST if b < 0 else chr(ord("a") + int(b))))
     return "".join(out)
 
 
+def _check_skip(skip, n: int) -> str | None:
+    """``skip`` (None, a sequence of N bools, or a flags string of N ``0``/``1``) as a flags string, or None when
+    no image is skipped (the key of a full run never changes)."""
+    if skip is None:
+        return None
+    if isinstance(skip, str):
+        if set(skip) - {"0", "1"}:
+            raise InputError("skip must be a string of '0'/'1' flags (1 = do not attack this image), one per image")
+        flags = skip
+    else:
+        try:
+            flags = flags_to_str([bool(v) for v in (skip.tolist() if hasattr(skip, "tolist") else skip)])
+        except TypeError:
+            raise InputTypeError(f"skip must be a sequence of booleans, one per image; got {type(skip).__name__}") \
+                from None
+    if len(flags) != n:
+        raise InputError(f"skip has {len(flags)} flags for {n} images; give one per image (1 = do not attack)")
+    return flags if "1" in flags else None
+
+
 def _eval_batch(model, xb, yb, components, cfg, *, device, source, n_classes, batch_size,
-                run_checks) -> dict:
+                run_checks, skip: torch.Tensor | None = None) -> dict:
     t0 = time.perf_counter()
     xb, yb = xb.to(device), yb.to(device)
     clean = predict(model, xb).eq(yb)
+    targets = clean if skip is None else clean & ~skip.to(device)   # the images the attacks run on
     messages: list[str] = []
     if run_checks:
         names = sorted({a for c in components for a in c.attacks})
@@ -252,9 +290,10 @@ def _eval_batch(model, xb, yb, components, cfg, *, device, source, n_classes, ba
     for c in components:
         if c.preset == "none":
             continue
-        out = run_attack(model, xb, yb, c, cfg, clean=clean, batch_size=batch_size,
-                              device=device, source=source, n_classes=n_classes)
-        comps[c.name] = _outcome_string(clean.cpu(), out.broken_by)
+        out = run_attack(model, xb, yb, c, cfg, clean=targets, batch_size=batch_size,
+                         device=device, source=source, n_classes=n_classes,
+                         only=None if skip is None else targets)
+        comps[c.name] = _outcome_string(clean.cpu(), out.broken_by, None if skip is None else skip.cpu())
         messages += out.messages
     return {"n": len(xb), "clean": flags_to_str(clean.cpu()), "components": comps,
             "messages": messages, "wall_s": time.perf_counter() - t0}
@@ -285,20 +324,31 @@ def _after(outcome: str, attacks: Sequence[str]) -> dict[str, float]:
     return res
 
 
-def _merge(shards: list[dict], components, n: int) -> dict:
-    clean = "".join(s["clean"] for s in shards)
-    comps = {}
+def merge_results(parts: Sequence[Mapping]) -> dict:
+    """The ``result`` of a record from the results of consecutive image ranges, in image order: the one merge of
+    the result schema (the batches of :func:`evaluate`, the index shards of
+    :func:`msparse.evaluation.shards.merge_records`).
+
+    Each part holds ``n``, ``clean_flags``, ``components`` (name -> ``{"attacks", "outcome"}``) and, optionally,
+    ``diagnostics["messages"]`` (message -> count). Everything is rebuilt from the concatenated *per-example*
+    flags, never from the parts' accuracies: an image is robust when it is clean and every component leaves it
+    robust; counts, accuracies, Wilson intervals and each component's accuracy after each of its attacks follow.
+    The merged ``diagnostics`` hold the messages summed over the parts."""
+    n = sum(int(p["n"]) for p in parts)
+    clean = "".join(p["clean_flags"] for p in parts)
     robust = [ch == "1" for ch in clean]
-    for c in components:
-        if c.preset == "none":
-            continue
-        outcome = "".join(s["components"][c.name] for s in shards)
+    comps = {}
+    for name, c0 in (parts[0]["components"] if parts else {}).items():
+        outcome = "".join(p["components"][name]["outcome"] for p in parts)
         flags = [ch == _ROBUST for ch in outcome]
         robust = [r and f for r, f in zip(robust, flags)]
-        comps[c.name] = {"attacks": list(c.attacks), "outcome": outcome, "robust": sum(flags),
-                         "robust_acc": sum(flags) / n, "after": _after(outcome, c.attacks)}
+        comps[name] = {"attacks": list(c0["attacks"]), "outcome": outcome, "robust": sum(flags),
+                       "robust_acc": sum(flags) / n, "after": _after(outcome, c0["attacks"])}
     k_clean, k_rob = clean.count("1"), sum(robust)
-    msgs = Counter(m for s in shards for m in s["messages"])
+    skipped = max((c["outcome"].count(NOT_ATTACKED) for c in comps.values()), default=0)
+    msgs = Counter()
+    for p in parts:
+        msgs.update((p.get("diagnostics") or {}).get("messages") or {})
     return {
         "n": n, "clean": k_clean, "robust": k_rob,
         "clean_acc": k_clean / n, "robust_acc": k_rob / n,
@@ -306,7 +356,74 @@ def _merge(shards: list[dict], components, n: int) -> dict:
         "clean_flags": clean, "robust_flags": flags_to_str(robust),
         "components": comps,
         "diagnostics": {"messages": dict(msgs)},
+        **({"not_attacked": skipped} if skipped else {}),
     }
+
+
+def _batch_result(payload: dict, components) -> dict:
+    """One batch's shard payload (as :func:`_eval_batch` writes it) as a part for :func:`merge_results`."""
+    return {"n": payload["n"], "clean_flags": payload["clean"],
+            "components": {c.name: {"attacks": c.attacks, "outcome": payload["components"][c.name]}
+                           for c in components if c.preset != "none"},
+            "diagnostics": {"messages": Counter(payload["messages"])}}
+
+
+# --------------------------------------------------------------------------------------------------
+# the plan of an evaluation: its record key, known before anything runs
+# --------------------------------------------------------------------------------------------------
+
+#: keywords of :func:`evaluate` that only label a record or shape its run: not part of the key
+NOT_IN_KEY = ("name", "data", "stats", "tags", "progress", "diagnostics")
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """What :func:`evaluate` will compute, known without running anything: the record's ``key`` and ``spec``, the
+    attack ``components`` (after :func:`~msparse.attacks.base.direct_equivalent`), its ``cfg``, the
+    ``batch_size`` the attack sees (min(batch size, N)) and the labels ``y`` as int64."""
+    key: str
+    spec: dict
+    components: list
+    cfg: AttackConfig
+    batch_size: int
+    y: torch.Tensor
+
+
+def evaluation_plan(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "apgd-ce", *,
+                    eps: float = 8 / 255, norm: str = "Linf", seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
+                    n_iter: int = 100, n_restarts: int = 1, n_queries: int = 5000,
+                    source: nn.Module | None = None, skip=None) -> EvalPlan:
+    """The plan (record key, spec, attack) of ``evaluate(model, x, y, attack, ...)`` with these arguments; the
+    inputs are checked as :func:`evaluate` checks them. Pure: nothing runs, the models and the store are not
+    touched (the executor learns which points are stored this way, :mod:`msparse.evaluation.executor`)."""
+    y, eps_f, norm = _check_inputs(model, x, y, eps, norm, seed, batch_size)
+    components = parse_attack(attack)
+    cfg = AttackConfig(eps=eps_f, norm=norm, seed=int(seed), n_iter=int(n_iter),
+                       n_restarts=int(n_restarts), n_queries=int(n_queries))
+    for v, nm in ((n_iter, "n_iter"), (n_restarts, "n_restarts"), (n_queries, "n_queries")):
+        if int(v) < 1:
+            raise InputError(f"{nm} must be >= 1, got {v!r}")
+    desc = describe_model(model)
+    if not desc["sites"] and source is None:
+        components = direct_equivalent(components)
+    batch_size = min(int(batch_size), len(x))
+    skip_flags = _check_skip(skip, len(x))
+    spec = {
+        "protocol": EVAL_PROTOCOL,
+        "model": desc["model"],
+        "arch": desc["arch"],
+        "sites": desc["sites"],
+        "source": None if source is None else describe_model(source),
+        "attack": {"name": canonical_name(components),
+                   **{k: v for k, v in cfg.as_dict().items() if k != "seed"},
+                   **attack_params(components)},
+        "data": {"hash": data_hash(x, y), "n": len(x), "shape": list(x.shape[1:])},
+        "seed": int(seed),
+        "batch_size": int(batch_size),
+    }
+    if skip_flags is not None:   # a cascade stage (msparse.evaluation.cascade): which images it does not attack
+        spec["skip"] = skip_flags
+    return EvalPlan(content_hash(spec), spec, components, cfg, batch_size, y)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -319,7 +436,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
              source: nn.Module | None = None, store: Store | str | os.PathLike | bool | None = None,
              name: str | None = None, data: str | None = None, stats: str | None = None,
              tags: Mapping[str, Any] | None = None, progress: bool = False,
-             diagnostics: bool = True) -> Result:
+             diagnostics: bool = True, skip=None) -> Result:
     """Clean and robust accuracy of ``model`` on images x [N, C, H, W] in [0, 1], labels y [N].
 
     Args:
@@ -338,17 +455,20 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
         name, data, stats, tags: labels stored with the record (not part of the key).
         progress: show a tqdm bar over batches.
         diagnostics: add blocked fractions per site and zero-gradient fractions (first 32 images).
+        skip: [N] bools (or a ``0``/``1`` string), True = do not attack this image: a stage of a cascade
+            (:mod:`msparse.evaluation.cascade`). The mask enters the key (``spec["skip"]``); a skipped clean-correct
+            image has outcome ``-`` and counts as not robust, so the record's robust accuracy is *not* the
+            attack's: read it only through :mod:`msparse.evaluation.evidence`, which treats a skipped image as
+            no evidence. No image skipped = the full run's record.
     Returns:
         a :class:`Result`. The model's training flag, α, backward modes and the caller's RNG state
         are left as they were.
     """
-    y, eps_f, norm = _check_inputs(model, x, y, eps, norm, seed, batch_size)
-    components = parse_attack(attack)
-    cfg = AttackConfig(eps=eps_f, norm=norm, seed=int(seed), n_iter=int(n_iter),
-                            n_restarts=int(n_restarts), n_queries=int(n_queries))
-    for v, nm in ((n_iter, "n_iter"), (n_restarts, "n_restarts"), (n_queries, "n_queries")):
-        if int(v) < 1:
-            raise InputError(f"{nm} must be >= 1, got {v!r}")
+    plan = evaluation_plan(model, x, y, attack, eps=eps, norm=norm, seed=seed, batch_size=batch_size,
+                           n_iter=n_iter, n_restarts=n_restarts, n_queries=n_queries, source=source, skip=skip)
+    y, components, cfg, batch_size = plan.y, plan.components, plan.cfg, plan.batch_size
+    skip_t = None if "skip" not in plan.spec else torch.tensor([c == "1" for c in plan.spec["skip"]])
+    spec, key = plan.spec, plan.key
     st = _resolve_store(store)
     device = model_device(model)
     was_training = model.training
@@ -357,24 +477,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
     if source is not None:
         source.eval()
     try:
-        desc = describe_model(model)
-        if not desc["sites"] and source is None:
-            components = direct_equivalent(components)
-        batch_size = min(int(batch_size), len(x))
-        spec = {
-            "protocol": EVAL_PROTOCOL,
-            "model": desc["model"],
-            "arch": desc["arch"],
-            "sites": desc["sites"],
-            "source": None if source is None else describe_model(source),
-            "attack": {"name": canonical_name(components),
-                       **{k: v for k, v in cfg.as_dict().items() if k != "seed"},
-                       **attack_params(components)},
-            "data": {"hash": data_hash(x, y), "n": len(x), "shape": list(x.shape[1:])},
-            "seed": int(seed),
-            "batch_size": int(batch_size),
-        }
-        key = content_hash(spec)
         meta = {k: v for k, v in {"model": name, "data": data, "stats": stats,
                                   "tags": dict(tags) if tags else None}.items() if v is not None}
         if st is not None:
@@ -407,13 +509,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
                     shards[i] = p
                     resumed += 1
         todo = [i for i in range(n_shards) if shards[i] is None]
-        bar = progress_bar(len(todo), f"{spec['attack']['name']} eps={eps_f:.4g}", progress)
+        bar = progress_bar(len(todo), f"{spec['attack']['name']} eps={cfg.eps:.4g}", progress)
         try:
             for i in todo:
                 sl = slice(i * batch_size, min(n, (i + 1) * batch_size))
                 payload = _eval_batch(model, x[sl], y[sl], components, cfg, device=device,
                                       source=source, n_classes=n_classes, batch_size=batch_size,
-                                      run_checks=(i == 0))
+                                      run_checks=(i == 0), skip=None if skip_t is None else skip_t[sl])
                 if st is not None:
                     st.put_shard(key, i, payload)
                 shards[i] = payload
@@ -422,7 +524,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "
             bar.close()
 
         t0 = time.perf_counter()
-        result = _merge(shards, components, n)
+        result = merge_results([_batch_result(s, components) for s in shards])
         diag = result["diagnostics"]
         for c in components:   # AutoAttack's check that Square did not beat the gradient attacks
             if "square" in c.attacks and c.mode != "transfer":

@@ -17,7 +17,7 @@ same computation count once (APGD-CE inside APGD-CE+T is APGD-CE with the same s
 BPDA, the surrogate and a transfer from the base *are* the official gradient, so they add nothing there; the base
 instead needs as many runs of each loss from other random starts (attack seeds) as the defence received, each
 with at least the defence's iterations. :attr:`Comparison.missing` lists what the base lacks;
-:func:`msparse.report.verdicts.fair_gain_claim` refuses a negative verdict on an unequal comparison.
+:func:`msparse.report.referee.referee_verdict` refuses a negative verdict on an unequal comparison.
 
     ev = pool(store, point_of(record), n=1000)      # Evidence: flags, clean flags, runs, records
     cmp = compare(store, point_of(record))           # both sides at the largest n both have
@@ -30,21 +30,25 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
+from ..attacks.base import parse_attack
+from ..attacks.registry import get_attack, resolve_params
 from ..errors import InputError
-from .store import Store, data_hash
+from .hashing import data_hash
+from .store import Store
 
 __all__ = ["Point", "Run", "Evidence", "Comparison", "point_of", "pool", "compare", "records_at", "runs_of", "fill_base",
            "budget", "LOSSES", "largest_n"]
 
-#: AutoAttack component -> the loss it maximises (its budget unit in brackets: iterations, or queries for Square)
-LOSSES: dict[str, str] = {
-    "apgd-ce": "CE",
-    "apgd-dlr": "DLR",
-    "apgd-t": "targeted DLR",
-    "fab-t": "FAB-T",
-    "square": "Square (margin)",
-    "gradest": "margin (estimated gradient)",
-}
+def loss_of(attack: str, params: Mapping | None = None) -> str:
+    """The loss a run of registered ``attack`` maximises (:meth:`msparse.attacks.registry.AttackMethod.loss_of`):
+    ``"CE"``, ``"targeted DLR"``, ``"Square (margin)"``, ``"margin (pgd)"``…; a run's budget unit is its iterations,
+    or queries for Square, times the target classes of a targeted attack."""
+    cls = get_attack(attack)
+    return cls.loss_of(resolve_params(cls, params or {}))
+
+
+#: AutoAttack component -> the loss it maximises, as :func:`loss_of` labels it
+LOSSES: dict[str, str] = {a: loss_of(a) for a in ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "gradest")}
 
 _LABEL = re.compile(r"^(?P<family>\S+/\w+) (?P<start>\d+)\.\.(?P<last>\d+)(?P<tail>.*)$")
 
@@ -114,8 +118,6 @@ class Run:
 def runs_of(rec: Mapping, *, base: bool | None = None) -> set[Run]:
     """The runs of an attack record. ``base`` (default: the record has no active site): every route collapses to
     the official gradient, so BPDA, surrogate and transfer runs are the direct runs with the same seed."""
-    from ..attacks.base import parse_attack
-
     spec = rec["spec"]
     atk = spec["attack"]
     if base is None:
@@ -132,7 +134,7 @@ def runs_of(rec: Mapping, *, base: bool | None = None) -> set[Run]:
         if base:
             routes = ["direct"]
         for a in comp.attacks:
-            loss = LOSSES.get(a, a)
+            loss = loss_of(a, comp.params_of(a))
             if a == "square":
                 b = int(atk.get("n_queries", 5000))
             elif a in ("apgd-t", "fab-t"):
@@ -201,7 +203,7 @@ class _Images:
             return None
         have = self.cache.get(family)
         if have is None or len(have[0]) < n:
-            from ..data import load_data
+            from ..data.loading import load_data
             try:
                 x, y = load_data("cifar10", m.group(1), n=max(n, 1000 if m.group(1) == "test" else n))
             except Exception:   # data not available here: no pooling across numbers of images
@@ -300,11 +302,19 @@ class Evidence:
         return [all(r["flags"][i] == "1" for r in rows) for i in range(self.n)]
 
 
+def stage_flags(rec: Mapping) -> str:
+    """A record's per-image robust flags as evidence: ``1`` where it left the image standing *or did not attack it*
+    (a cascade stage's skipped images, :mod:`msparse.evaluation.cascade`: no evidence either way), ``0`` where the
+    image is misclassified clean or was broken. For a full run these are its robust flags."""
+    flags, skip = rec["result"]["robust_flags"], rec["spec"].get("skip")
+    if not skip:
+        return flags
+    return "".join("1" if s == "1" and c == "1" else f for f, s, c in zip(flags, skip, rec["result"]["clean_flags"]))
+
+
 def pool(st: Store, point: Point, n: int) -> Evidence:
     """The per-image worst case of every record of ``point`` on its first ``n`` images (see the module docstring).
     Raises :class:`~msparse.errors.InputError` when the store has none."""
-    from ..attacks.base import parse_attack
-
     recs = records_at(st, point, n)
     if not recs:
         raise InputError(f"no stored attack record of this configuration covers its first {n} images "
@@ -315,7 +325,7 @@ def pool(st: Store, point: Point, n: int) -> Evidence:
     rows = []
     for rec in sorted(recs, key=lambda r: (r["spec"]["attack"]["name"], r["spec"].get("seed", 0), r["key"])):
         res = rec["result"]
-        f = res["robust_flags"][:n]
+        f = stage_flags(rec)[:n]
         flags = [a and c == "1" for a, c in zip(flags, f)]
         if clean is None:
             clean = [c == "1" for c in res["clean_flags"][:n]]
@@ -323,6 +333,7 @@ def pool(st: Store, point: Point, n: int) -> Evidence:
         runs |= mine
         name = rec["spec"]["attack"]["name"]
         rows.append({"key": rec["key"], "attack": name, "n_record": rec["spec"]["data"]["n"], "runs": mine,
+                     "stage": "skip" in rec["spec"],
                      "seed": rec["spec"].get("seed", 0), "flags": f,
                      "robust": 100.0 * f.count("1") / n,
                      "direct": all(c.mode == "direct" for c in parse_attack(name))})
@@ -413,7 +424,8 @@ def fill_base(st: Store, cmp: Comparison, *, rebuilder=None, progress: bool = Fa
         if not gaps:
             break
         loss = gaps[0]
-        cands = [r for r in records_at(st, cmp.base.point, cmp.n) if any(x.loss == loss for x in runs_of(r))]
+        cands = [r for r in records_at(st, cmp.base.point, cmp.n)
+                 if "skip" not in r["spec"] and any(x.loss == loss for x in runs_of(r))]
         if not cands:
             break
         # the cheapest record whose run of this loss is at least as long as the defence's typical (median) run

@@ -32,6 +32,12 @@ from the per-batch shards the dead worker left in the store (writes are atomic, 
 writers of one key write the same bytes through ``os.replace``). A worker that cannot see the store (another
 filesystem, another path) fails the run with a clear error instead of leaving a silent gap: the client puts a
 token in the store and every task checks that it reads the same token before it computes anything.
+
+This module owns where points run: :class:`Job`, :class:`Executor` (in-process or Dask: clients, tasks, the worker
+side) and :func:`evaluate_sharded`. What it runs comes from below: the key of each point from
+:func:`~msparse.evaluation.evaluate.evaluation_plan`, shard bounds and the merge of shard records from
+:mod:`.shards`, the site state shipped per point from :mod:`msparse.core.placement`. :mod:`.sweep`, above it,
+hands it the points of a grid.
 """
 from __future__ import annotations
 
@@ -47,14 +53,19 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
 
+from .._io import atomic_write_text
+from ..core.placement import apply_site_state, preserved_sites, site_state
 from ..errors import ClusterError, InputError, StoreError, UsageError
+from .evaluate import NOT_IN_KEY, Result, evaluate, evaluation_plan
+from .shards import merge_records, shard_bounds
+from .store import Store
 
-__all__ = ["Executor", "Job", "get_executor", "using", "parse_cluster", "cluster_arg", "site_state", "ENV_VAR",
+__all__ = ["Executor", "Job", "evaluate_sharded", "get_executor", "using", "parse_cluster", "cluster_arg", "ENV_VAR",
            "TOKEN_FILE", "network_timeout", "TIMEOUT_ENV", "DEFAULT_TIMEOUT"]
 
 #: environment variable read when no cluster is given (the book passes ``--cluster`` to its kernels this way)
@@ -147,35 +158,15 @@ def get_executor(cluster=None) -> "Executor":
 
 
 # --------------------------------------------------------------------------------------------------
-# the state that differs between the points of a sweep
+# jobs and tasks
 # --------------------------------------------------------------------------------------------------
-
-def site_state(model: nn.Module) -> list[tuple[dict, str, str]]:
-    """Every MeanSparse operator's (buffers: α, statistics; backward mode; centre), in model order: all that
-    differs between the points of one sweep (the host weights are shared and shipped once)."""
-    from ..core.placement import operators
-
-    return [({k: v.detach().cpu().clone() for k, v in m.state_dict().items()}, m.backward, m.centre)
-            for m in operators(model)]
-
-
-def apply_site_state(model: nn.Module, state: Sequence[tuple[dict, str, str]]) -> None:
-    """Set every operator of ``model`` to ``state`` (from :func:`site_state` on the same architecture)."""
-    from ..core.placement import operators
-
-    mods = operators(model)
-    if len(mods) != len(state):
-        raise InputError(f"site state for {len(state)} operators, the model has {len(mods)}")
-    for m, (sd, back, centre) in zip(mods, state):
-        m.load_state_dict(sd)
-        m.set_backward(back)
-        m.centre = centre
-
 
 @dataclass
 class Job:
-    """One point to evaluate: the site state of the model at that point, the attack and ``evaluate`` keywords
-    (eps, norm, seed, batch_size, budgets, labels). ``key`` is filled by :meth:`Executor.run`."""
+    """One point to evaluate: the site state of the model at that point (:func:`msparse.core.placement.site_state`:
+    all that differs between the points of one sweep; the host weights are shared and shipped once), the attack
+    and ``evaluate`` keywords (eps, norm, seed, batch_size, budgets, labels). ``key`` is filled by
+    :meth:`Executor.run`."""
     sites: list
     attack: str
     kwargs: dict
@@ -187,27 +178,6 @@ class _Task:
     job: int          # index into the job list
     start: int        # image range [start, stop) of this task (the whole set unless sharded)
     stop: int
-
-
-class _NotStored(Exception):
-    def __init__(self, key: str):
-        super().__init__(key)
-        self.key = key
-
-
-def _probe_store(root: Path):
-    """A Store whose ``get`` raises :class:`_NotStored` (carrying the key) for a missing record, so that
-    ``evaluate`` itself tells the client a point's key and whether it is stored, without computing it."""
-    from .store import Store
-
-    class _Probe(Store):
-        def get(self, key):
-            rec = super().get(key)
-            if rec is None:
-                raise _NotStored(key)
-            return rec
-
-    return _Probe(root)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -281,8 +251,6 @@ def run_task(model, source, x, y, sites, attack: str, kwargs: dict, start: int, 
 
     ``model``/``source``: modules or :class:`_Shipped` ones. ``store_root`` None = the client writes (the
     worker only computes)."""
-    from .evaluate import evaluate
-
     with _WORKER_LOCK:
         if isinstance(model, _Shipped):
             model = model.get()
@@ -474,13 +442,9 @@ class Executor:
             source: nn.Module | None = None, progress: bool | str = True) -> set[str]:
         """Compute every job whose record is missing from ``store``; returns the keys computed here.
 
-        Keys come from ``evaluate`` itself (a probe store), so points already stored are skipped and two jobs
-        with one key run once. The model's site state is left as it was."""
-        from .evaluate import DEFAULT_BATCH_SIZE, evaluate
-        from .shards import merge_records, shard_bounds
-        from .store import Store
-        from .sweep import _preserve_sites
-
+        Keys come from :func:`~msparse.evaluation.evaluate.evaluation_plan` (the key ``evaluate`` stores under,
+        computed without running anything), so points already stored are skipped and two jobs with one key run
+        once. Fills every job's ``key``. The model's site state is left as it was."""
         if store is False:
             raise InputError("a cluster run needs a results store (the workers' records go there): drop "
                              "store=False / --no-store")
@@ -488,26 +452,18 @@ class Executor:
         root = st.root.expanduser().resolve()
         st = Store(root, reuse_other_versions=st.reuse_other_versions)
         st.check_writable()
-        probe = _probe_store(root)
-        probe.reuse_other_versions = st.reuse_other_versions
-        todo: dict[str, int] = {}
-        with _preserve_sites(model):
+        todo: dict[str, tuple[int, int]] = {}   # key -> (first job with that key, the batch size it runs with)
+        with preserved_sites(model):
             for i, job in enumerate(jobs):
                 apply_site_state(model, job.sites)
-                try:
-                    evaluate(model, x, y, job.attack, source=source, store=probe, progress=False,
-                             diagnostics=False, **job.kwargs)
-                    continue          # stored already
-                except _NotStored as e:
-                    job.key = e.key
-                todo.setdefault(job.key, i)
+                plan = evaluation_plan(model, x, y, job.attack, source=source,
+                                       **{k: v for k, v in job.kwargs.items() if k not in NOT_IN_KEY})
+                job.key = plan.key
+                if job.key not in todo and st.get(job.key) is None:
+                    todo[job.key] = (i, plan.batch_size)
         if not todo:
             return set()
-        bs = min(int(jobs[0].kwargs.get("batch_size", DEFAULT_BATCH_SIZE)), len(x))
-        tasks = []
-        for key, i in todo.items():
-            bounds = shard_bounds(len(x), bs, self.shard_size)
-            tasks += [_Task(i, a, b) for a, b in bounds]
+        tasks = [_Task(i, a, b) for i, bs in todo.values() for a, b in shard_bounds(len(x), bs, self.shard_size)]
         recs = self._execute(model, source, x, y, jobs, tasks, root, st, progress)
         # one record per job: a point computed in shards is merged on the client
         by_job: dict[int, list] = {}
@@ -540,9 +496,7 @@ class Executor:
         out: list[dict | None] = [None] * total
         try:
             if not self.distributed:
-                from .sweep import _preserve_sites
-
-                with _preserve_sites(model):
+                with preserved_sites(model):
                     for k, t in enumerate(tasks):
                         j = jobs[t.job]
                         out[k] = run_task(model, source, x, y, j.sites, j.attack, j.kwargs, t.start, t.stop,
@@ -581,6 +535,21 @@ class Executor:
             bar.close()
 
 
+def evaluate_sharded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "apgd-ce", *,
+                     shard_size: int, cluster=None, store=None, progress: bool | str = True, **kwargs) -> Result:
+    """:func:`~msparse.evaluation.evaluate.evaluate` of all images as index shards of ``shard_size`` images
+    (rounded down to a multiple of the batch size), each shard a record computed on ``cluster`` (default
+    in-process), merged into the record of the whole evaluation (stored under the unsharded key).
+
+    Returns the merged :class:`~msparse.evaluation.evaluate.Result`; per example it equals the unsharded
+    ``evaluate`` with the same seed and batch size (see :mod:`msparse.evaluation.shards`)."""
+    ex = Executor(get_executor(cluster).spec, shard_size=int(shard_size))
+    source = kwargs.pop("source", None)
+    ex.run(model, x, y, [Job(site_state(model), attack, dict(kwargs))], store=store, source=source,
+           progress=progress)
+    return evaluate(model, x, y, attack, store=store, source=source, progress=False, **kwargs)
+
+
 def _identity(v):
     return v
 
@@ -593,8 +562,6 @@ def _cpu_copy(m: nn.Module) -> nn.Module:
 
 def _store_token(root: Path) -> str:
     """The store's token (created once, atomically); workers check they read the same one."""
-    from .._io import atomic_write_text
-
     p = root / TOKEN_FILE
     try:
         return p.read_text().strip()

@@ -42,7 +42,7 @@ from torch import nn
 
 from ..core.operator import MeanSparse
 from ..errors import InputTypeError
-from .store import content_hash, tensor_hash
+from .hashing import content_hash, tensor_hash
 
 __all__ = ["FINGERPRINT_VERSION", "architecture", "fingerprint"]
 

@@ -2,10 +2,15 @@
 
 A shard is ``evaluate`` on images [a, b) with the same attack, seed and batch size: a record keyed by its own
 data hash, computed by any worker, resumable like any record. The merged record is built from the shards'
-*per-example* flags, never from their accuracies: concatenated clean/robust flags and per-component outcomes,
-then exact counts, exact Wilson intervals (and, downstream, exact McNemar tests on the same flags). It gets
-the spec, and therefore the key, of the unsharded evaluation of all images, so every reader (the sweep, the
-book) finds it as if it had been computed in one piece.
+*per-example* flags, never from their accuracies (:func:`msparse.evaluation.evaluate.merge_results`, the merge
+``evaluate`` applies to its batches): concatenated clean flags and per-component outcomes, then exact counts,
+exact Wilson intervals (and, downstream, exact McNemar tests on the same flags). It gets the spec, and therefore
+the key, of the unsharded evaluation of all images, so every reader (the sweep, the book) finds it as if it had
+been computed in one piece.
+
+This module owns the arithmetic of shards: where they start (:func:`shard_bounds`) and how their records become
+one (:func:`merge_records`). It runs nothing; :mod:`.executor` computes the shards
+(``Executor(shard_size=...)``, :func:`~msparse.evaluation.executor.evaluate_sharded`).
 
 Why shard boundaries are multiples of the batch size: ``evaluate`` runs AutoAttack batch by batch, and
 AutoAttack reseeds at every attack and batch, so an image's random starts depend on which batch it is in and
@@ -20,12 +25,14 @@ merged record is the pooled count k/n with its Wilson interval.
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Sequence
 
 from ..errors import InputError
+from .evaluate import merge_results
+from .hashing import content_hash, data_hash
+from .provenance import provenance
 
-__all__ = ["shard_bounds", "merge_records", "evaluate_sharded"]
+__all__ = ["shard_bounds", "merge_records"]
 
 
 def shard_bounds(n: int, batch_size: int, shard_size: int | None) -> list[tuple[int, int]]:
@@ -41,12 +48,6 @@ def shard_bounds(n: int, batch_size: int, shard_size: int | None) -> list[tuple[
     return [(a, min(n, a + step)) for a in range(0, n, step)]
 
 
-def _after(outcome: str, attacks: Sequence[str]) -> dict[str, float]:
-    from .evaluate import _after as after
-
-    return after(outcome, attacks)
-
-
 def merge_records(parts: Sequence[dict], x, y) -> dict:
     """The record of the evaluation of all of ``x, y`` from the records of its shards, in image order.
 
@@ -55,9 +56,6 @@ def merge_records(parts: Sequence[dict], x, y) -> dict:
     accuracies and Wilson intervals come from the concatenated per-example flags; ``diagnostics`` are the
     first shard's (the same first images) with AutoAttack's messages summed over shards (its pre-checks run
     once per shard, so their messages may be counted more often than in one piece)."""
-    from .significance import wilson
-    from .store import content_hash, data_hash, provenance
-
     if not parts:
         raise InputError("merge_records needs at least one shard record")
     strip = lambda s: {k: v for k, v in s.items() if k not in ("data", "batch_size")}   # noqa: E731
@@ -71,24 +69,10 @@ def merge_records(parts: Sequence[dict], x, y) -> dict:
     if n != len(x):
         raise InputError(f"the shards hold {n} images, the evaluation {len(x)}")
     spec = {**first, "data": {"hash": data_hash(x, y), "n": len(x), "shape": list(x.shape[1:])}}
-    res = [p["result"] for p in parts]
-    clean = "".join(r["clean_flags"] for r in res)
-    robust = "".join(r["robust_flags"] for r in res)
-    comps = {}
-    for name, c0 in res[0].get("components", {}).items():
-        outcome = "".join(r["components"][name]["outcome"] for r in res)
-        k = sum(ch == "1" for ch in outcome)
-        comps[name] = {"attacks": list(c0["attacks"]), "outcome": outcome, "robust": k, "robust_acc": k / n,
-                       "after": _after(outcome, c0["attacks"])}
-    msgs = Counter()
-    for r in res:
-        msgs.update((r.get("diagnostics") or {}).get("messages") or {})
-    diag = {k: v for k, v in (res[0].get("diagnostics") or {}).items() if k != "messages"}
-    diag["messages"] = dict(msgs)
-    k_clean, k_rob = clean.count("1"), robust.count("1")
-    result = {"n": n, "clean": k_clean, "robust": k_rob, "clean_acc": k_clean / n, "robust_acc": k_rob / n,
-              "clean_ci": list(wilson(k_clean, n)), "robust_ci": list(wilson(k_rob, n)),
-              "clean_flags": clean, "robust_flags": robust, "components": comps, "diagnostics": diag}
+    result = merge_results([p["result"] for p in parts])
+    diag = {k: v for k, v in (parts[0]["result"].get("diagnostics") or {}).items() if k != "messages"}
+    diag["messages"] = result["diagnostics"]["messages"]
+    result["diagnostics"] = diag
     prov0 = parts[0].get("provenance") or {}
     wall = sum(float((p.get("provenance") or {}).get("wall_s") or 0.0) for p in parts)
     prov = provenance(None, wall_s=wall, n=n, data_source=(parts[0].get("meta") or {}).get("data"),
@@ -97,21 +81,3 @@ def merge_records(parts: Sequence[dict], x, y) -> dict:
     meta = dict(parts[0].get("meta") or {})
     return {"key": content_hash(spec), "spec": spec, "result": result, "meta": meta, "provenance": prov}
 
-
-def evaluate_sharded(model, x, y, attack: str = "apgd-ce", *, shard_size: int, cluster=None, store=None,
-                     progress: bool | str = True, **kwargs):
-    """:func:`~msparse.evaluation.evaluate.evaluate` of all images as index shards of ``shard_size`` images
-    (rounded down to a multiple of the batch size), each shard a record computed on ``cluster`` (default
-    in-process), merged into the record of the whole evaluation (stored under the unsharded key).
-
-    Returns the merged :class:`~msparse.evaluation.evaluate.Result`; per example it equals the unsharded
-    ``evaluate`` with the same seed and batch size (see the module docstring)."""
-    from .evaluate import Result, evaluate
-    from .executor import Executor, Job, get_executor, site_state
-
-    ex = get_executor(cluster)
-    ex = Executor(ex.spec, shard_size=int(shard_size))
-    source = kwargs.pop("source", None)
-    job = Job(site_state(model), attack, dict(kwargs))
-    ex.run(model, x, y, [job], store=store, source=source, progress=progress)
-    return evaluate(model, x, y, attack, store=store, source=source, progress=False, **kwargs)

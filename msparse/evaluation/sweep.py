@@ -1,12 +1,16 @@
 """Sweeps: a grid of configurations (α, ε, site subsets, centres, statistics modes, backward modes), one record
 per point, each compared with the base model (every α = 0) on the same images.
 
+This module owns grids: the points (:func:`sweep`, :func:`site_subsets`) and their table (:class:`Sweep`). It sits
+on top of the evaluation layer: each point is set on the model, handed to :mod:`.executor` when a cluster is
+chosen (which computes the missing records), then read back through :func:`~msparse.evaluation.evaluate.evaluate`;
+the model's site state is kept by :func:`msparse.core.placement.preserved_sites`.
+
 >>> sw = sweep(model, x, y, alphas=[0, 0.1, 0.2], attack="apgd")        # doctest: +SKIP
 >>> sw.table()                                                         # doctest: +SKIP
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import time
 from dataclasses import dataclass
@@ -16,10 +20,12 @@ import torch
 import torch.nn as nn
 
 from ..core.calibration import calibrate
-from ..core.placement import base_model, operators, set_alpha, sites as _sites
+from ..core.placement import base_model, operators, preserved_sites, set_alpha, site_state, sites as _sites
 from ..errors import InputError, UnknownNameError
 from .evaluate import DEFAULT_BATCH_SIZE, Result, evaluate, progress_bar
+from .executor import Job, get_executor
 from .significance import Paired
+from .store import Store
 
 __all__ = ["sweep", "Sweep", "site_subsets", "COLUMNS"]
 
@@ -99,25 +105,9 @@ class Sweep:
 
     def records(self, store=None) -> list[dict]:
         """The stored records behind the points (and the bases), for provenance."""
-        from .store import Store
-
         st = store if isinstance(store, Store) else Store(store)
         keys = dict.fromkeys([r.key for r in self.results] + [b.key for b in self.base.values()])
         return [rec for rec in (st.get(k) for k in keys) if rec is not None]
-
-
-@contextlib.contextmanager
-def _preserve_sites(model: nn.Module):
-    mods = operators(model)
-    saved = [(m, {k: v.detach().clone() for k, v in m.state_dict().items()}, m.backward, m.centre)
-             for m in mods]
-    try:
-        yield
-    finally:
-        for m, sd, b, c in saved:
-            m.load_state_dict(sd)
-            m.set_backward(b)
-            m.centre = c
 
 
 def _as_list(v, default):
@@ -219,7 +209,7 @@ def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                            progress)
     bar = progress_bar(len(grid), f"sweep {attack}", progress is True, unit="point")
     try:
-        with _preserve_sites(model):
+        with preserved_sites(model):
             for st_mode, a, e, pt, t in configured():
                 t0 = time.perf_counter()
                 r = evaluate(model, x, y, attack, eps=e, stats=st_mode or stats_label, tags=t or None, **common)
@@ -256,15 +246,13 @@ def _on_cluster(cluster, model, x, y, attack, configured, common, stats_label, t
                 progress) -> set:
     """The cluster hook: when an executor other than this process is chosen, compute every missing point
     (and base) of the grid on it first; returns the keys computed there (empty in-process)."""
-    from .executor import Job, get_executor, site_state
-
     ex = get_executor(cluster)
     if not ex.distributed:
         return set()
     keep = ("eps", "norm", "seed", "batch_size", "n_iter", "n_restarts", "n_queries", "name", "data")
     kw = {k: v for k, v in common.items() if k in keep}
     jobs, seen = [], set()
-    with _preserve_sites(model):
+    with preserved_sites(model):
         for st_mode, a, e, pt, t in configured():
             jobs.append(Job(site_state(model), attack, {**kw, "eps": e, "stats": st_mode or stats_label,
                                                         "tags": t or None}))

@@ -38,12 +38,15 @@ from typing import Callable, Iterable, Sequence
 
 from ..core.calibration import calibrate, restore_stats, stats_snapshot
 from ..core.placement import named_operators, set_alpha, sparsify
-from ..data import load_data
+from ..data.loading import load_data
 from ..errors import CorruptRecord, InputError, UnknownNameError
 from .evaluate import describe_model, evaluate, host_checksum
 from .fingerprint import fingerprint
-from .store import (Migration, Store, check_record, content_hash, data_hash, has_architecture, record_versions,
-                    tensor_hash, versions)
+from .hashing import content_hash, data_hash, tensor_hash
+from .integrity import check_record
+from .migration import Migration, has_architecture
+from .provenance import record_versions, versions
+from .store import Store
 
 __all__ = ["Check", "Rebuilder", "verify", "verify_record", "rerun", "rerun_key", "resolve_keys", "cost", "STATS_RECIPES",
            "MODEL_ALIASES", "record_architecture", "migrate"]
@@ -73,7 +76,7 @@ class Check:
     ``status``: ``"agree"`` (every example's clean and robust flag equal, and every number readers see — n,
     counts, accuracies, Wilson intervals, per-component accuracies, a binarization test's pass rate — equal to the
     recomputed one), ``"disagree"``, ``"cannot rebuild"`` or ``"corrupted"`` (the stored record does not verify:
-    its file, or its numbers against its own flags, :func:`~msparse.evaluation.store.check_record`); ``detail``
+    its file, or its numbers against its own flags, :func:`~msparse.evaluation.integrity.check_record`); ``detail``
     says why. ``clean_agree``/``robust_agree``: examples whose flag agrees, of ``n``.
     """
     key: str
@@ -268,6 +271,24 @@ def _verify_binarization(chk: Check, rec: dict, model, x, y, t0: float) -> Check
     return chk
 
 
+def _verify_indicators(chk: Check, rec: dict, model, x, y, t0: float) -> Check:
+    """Recompute an indicators record (:mod:`msparse.evaluation.indicator_records`) and compare its numbers."""
+    from .indicator_records import differences, recompute
+
+    new = recompute(rec, model, x, y)
+    if new["key"] != rec["key"]:
+        chk.detail = "the rebuilt indicators run has another key than the record"
+    else:
+        numbers = differences(rec["result"], new["result"])
+        a, b = new["result"]["clean_flags"], rec["result"]["clean_flags"]
+        chk.clean_agree = chk.robust_agree = sum(u == v for u, v in zip(a, b))
+        chk.status = "disagree" if numbers else "agree"
+        chk.detail = "indicators: " + ("every value and firing flag equal" if not numbers else
+                                       "numbers differ: " + ", ".join(numbers))
+    chk.wall_s = time.perf_counter() - t0
+    return chk
+
+
 def _named_model(rec: dict, rb: Rebuilder):
     """``(name, model)``: the model ``meta.model`` names (:data:`MODEL_ALIASES` applied), rebuilt with its default
     placement; :class:`_CannotRebuild` unless its host weights are the record's (``spec["model"]``)."""
@@ -284,7 +305,7 @@ def _named_model(rec: dict, rb: Rebuilder):
 def record_architecture(rec: dict, rebuilder: Rebuilder | None = None) -> dict:
     """``{"arch": ..., "source": ...}``: the architecture fingerprints
     (:func:`~msparse.evaluation.fingerprint.fingerprint`) of the model a record of any schema was computed with and
-    of its transfer source (None without one), what :func:`~msparse.evaluation.store.upgrade_record` needs to give
+    of its transfer source (None without one), what :func:`~msparse.evaluation.migration.upgrade_record` needs to give
     an older record its schema-3 key.
 
     The model is the one ``meta.model`` names, rebuilt here, and its host weights must equal ``spec["model"]``;
@@ -374,13 +395,14 @@ def _evaluate_as(rec: dict, model, x, y, source, *, seed: int, batch_size: int |
     spec, atk = rec["spec"], rec["spec"]["attack"]
     return evaluate(model, x, y, atk["name"], eps=atk["eps"], norm=atk["norm"], seed=seed,
                     batch_size=batch_size or spec["batch_size"], n_iter=atk.get("n_iter", 100),
-                    n_restarts=atk.get("n_restarts", 1), n_queries=atk.get("n_queries", 5000), source=source, **kw)
+                    n_restarts=atk.get("n_restarts", 1), n_queries=atk.get("n_queries", 5000), source=source,
+                    skip=spec.get("skip") if len(x) == spec["data"]["n"] else None, **kw)
 
 
 def verify_record(rec: dict, rebuilder: Rebuilder | None = None) -> Check:
     """Recompute one record (store untouched) and compare its per-example flags and the numbers readers see with
     the stored ones. A record whose numbers do not follow from its own flags is ``"corrupted"`` without being
-    recomputed (:func:`~msparse.evaluation.store.check_record`)."""
+    recomputed (:func:`~msparse.evaluation.integrity.check_record`)."""
     try:
         check_record(rec)
     except CorruptRecord as e:
@@ -395,6 +417,8 @@ def verify_record(rec: dict, rebuilder: Rebuilder | None = None) -> Check:
         with _rebuilt(rec, rb) as (model, x, y, source, label):
             if spec.get("kind") == "binarization":
                 return _verify_binarization(chk, rec, model, x, y, t0)
+            if spec.get("kind") == "indicators":
+                return _verify_indicators(chk, rec, model, x, y, t0)
             r = _evaluate_as(rec, model, x, y, source, seed=spec["seed"], store=False, diagnostics=False)
         if r.key != rec["key"]:
             raise _CannotRebuild("the rebuilt experiment has another key than the record "
@@ -440,6 +464,9 @@ def _variant(rec: dict, seed: int | None, n: int | None, rb: Rebuilder) -> _Vari
     n = int(n)
     if n < n_rec:
         raise _CannotRebuild(f"n = {n} is fewer than the record's {n_rec} images; rerun extends a record")
+    if spec.get("skip"):
+        raise _CannotRebuild("it is a cascade stage (it skipped the images earlier stages broke); extend the cascade "
+                             "with msparse.evaluation.cascade instead")
     m = _DATA_RE.search(str(meta.get("data") or ""))
     split, start = (m.group(1), int(m.group(2))) if m else ("test", 0)
     key = (split, start, n)
@@ -483,8 +510,9 @@ def rerun(rec: dict, *, seed: int | None = None, n: int | None = None, store: St
 
     what = " and ".join(w for w in (f"seed {seed}" if seed is not None else "",
                                     f"{n} images" if n is not None else "") if w) or "its own settings"
-    if rec["spec"].get("kind") == "binarization":
-        raise InputError(f"record {rec['key'][:12]} is a binarization test; rerun takes attack records")
+    if rec["spec"].get("kind"):
+        raise InputError(f"record {rec['key'][:12]} is a record of kind {rec['spec']['kind']!r}; rerun takes attack "
+                         "records")
     st = _resolve_store(store)
     rb = rebuilder or Rebuilder()
     meta = rec.get("meta", {})

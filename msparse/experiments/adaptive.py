@@ -10,12 +10,16 @@ default), with the direct attack (official gradient), BPDA and a transfer attack
 The diagnostics show how many activations sit inside the band and how many input gradients are exactly zero.
 Full standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square with 5000 queries: the paper's protocol, about 9 s per image
 on one CPU thread) runs on the first ``n_aa`` of the images at every α, and the robust accuracy that stands on those
-images is the worst case over it and the page's other attacks.
+images is the worst case over it and the page's other attacks. The indicators of attack failure (Pintor et al.,
+NeurIPS 2022; :mod:`msparse.attacks.indicators`) of a secml-torch PGD run on the first ``n_indicators`` images, at
+α = 0 and the largest α, direct and BPDA, are stored records (:mod:`msparse.evaluation.indicator_records`), computed
+once and read back.
 
     res = adaptive.run()
     adaptive.reference_figure(); adaptive.figure(res); adaptive.table(res, "bpda"); adaptive.diagnostics(res)
     adaptive.aa_table(res); adaptive.aa_stands_table(res)
     adaptive.blocked_figure(res); res.verdict
+    adaptive.indicator_table(res); adaptive.indicators_reading(res)
 """
 from __future__ import annotations
 
@@ -26,7 +30,11 @@ from .sweeps import evaluate_alphas
 from .pages import Page, param, register
 
 __all__ = ["Adaptive", "run", "figure", "table", "stands_table", "aa_table", "aa_stands_table", "diagnostics",
-           "blocked_figure", "reference_figure", "reference_table"]
+           "blocked_figure", "reference_figure", "reference_table", "indicator_records", "indicator_table",
+           "indicators_reading", "INDICATOR_MODES"]
+
+#: the attacks of the indicators section: name -> backward mode of the sites (msparse.attacks.indicators.MODES)
+INDICATOR_MODES = ("direct", "bpda")
 
 
 @dataclass
@@ -42,21 +50,25 @@ class Adaptive:
     verdict: str = ""
     rows: list[dict] = field(default_factory=list)   # every row with a record (provenance)
     aa: list = field(default_factory=list)           # full AutoAttack's display rows on the first n_aa images
+    indicators: dict = field(default_factory=dict)   # {(α, attack mode): indicators record} on the first images
+    indicator_rows: list = field(default_factory=list)   # their provenance rows (key, attack, α, n, cached)
 
 
 def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples: int = 1000, n_train: int = 1000,
         alphas=(0.0, 0.25), attacks=("apgd-ce+t", "bpda", "transfer"), eps: float = 8 / 255, n_iter: int = 20,
-        device: str = "cpu", seed: int = 0, n_aa: int = 200, use_stored: bool = True, results_dir: str | None = None,
-        progress: bool = True) -> Adaptive:
+        device: str = "cpu", seed: int = 0, n_aa: int = 200, n_indicators: int = 32, indicator_steps: int = 20,
+        use_stored: bool = True, results_dir: str | None = None, progress: bool = True) -> Adaptive:
     """Each of ``attacks`` at each of ``alphas`` on the first ``n_examples`` test images; full standard AutoAttack
     (100 iterations, Square with 5000 queries) at each of ``alphas`` on the first ``n_aa`` of them (0: none); blocked
-    fractions per site at every α > 0 (on up to 64 clean images); the verdict on RobustBench's BPDA finding at
-    ``max(alphas)``."""
-    from ..report import verdicts, widgets
+    fractions per site at every α > 0 (on up to 64 clean images); the indicators of attack failure of an
+    ``indicator_steps``-step PGD on the first ``n_indicators`` images at α = 0 and ``max(alphas)``, direct and BPDA
+    (:func:`indicator_records`; 0: none); the verdict on RobustBench's BPDA finding at ``max(alphas)``."""
+    from ..report import verdict_lines, verdicts, widgets
     from ..report.tables import budget_note
 
     alphas, attacks = list(alphas), list(attacks)
     check_count("n_aa", n_aa, "test images for full AutoAttack; 0: skip")
+    check_count("n_indicators", n_indicators, "test images for the indicators of attack failure; 0: skip")
     s = setup(model, n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
               use_stored=use_stored, results_dir=results_dir)
     note = budget_note(s, ", ".join(attacks), n_iter)
@@ -71,6 +83,10 @@ def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples
                              label="adaptive", progress=progress)
     ex = widgets.AlphaExplorer(s.model, s.x, s.y, n_batch=min(64, len(s.x)), n_robust=0)
     blocked = {a: ex.blocked(a) for a in alphas if a > 0}
+    indicators = indicator_records(s, sorted({0.0, max(alphas)}), n=n_indicators, steps=indicator_steps, eps=eps,
+                                   seed=seed, progress=progress) if n_indicators else {}
+    ind_rows = [{"key": rec["key"], "attack": f"indicators ({mode})", "alpha": a, "n": rec["result"]["n"],
+                 "cached": "checksum" in rec} for (a, mode), rec in indicators.items()]
 
     a_hi = max(alphas)
     bpda_rows = {r["alpha"]: r for r in by_attack.get("bpda", [])}
@@ -83,10 +99,10 @@ def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples
     d = next(r for r in by_attack[attacks[0]] if r["alpha"] == a_hi)
     where = (f"Measured on {s.model_name} at α={a_hi:g}; the direct {attacks[0]} changes robust accuracy by "
              f"{d.get('d_robust', 0):+.1f} pp vs α=0.")
-    line = (verdicts.verdict(v, where) if v is not None else
-            verdicts.no_better_line(bpda_rows[0.0], bpda_rows[a_hi], where, what="BPDA robust"))
+    line = (verdict_lines.verdict(v, where) if v is not None else
+            verdict_lines.no_better_line(bpda_rows[0.0], bpda_rows[a_hi], where, what="BPDA robust"))
     return Adaptive(s, by_attack, alphas, attacks, blocked, note, line,
-                    [r for rs in (*by_attack.values(), aa) for r in rs], aa)
+                    [r for rs in (*by_attack.values(), aa) for r in rs], aa, indicators, ind_rows)
 
 
 def reference_figure():
@@ -174,6 +190,136 @@ def blocked_figure(res: Adaptive):
 
 
 # ================================================================================================
+# indicators of attack failure (stored records)
+# ================================================================================================
+def _first_label(s: Setup, k: int) -> str:
+    """The data label of the first ``k`` test images of the set-up, e.g. ``"cifar10/test 0..31 (offline)"``."""
+    import re
+
+    from .sweeps import data_label
+
+    m = re.fullmatch(r"(\d+)\.\.\d+", str(s.data_info.get("indices")))
+    if m is None:
+        return data_label(s, "test", k)
+    start = int(m.group(1))
+    return f"cifar10/test {start}..{start + k - 1} ({s.data_info.get('kind')})"
+
+
+def indicator_records(s: Setup, alphas, *, n: int = 32, steps: int = 20, eps: float = 8 / 255, seed: int = 0,
+                      progress: bool = True) -> dict:
+    """``{(α, attack): record}``: the indicators of attack failure
+    (:func:`msparse.evaluation.indicator_records.indicator_record`, secml-torch L∞ PGD-CE with ``steps`` iterations,
+    2 random restarts, the ε = 1 run, 16 noise draws, and for α > 0 the transfer from α = 0) of each attack of
+    :data:`INDICATOR_MODES` (``"direct"``: exact backward, ``"bpda"``: identity backward) at each of ``alphas``
+    (set at every site) on the first ``n`` test images of the set-up. Each is a record of the set-up's store, read
+    back when present (a read record carries its ``checksum``), else computed (minutes per record on one CPU thread)
+    and stored. At α = 0 no site is active, so both attacks are the same record."""
+    from ..attacks.indicators import MODES
+    from ..core.placement import backward_mode, set_alpha
+    from ..evaluation.indicator_records import indicator_record
+
+    k = min(int(n), len(s.x))
+    data = _first_label(s, k)
+    out = {}
+    for a in alphas:
+        set_alpha(s.model, float(a))
+        try:
+            for mode in INDICATOR_MODES:
+                with backward_mode(s.model, MODES[mode]):
+                    out[(float(a), mode)] = rec = indicator_record(
+                        s.model, s.x[:k], s.y[:k], eps=eps, steps=steps, seed=seed, store=s.store,
+                        name=s.model_name, data=data, tags={"book": "adaptive"})
+                if progress:
+                    print(f"indicators α={float(a):g} {mode}: {'stored' if 'checksum' in rec else 'computed'} "
+                          f"{rec['key'][:12]}", flush=True)
+        finally:
+            set_alpha(s.model, 0.0)
+    return out
+
+
+def _cell(row: dict) -> str:
+    """An indicator's value (3 significant digits) and whether it fires, from its row (:func:`indicator_rows`)."""
+    v = row["value"]
+    if v != v:   # NaN: no attacked image, or no gradient graph
+        return "— (not computed)"
+    return f"{v:.3g} — fires" if row["fires"] else f"{v:.3g}"
+
+
+def indicator_table(res: Adaptive):
+    """The indicators of attack failure from their stored records: one row per indicator (its rule), one column
+    per (α, attack) with the value and whether it fires, and the one-sentence reading of a firing indicator; None
+    when none were computed. A blank cell: the indicator is not part of that run (the transfer at α = 0)."""
+    import pandas as pd
+
+    from ..attacks.indicators import THRESHOLDS
+    from ..evaluation.indicator_records import indicator_rows
+
+    if not res.indicators:
+        return None
+    cols = {f"α={a:g} {mode}": {r["indicator"]: r for r in indicator_rows(rec)}
+            for (a, mode), rec in res.indicators.items()}
+    names = [n for n in THRESHOLDS if any(n in c for c in cols.values())]
+    out = []
+    for name in names:
+        first = next(c[name] for c in cols.values() if name in c)
+        row = {"indicator": name.replace("_", " "), "rule": first["rule"]}
+        for label, c in cols.items():
+            row[label] = "" if name not in c else _cell(c[name])
+        row["reading when it fires"] = first["reading"]
+        out.append(row)
+    return pd.DataFrame(out).set_index("indicator")
+
+
+def _fired(rec: dict) -> str:
+    """``"*a* and *b* fire"``, ``"*a* fires"`` or ``"nothing fires"`` for an indicators record."""
+    f = [f"*{name.replace('_', ' ')}*" for name, i in rec["result"]["indicators"].items() if i["fires"]]
+    if not f:
+        return "nothing fires"
+    return (f[0] + " fires") if len(f) == 1 else ", ".join(f[:-1]) + f" and {f[-1]} fire"
+
+
+def indicators_reading(res: Adaptive) -> str:
+    """Which indicators fire where, in words, from the stored records, and what the gradient indicator says about
+    the band's zero gradient at the largest α (a line saying so when none were computed)."""
+    if not res.indicators:
+        return "The indicators of attack failure were not computed (`n_indicators = 0`)."
+    rec0 = next(iter(res.indicators.values()))
+    n, steps = rec0["result"]["n"], rec0["spec"]["attack"]["n_iter"]
+    parts = []
+    alphas = sorted({a for a, _ in res.indicators})
+    attacked = ", ".join(f"{next(r for (b, _), r in res.indicators.items() if b == a)['result']['n_attacked']} at "
+                         f"α = {a:g}" for a in alphas)
+    for a in alphas:
+        recs = {m: res.indicators[(a, m)] for m in INDICATOR_MODES if (a, m) in res.indicators}
+        if len({r["key"] for r in recs.values()}) == 1:
+            parts.append(f"at α = {a:g} (no active site: the direct attack and BPDA are one run) "
+                         f"{_fired(next(iter(recs.values())))}")
+        else:
+            parts.append(f"at α = {a:g}, " + "; ".join(
+                f"under {'the direct attack' if m == 'direct' else 'BPDA'} {_fired(r)}" for m, r in recs.items()))
+    text = (f"A {steps}-step PGD on the first {n} test images (each run attacks the images classified correctly: "
+            f"{attacked}). " + "; ".join(p[0].upper() + p[1:] if i == 0 else p for i, p in enumerate(parts)) + ".")
+    fired = {frozenset(n for n, i in r["result"]["indicators"].items() if i["fires"]) for r in res.indicators.values()}
+    if len(fired) == 1 and next(iter(fired)) and 0.0 in alphas and len(alphas) > 1:
+        text += (" The same indicators fire in every run, at the base model (α = 0) too: they describe this attack's "
+                 "budget on this network, not something MeanSparse adds.")
+    hi = alphas[-1]
+    d, b = res.indicators.get((hi, "direct")), res.indicators.get((hi, "bpda"))
+    if hi > 0 and d is not None and b is not None:
+        gd, gb = (r["result"]["indicators"].get("unavailable_gradients", {}).get("fires") for r in (d, b))
+        if gd and not gb:
+            text += (f" At α = {hi:g} the direct attack meets zero input gradients and BPDA does not: the band's "
+                     "zero gradient blinds the official attack, which is the masking BPDA removes.")
+        elif gd and gb:
+            text += (f" At α = {hi:g} even BPDA meets zero input gradients: something besides the band's backward "
+                     "masks the gradient.")
+        else:
+            text += (f" At α = {hi:g} the direct attack finds a non-zero input gradient at every iterate on every "
+                     "attacked image: the band does not blind it on these images.")
+    return text
+
+
+# ================================================================================================
 # the page (msparse.experiments.pages)
 # ================================================================================================
 @dataclass
@@ -195,6 +341,8 @@ class Params:
     n_aa: int = param(200,
                       "test images for full standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square 5000) at every alpha "
                       "(0: skip)")
+    n_indicators: int = param(32, "test images for the indicators of attack failure (0: skip)")
+    indicator_steps: int = param(20, "PGD iterations of the indicators' attack")
     use_stored: bool = param(True, "reuse stored result records")
     results_dir: str | None = param(None, "None means $MSPARSE_RESULTS or results/")
 
@@ -209,5 +357,6 @@ def _plan_run(it, model: str, kw: dict, progress: bool) -> tuple[str, ...]:
 
 PAGE = register(Page("adaptive", "Adaptive evaluation: BPDA, transfer and full AutoAttack",
                      "Stress tests", Params, __name__,
-                     quick={"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.35], "n_aa": 0},
+                     quick={"n_examples": 24, "n_train": 256, "n_iter": 5, "alphas": [0.0, 0.35], "n_aa": 0,
+                            "n_indicators": 0},
                      plan_key="adaptive", plan_run=_plan_run))

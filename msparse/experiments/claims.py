@@ -81,7 +81,7 @@ class Ledger:
 
 def _pair(rows, alpha):
     """The α = 0 row and the ``alpha`` row of a sweep, or None."""
-    from ..report.verdicts import _sweep_pair
+    from ..report.verdict_lines import _sweep_pair
 
     b, r = _sweep_pair(rows or [], alpha)
     return (b, r) if b is not None and r is not None else None
@@ -231,7 +231,7 @@ def _attach_answers(found: list[Claim], results_dir) -> None:
 
 def _after_holm(v, p_adj) -> str:
     """The verdict's status, with "reproduced" kept only when the Holm-adjusted p is below the test level."""
-    from ..report.verdicts import ALPHA_TEST
+    from ..evaluation.significance import ALPHA_TEST
 
     if v is None:
         return "—"
@@ -265,7 +265,7 @@ def table(led: Ledger):
 
 def summary(led: Ledger) -> str:
     """One paragraph: how many claims hold before and after Holm, under the direct attack and as they stand."""
-    from ..report.verdicts import ALPHA_TEST
+    from ..evaluation.significance import ALPHA_TEST
 
     def count(attr, adj):
         cs = [c for c in led.claims if getattr(c, attr) is not None and getattr(c, attr).difference is not None]
@@ -486,7 +486,7 @@ def answers(results_dir=None) -> dict[str, Answer]:
     less than the defence)."""
     from ..evaluation import evidence as ev
     from ..evaluation.significance import holm
-    from ..report import verdicts as vd
+    from ..report.referee import referee_verdict
     from ..report.tables import open_store
 
     st = open_store(results_dir)
@@ -501,9 +501,9 @@ def answers(results_dir=None) -> dict[str, Answer]:
             setattr(a, adj, p)
     for a in judged:
         b, n = a.cmp.base, a.cmp.new
-        a.referee = vd.referee_verdict(b.direct_flags() or b.flags, n.direct_flags() or n.flags, b.flags, n.flags,
-                                       clean_base=b.clean, clean_new=n.clean, p_adjusted=a.p_stands_holm,
-                                       missing=a.cmp.missing, adaptive=n.beyond_official)
+        a.referee = referee_verdict(b.direct_flags() or b.flags, n.direct_flags() or n.flags, b.flags, n.flags,
+                                    clean_base=b.clean, clean_new=n.clean, p_adjusted=a.p_stands_holm,
+                                    missing=a.cmp.missing, adaptive=n.beyond_official)
     _ANSWERS[str(st.root)] = (stamp, out)
     return out
 

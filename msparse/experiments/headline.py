@@ -6,7 +6,7 @@ adversarially trained models at a small clean cost (e.g. RaWRN-70-16 on CIFAR-10
 re-evaluated every MeanSparse entry with BPDA (APGD with the identity as the operator's backward) and found each
 below its base model's AA. Their weights are not available offline, so both claims are checked on the model
 given here (default: the shipped offline default): the attack (default: AutoAttack's APGD-CE and APGD-T) at
-α = 0 and ``alpha`` (:func:`msparse.report.verdicts.gain_verdict`), and the adaptive attack (default: BPDA) at the
+α = 0 and ``alpha`` (:func:`msparse.report.verdict_lines.gain_verdict`), and the adaptive attack (default: BPDA) at the
 same two points (:func:`msparse.report.verdicts.no_better_than_base`).
 
     res = headline.run()
@@ -45,7 +45,7 @@ def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples
         results_dir: str | None = None, progress: bool = True) -> Headline:
     """``attack`` and ``adaptive_attack`` at α = 0 and ``alpha`` on the first ``n_examples`` test images; the
     verdicts on the paper's gain claim and on RobustBench's BPDA finding."""
-    from ..report import verdicts
+    from ..report import verdict_lines, verdicts
     from ..report.tables import budget_note
 
     s = setup(model, n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
@@ -63,14 +63,14 @@ def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples
     adaptive = evaluate_alphas(s, [0.0, alpha], attack=adaptive_attack, **kw)
     if s.is_random:
         why = "this run used random weights (infrastructure test)"
-        lines = [verdicts.verdict(verdicts.not_evaluated(verdicts.GAIN_CLAIM, why)),
-                 verdicts.verdict(verdicts.not_evaluated(verdicts.NO_BETTER_CLAIM, why))]
+        lines = [verdict_lines.verdict(verdicts.not_evaluated(verdicts.GAIN_CLAIM, why)),
+                 verdict_lines.verdict(verdicts.not_evaluated(verdicts.NO_BETTER_CLAIM, why))]
     else:
         where = f"Measured on {s.model_name}; the paper's models are not available offline."
         claim = (f"the paper's claim (MeanSparse at α={alpha:g} raises {attack} robust accuracy at a small clean "
                  "cost)")
-        lines = [verdicts.verdict(verdicts.gain_verdict(aa, alpha, claim=claim), where),
-                 verdicts.no_better_line(adaptive[0], adaptive[1], where, what=f"{adaptive_attack} robust")]
+        lines = [verdict_lines.verdict(verdict_lines.gain_verdict(aa, alpha, claim=claim), where),
+                 verdict_lines.no_better_line(adaptive[0], adaptive[1], where, what=f"{adaptive_attack} robust")]
     return Headline(s, aa, adaptive, attack, adaptive_attack, alpha, note, lines, aa + adaptive)
 
 

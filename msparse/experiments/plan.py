@@ -175,25 +175,43 @@ def _check_positive(name: str, value, *, integer: bool = False) -> None:
         raise InputError(f"{name} must be {kind}, got {value!r}")
 
 
-def passes(attack: str, n_iter: int = 100, n_queries: int = 5000, robust: float = ROBUST_FRACTION) -> float:
-    """Forward+backward passes per image of one evaluation (a forward alone counts 1/3).
+def _component_passes(c, cfg, robust: float) -> float:
+    """Passes per image of one parsed component: its first attack on every image, the later ones on the
+    ``robust`` share still standing; ``surrogate:`` repeats that per temperature (later temperatures on the robust
+    share), ``transfer:`` adds the forward on the target; ``bpda:`` costs what the direct attack does."""
+    from ..attacks.registry import get_attack
 
-    APGD-CE: ``n_iter``; APGD (CE then DLR): + ``robust``·n_iter; APGD-CE+T and BPDA: + ``robust``·9·n_iter
-    (nine target classes); AutoAttack: APGD-CE + ``robust``·(APGD-T 9·n_iter + FAB-T 9·n_iter + Square
-    ``n_queries`` forwards); transfer: crafted on the base (APGD-CE+T), then one forward."""
-    ce = float(n_iter)
-    table = {
-        "none": 1 / 3,
-        "apgd-ce": ce,
-        "apgd": ce + robust * ce,
-        "apgd-ce+t": ce + robust * 9 * ce,
-        "bpda": ce + robust * 9 * ce,
-        "transfer": ce + robust * 9 * ce + 1 / 3,
-        "aa": ce + robust * (9 * ce + 9 * ce + n_queries / 3),
-    }
-    if attack not in table:
-        raise InputError(f"no cost model for attack {attack!r}; known: {', '.join(table)}")
-    return table[attack] + 1 / 3   # the clean forward
+    costs = [get_attack(a).cost(cfg, {**get_attack(a).params, **c.params_of(a)}) for a in c.attacks]
+    if not costs:                                    # "none": the clean forward only
+        return 1 / 3
+    seq = costs[0] + robust * sum(costs[1:])
+    if c.mode == "surrogate":
+        from ..attacks.surrogate import TAUS
+        return seq * (1 + robust * (len(TAUS) - 1))
+    if c.mode == "transfer":
+        return seq + 1 / 3
+    return seq
+
+
+def passes(attack: str, n_iter: int = 100, n_queries: int = 5000, robust: float = ROBUST_FRACTION) -> float:
+    """Forward+backward passes per image of one evaluation (a forward alone counts 1/3), from the attack
+    registry's costs (:meth:`msparse.attacks.registry.AttackMethod.cost`, per attacked image).
+
+    A sequence costs its first attack on every image + ``robust`` × the later ones (AutoAttack attacks only the
+    points still robust): APGD-CE ``n_iter``; APGD (CE then DLR) + ``robust``·n_iter; APGD-CE+T and BPDA
+    + ``robust``·9·n_iter (nine target classes); AutoAttack: APGD-CE + ``robust``·(APGD-T 9·n_iter + FAB-T
+    9·n_iter + Square ``n_queries`` forwards); ``bpda:`` as the direct attack; ``surrogate:`` once per
+    temperature (later ones on the robust share); ``transfer:`` crafted on the base, then one forward;
+    ``worst:`` the sum of its components. Plus the clean forward. Any name :func:`~msparse.attacks.base.parse_attack`
+    accepts has a cost; another is an :class:`~msparse.errors.InputError`."""
+    from ..attacks.base import AttackConfig, parse_attack
+
+    try:
+        components = parse_attack(attack)
+    except InputError as e:
+        raise InputError(f"no cost model for attack {attack!r}: {e}") from None
+    cfg = AttackConfig(eps=8 / 255, n_iter=int(n_iter), n_queries=int(n_queries))
+    return sum(_component_passes(c, cfg, robust) for c in components) + 1 / 3   # + the clean forward
 
 
 def estimate(it: Item, n_iter: int = 100, gpu_tflops: float = GPU_TFLOPS) -> float:

@@ -241,7 +241,7 @@ def setup(model: str = "msparse/default", *, n_examples: int = 200, n_train: int
     from .._device import resolve_device
     from ..core.calibration import calibrate
     from ..core.placement import sparsify
-    from ..data import load_data
+    from ..data.loading import load_data
 
     device = str(resolve_device(device))
     key = (model, n_examples, n_train, data_source, placement, stats_mode, device, split_start)

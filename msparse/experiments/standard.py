@@ -39,7 +39,7 @@ def run(model: str = "pyautoattack/resnet18-standard", *, data_source: str = "au
         n_iter: int = 20, device: str = "cpu", seed: int = 0, use_stored: bool = True,
         results_dir: str | None = None, progress: bool = True) -> Standard:
     """Sweep α on a standard-trained model and check :data:`CLAIM`."""
-    from ..report import verdicts
+    from ..report import verdict_lines, verdicts
 
     s = setup(model, n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
               use_stored=use_stored, results_dir=results_dir)
@@ -49,7 +49,7 @@ def run(model: str = "pyautoattack/resnet18-standard", *, data_source: str = "au
         v = verdicts.not_evaluated(CLAIM, "this run used random weights (infrastructure test)")
     else:
         v = verdicts.robust_below({f"α={r['alpha']:g}": r for r in rows}, claim=CLAIM)
-    line = verdicts.verdict(v, f"Clean accuracy falls from {rows[0]['clean']:.1f}% to {rows[-1]['clean']:.1f}% at "
+    line = verdict_lines.verdict(v, f"Clean accuracy falls from {rows[0]['clean']:.1f}% to {rows[-1]['clean']:.1f}% at "
                                f"α={rows[-1]['alpha']:g}.")
     return Standard(s, rows, attack, n_iter, v, line)
 

@@ -68,7 +68,7 @@ def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples
     import torch
 
     from ..core.calibration import calibrate
-    from ..report import verdicts
+    from ..report import verdict_lines, verdicts
 
     s = setup(model, n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
               use_stored=use_stored, results_dir=results_dir)
@@ -102,7 +102,7 @@ def run(model: str = "msparse/default", *, data_source: str = "auto", n_examples
         v = verdicts.not_evaluated(CLAIM, "this run used random weights (infrastructure test)")
     else:
         v = verdicts.sigma_ratio_check(med["official, stored order"], med["official, class-sorted"])
-    line = verdicts.verdict(v, f"Stored order = class-mixed batches; {len(s.x_train)} training images.")
+    line = verdict_lines.verdict(v, f"Stored order = class-mixed batches; {len(s.x_train)} training images.")
     return Statistics(s, alpha, batch_size, ratios, med, acc, err, size_rows, v, line,
                       list(acc.values()) + size_rows)
 

@@ -2,6 +2,13 @@
 
 * **Convergence** (Carlini et al. 2019, §4): the page's attack with twice the iterations and with 5 restarts; a
   robust accuracy that still moves by more than its interval's half-width was not converged.
+* **BPDA convergence over loss and budget** (Tramèr et al. 2020, "On adaptive attacks to adversarial example
+  defenses"; Carlini et al. 2019, §4): the identity backward (``bpda:``) with the book's attack and with PGD on the
+  cross-entropy and on the margin loss (:mod:`msparse.attacks.pgd_margin`) at a grid of (iterations, restarts), at
+  α = 0 and at α on the same images (a defence and its base get the same strength). Each budget is set against the
+  largest weaker budget of the grid (exact McNemar on the same images); the attack has converged when the last
+  doublings (of iterations or of restarts) no longer lower robust accuracy, neither by more than the interval's
+  half-width nor significantly.
 * **Attack noise**: the same attack under other seeds, on the base model (α = 0) and at α, so the size of the claimed
   gains can be set against what a different random start alone changes.
 * **Binarization test** (Zimmermann et al. 2022): per image, a binary task with a planted adversarial region on the
@@ -13,6 +20,8 @@
 
     res = strength.run()
     strength.convergence_table(res); strength.seed_table(res); strength.binarization_table(res)
+    res = strength.run(bpda_attacks=["pgd[loss=ce]", "pgd"])
+    strength.bpda_table(res.bpda); strength.bpda_sentence(res.bpda)
     strength.held_out_table(strength.held_out(rows))
 """
 from __future__ import annotations
@@ -26,7 +35,9 @@ from .sweeps import data_label, evaluate_alphas
 from .pages import HEADER, Page, param, register
 
 __all__ = ["Strength", "run", "convergence_table", "seed_table", "seed_spread", "binarization_table", "binarization_reading", "HeldOut",
-           "held_out", "held_out_table", "held_out_sweep", "convergence_sentence", "seed_sentence", "figure"]
+           "held_out", "held_out_table", "held_out_sweep", "convergence_sentence", "seed_sentence", "figure",
+           "BpdaGrid", "BPDA_BUDGETS", "check_bpda_budgets", "bpda_convergence", "bpda_steps", "bpda_strongest",
+           "bpda_table", "bpda_sentence"]
 
 
 @dataclass
@@ -40,17 +51,22 @@ class Strength:
     binarization: dict                # {(attack, α): record}
     note: str = ""
     rows: list = field(default_factory=list)
+    bpda: "BpdaGrid | None" = None    # the BPDA loss × budget grid, where run was asked for one
 
 
 def run(model: str = "msparse/default", *, alpha: float = 0.25, attack: str = "apgd-ce", n_iter: int = 20,
         n_examples: int = 100, n_train: int = 1000, data_source: str = "auto", eps: float = 8 / 255,
         seeds: Sequence[int] = (0, 1, 2), n_binarization: int = 20,
         binarization_attacks: Sequence[str] = ("apgd-ce", "bpda:apgd-ce", "surrogate:apgd-ce"),
+        bpda_attacks: Sequence[str] = (), bpda_budgets: Sequence[Sequence[int]] = (),
         device: str = "cpu", use_stored: bool = True, results_dir: str | None = None,
         progress: bool = True) -> Strength:
     """Convergence (``n_iter``, 2 × ``n_iter``, 5 restarts) and seeds of ``attack`` at α = 0 and ``alpha`` on the first
     ``n_examples`` test images; the binarization test of each of ``binarization_attacks`` (``n_iter`` iterations) on
-    the first ``n_binarization`` images at ``alpha`` and, for the first attack, at α = 0."""
+    the first ``n_binarization`` images at ``alpha`` and, for the first attack, at α = 0. With ``bpda_attacks``
+    (e.g. ``["pgd[loss=ce]", "pgd"]``), also :func:`bpda_convergence` on the same images: ``bpda:<attack>`` at
+    ``n_iter`` beside each of ``bpda_attacks`` at every ``[iterations, restarts]`` of ``bpda_budgets`` (default
+    :data:`BPDA_BUDGETS`)."""
     from ..core.placement import set_alpha
 
     from ..evaluation.binarize import binarization_record
@@ -78,7 +94,12 @@ def run(model: str = "msparse/default", *, alpha: float = 0.25, attack: str = "a
     note = (f"{s.model_name}, **{attack}** (ε = {255 * eps:g}/255), the first {n_examples} CIFAR-10 test images; "
             f"binarization test on the first {k}.")
     rows = [r for rs in list(conv.values()) + list(seed_rows.values()) for r in rs]
-    return Strength(s, alpha, attack, n_iter, conv, seed_rows, binar, note, rows)
+    grid = None
+    if bpda_attacks:
+        grid = bpda_convergence(s, alpha, reference=attack, reference_iter=n_iter, attacks=bpda_attacks,
+                                budgets=bpda_budgets or BPDA_BUDGETS, eps=eps, progress=progress)
+        rows += grid.rows
+    return Strength(s, alpha, attack, n_iter, conv, seed_rows, binar, note, rows, grid)
 
 
 def _half_width(r: Mapping) -> float:
@@ -258,6 +279,264 @@ def convergence_sentence(res: Strength) -> str:
             "half-width; the page's numbers at the first budget are upper bounds that a stronger attack lowers.")
 
 
+# ------------------------------------------------------------------------------------------------
+# BPDA convergence over loss and budget
+# ------------------------------------------------------------------------------------------------
+#: the BPDA grid's default budgets, (iterations, restarts): 5× the book's 20 iterations, then each doubled
+BPDA_BUDGETS = ((20, 1), (100, 1), (100, 2), (200, 2), (100, 4))
+
+
+@dataclass
+class BpdaGrid:
+    """BPDA robust accuracy of one model on the same images at α = 0 and ``alpha`` under each (attack, budget):
+    ``runs[(attack, n_iter, n_restarts)] = [row at α = 0, row at α]`` (display rows of
+    :func:`~msparse.experiments.sweeps.evaluate_alphas`, attack without its ``bpda:`` prefix), the book's attack
+    (``reference``) first."""
+    model: str
+    alpha: float
+    reference: tuple
+    runs: dict
+
+    @property
+    def rows(self) -> list:
+        return [r for rs in self.runs.values() for r in rs]
+
+    @property
+    def alphas(self) -> list:
+        return [0.0, self.alpha]
+
+
+def check_bpda_budgets(budgets) -> list[tuple[int, int]]:
+    """``budgets`` as ``[(iterations, restarts), ...]``; :class:`~msparse.errors.InputError` for anything but a
+    non-empty list of distinct pairs of integers >= 1."""
+    from ..errors import InputError
+
+    out = []
+    for b in budgets:
+        if (not isinstance(b, (list, tuple)) or len(b) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in b)):
+            raise InputError(f"a BPDA budget is [iterations, restarts], two integers >= 1; got {b!r} "
+                             "(e.g. bpda_budgets=[[20, 1], [100, 1], [100, 2]])")
+        if tuple(b) in out:
+            raise InputError(f"BPDA budget {list(b)} is listed twice; list each [iterations, restarts] once")
+        out.append(tuple(b))
+    if not out:
+        raise InputError("bpda_budgets is empty; give at least one [iterations, restarts]")
+    return out
+
+
+def bpda_convergence(s: Setup, alpha: float, *, reference: str = "apgd-ce", reference_iter: int = 20,
+                     attacks: Sequence[str] = ("pgd[loss=ce]", "pgd"), budgets: Sequence = BPDA_BUDGETS,
+                     eps: float = 8 / 255, seed: int = 0, progress: bool = True) -> BpdaGrid:
+    """``bpda:<reference>`` at ``reference_iter`` iterations (the book's BPDA) and ``bpda:<attack>`` for each of
+    ``attacks`` at each ``(iterations, restarts)`` of ``budgets``, at α = 0 and ``alpha`` on the setup's images,
+    through :func:`~msparse.experiments.sweeps.evaluate_alphas` (records stored and reused; at α = 0 ``bpda:`` is
+    the direct attack and shares its record)."""
+    from ..attacks.base import parse_attack
+    from ..errors import InputError
+
+    if not float(alpha) > 0:
+        raise InputError(f"the BPDA grid compares α = 0 with an α > 0; got alpha={alpha}")
+    grid = check_bpda_budgets(budgets)
+
+    def canonical(a: str) -> str:      # "pgd[loss=margin]" is "pgd": one key per attack in the grid
+        parts = parse_attack(f"bpda:{a}")
+        if len(parts) != 1:
+            raise InputError(f"the BPDA grid runs one attack per entry; {a!r} has {len(parts)} components")
+        return parts[0].name[len("bpda:"):]
+
+    reference, attacks = canonical(reference), [canonical(a) for a in attacks]
+    kw = dict(eps=eps, seed=seed, label="strength", progress=progress)
+    runs = {(reference, int(reference_iter), 1): evaluate_alphas(s, [0.0, alpha], attack=f"bpda:{reference}",
+                                                                 n_iter=int(reference_iter), **kw)}
+    for a in attacks:
+        for it, r in grid:
+            if (a, it, r) not in runs:
+                runs[(a, it, r)] = evaluate_alphas(s, [0.0, alpha], attack=f"bpda:{a}", n_iter=it, n_restarts=r,
+                                                   **kw)
+    return BpdaGrid(s.model_name, float(alpha), (reference, int(reference_iter), 1), runs)
+
+
+def _budget(it: int, r: int) -> str:
+    return f"{it} × {r}"
+
+
+def _attack_label(attack: str) -> str:
+    """``bpda:<attack>``, with the loss named where the attack declares one and the name leaves it at its default
+    (``bpda:pgd (margin loss)``, ``bpda:pgd[loss=ce]``)."""
+    from ..attacks.base import parse_attack
+    from ..attacks.registry import get_attack
+    from ..errors import UnknownNameError
+
+    name = f"bpda:{attack}"
+    a = parse_attack(name)[0]
+    try:
+        loss = None if "loss" in dict(a.params) else get_attack(a.preset).params.get("loss")
+    except UnknownNameError:          # a sequence (apgd-ce+t, aa), not one registered attack: the name alone
+        loss = None
+    return f"{name} ({loss} loss)" if loss else name
+
+
+def _weaker(runs: Mapping, key: tuple) -> tuple | None:
+    """The largest budget of the same attack that ``key``'s budget dominates (no more iterations, no more restarts;
+    the most iterations × restarts, then the most iterations), or None."""
+    a, it, r = key
+    below = [k for k in runs if k[0] == a and k != key and k[1] <= it and k[2] <= r]
+    return max(below, key=lambda k: (k[1] * k[2], k[1])) if below else None
+
+
+def _flags(row: Mapping) -> list[bool]:
+    return [c == "1" for c in row["robust_flags"]]
+
+
+def bpda_steps(grid: BpdaGrid) -> list[dict]:
+    """Each budget of the grid against the largest weaker budget of the same attack, at α = 0 and α: ``attack``,
+    ``budget`` and ``weaker`` ((iterations, restarts)), ``alpha``, ``change`` (pp), ``broken`` (images only the
+    stronger budget breaks), ``kept`` (images only the weaker one breaks), ``p`` (exact McNemar), ``half_width``
+    (pp, of the weaker budget's 95% interval), ``lowers`` (the change is a drop larger than the half-width or
+    significant at :data:`~msparse.evaluation.significance.ALPHA_TEST`) and ``final`` (no budget of the grid
+    dominates this one: the step is one of the last doublings)."""
+    from ..evaluation.significance import ALPHA_TEST, mcnemar
+
+    out = []
+    for key in grid.runs:
+        w = _weaker(grid.runs, key)
+        if w is None:
+            continue
+        final = not any(k[0] == key[0] and k != key and k[1] >= key[1] and k[2] >= key[2] for k in grid.runs)
+        for i, al in enumerate(grid.alphas):
+            weak, strong = grid.runs[w][i], grid.runs[key][i]
+            pr = mcnemar(_flags(weak), _flags(strong))
+            change = 100 * pr.delta
+            hw = _half_width(weak)
+            out.append({"attack": key[0], "budget": key[1:], "weaker": w[1:], "alpha": al, "change": change,
+                        "broken": pr.lost, "kept": pr.gained, "p": pr.p_value, "half_width": hw,
+                        "lowers": change < 0 and (-change > hw or pr.p_value < ALPHA_TEST), "final": final})
+    return out
+
+
+def bpda_strongest(grid: BpdaGrid, i: int) -> tuple:
+    """The (attack, iterations, restarts) with the lowest robust accuracy at ``grid.alphas[i]`` (on ties the
+    cheapest, then the first listed)."""
+    keys = list(grid.runs)
+    return min(keys, key=lambda k: (grid.runs[k][i]["robust"], k[1] * k[2], keys.index(k)))
+
+
+def _worst(grid: BpdaGrid, i: int) -> list[bool]:
+    """Per image: robust under every run of the grid at ``grid.alphas[i]``."""
+    return [all(fs) for fs in zip(*(_flags(rs[i]) for rs in grid.runs.values()))]
+
+
+def _count(flags: Sequence[bool]) -> str:
+    return f"{sum(flags)}/{len(flags)}"
+
+
+def _cell(flags: Sequence[bool]) -> str:
+    """Robust accuracy in % (as the provenance table's records state it) and the count, e.g. ``39.0 (39/100)``."""
+    return f"{100 * sum(flags) / len(flags):.1f} ({_count(flags)})"
+
+
+def bpda_table(grid: BpdaGrid):
+    """Robust accuracy (%, and images of n) per attack and budget (iterations × restarts) at α = 0 and α; the change
+    against the largest weaker budget of the same attack (pp, exact McNemar p on the same images) and whether it still
+    lowers robust accuracy (a drop beyond the weaker budget's interval half-width, or a significant one); the gain at α
+    under that same attack and budget (pp, McNemar). The last row pools every run image by image (an image counts
+    only if it survives all of them)."""
+    import pandas as pd
+
+    from ..evaluation.significance import mcnemar
+
+    steps = {(st["attack"], st["budget"], st["alpha"]): st for st in bpda_steps(grid)}
+    a0, a1 = grid.alphas
+    out = []
+
+    def gain_cols(f0, f1):
+        pr = mcnemar(f0, f1)
+        return {f"gain at α={a1:g} (pp)": signed(100 * pr.delta), "p (gain)": p_value(pr.p_value)}
+
+    for key, (r0, r1) in grid.runs.items():
+        row = {"attack": _attack_label(key[0]) + (" — the book's" if key == grid.reference else ""),
+               "iterations × restarts": _budget(*key[1:])}
+        w = _weaker(grid.runs, key)
+        row["vs"] = _budget(*w[1:]) if w else "—"
+        lowers = []
+        for al, r in ((a0, r0), (a1, r1)):
+            st = steps.get((key[0], key[1:], al))
+            row[f"robust α={al:g} % (images)"] = _cell(_flags(r))
+            row[f"Δ α={al:g} (pp)"] = signed(st["change"]) if st else "—"
+            row[f"p α={al:g}"] = p_value(st["p"]) if st else "—"
+            if st and st["lowers"]:
+                lowers.append(f"α = {al:g}")
+        row["still lowers"] = ", ".join(lowers) if lowers else ("no" if w else "—")
+        row.update(gain_cols(_flags(r0), _flags(r1)))
+        out.append(row)
+    f0, f1 = _worst(grid, 0), _worst(grid, 1)
+    out.append({"attack": "every run above, per image", "iterations × restarts": "—", "vs": "—",
+                f"robust α={a0:g} % (images)": _cell(f0), f"Δ α={a0:g} (pp)": "—", f"p α={a0:g}": "—",
+                f"robust α={a1:g} % (images)": _cell(f1), f"Δ α={a1:g} (pp)": "—", f"p α={a1:g}": "—",
+                "still lowers": "—",
+                **gain_cols(f0, f1)})
+    return pd.DataFrame(out).set_index(["attack", "iterations × restarts"])
+
+
+def _convergence_clause(grid: BpdaGrid, key: tuple, i: int, steps: list[dict]) -> str:
+    """How the last doublings of ``key``'s attack move robust accuracy at ``grid.alphas[i]``, and the verdict."""
+    al = grid.alphas[i]
+    last = [st for st in steps if st["attack"] == key[0] and st["final"] and st["alpha"] == al]
+    if not last:
+        return (f"the grid has no stronger budget of {_attack_label(key[0])} to check it against: **convergence "
+                "not measured**")
+
+    def what(st):
+        (wi, wr), (bi, br) = st["weaker"], st["budget"]
+        kind = ("iterations" if br == wr else "restarts" if bi == wi else "iterations and restarts")
+        return (f"more {kind} ({_budget(wi, wr)} → {_budget(bi, br)}) change it by {signed(st['change'])} pp "
+                f"({st['broken']} images broken only by the stronger budget, {st['kept']} only by the weaker; "
+                f"McNemar p = {p_value(st['p'])})")
+
+    moved = [st for st in last if st["lowers"]]
+    hw = max(st["half_width"] for st in last)
+    text = "; ".join(what(st) for st in last)
+    if not moved:
+        return (f"{text}: within the interval's half-width ({hw:.1f} pp) and not significant, so **converged** at "
+                "this n")
+    return (f"{text}: **not converged**, the last doubling still lowers robust accuracy "
+            f"({', '.join(_budget(*st['budget']) for st in moved)}), so its number is an upper bound that a "
+            "stronger budget may lower further")
+
+
+def bpda_sentence(grid: BpdaGrid) -> str:
+    """What the grid measured, at α and at α = 0: the strongest (attack, budget), its robust accuracy beside the
+    book's BPDA, whether the last doublings of its iterations or restarts still lower it (half-width and exact
+    McNemar), and the gain at α under that attack and under every run pooled per image."""
+    from ..evaluation.significance import mcnemar
+
+    steps = bpda_steps(grid)
+    n = len(_flags(next(iter(grid.runs.values()))[0]))
+    parts = []
+    for i in (1, 0):
+        al = grid.alphas[i]
+        key = bpda_strongest(grid, i)
+        ref = grid.runs[grid.reference][i]
+        where = "the defence" if i == 1 else "the base"
+        parts.append(
+            f"At α = {al:g} ({where}) the strongest run of this grid is **{_attack_label(key[0])} at "
+            f"{_budget(*key[1:])}** "
+            f"(iterations × restarts): {_count(_flags(grid.runs[key][i]))} images robust, against "
+            f"{_count(_flags(ref))} under the book's {_attack_label(grid.reference[0])} ({grid.reference[1]} "
+            f"iterations); {_convergence_clause(grid, key, i, steps)}.")
+    key = bpda_strongest(grid, 1)
+    pr = mcnemar(_flags(grid.runs[key][0]), _flags(grid.runs[key][1]))
+    pw = mcnemar(_worst(grid, 0), _worst(grid, 1))
+    parts.append(
+        f"Under that same attack at both α (the same strength for the defence and its base), α = {grid.alpha:g} "
+        f"changes robust accuracy by {signed(100 * pr.delta)} pp (McNemar p = {p_value(pr.p_value)}, n = {n}); "
+        f"with every run pooled image by image ({_count(_worst(grid, 0))} robust at α = 0, "
+        f"{_count(_worst(grid, 1))} at α = {grid.alpha:g}), by {signed(100 * pw.delta)} pp "
+        f"(p = {p_value(pw.p_value)}).")
+    return " ".join(parts)
+
+
 def seed_sentence(res: Strength) -> str:
     """One sentence setting the gain against the spread across attack seeds."""
     if len(res.seeds) < 2:
@@ -295,6 +574,10 @@ class Params:
                          "[model, alpha, attack, iterations, test images, attack seeds]")
     n_binarization: int = param(20, "images for the binarization test")
     binarization_attacks: list = param(["apgd-ce", "bpda:apgd-ce", "surrogate:apgd-ce"])
+    bpda_models: list = param(["msparse/default"],
+                              "checks of these models also get the BPDA loss x budget grid (same alpha and images)")
+    bpda_losses: list = param(["ce", "margin"], "the grid's attacks: PGD with each of these losses, through BPDA")
+    bpda_budgets: list = param([list(b) for b in BPDA_BUDGETS], "the grid's [iterations, restarts]")
     sweeps: list = param([["msparse/default", [0.0, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5], "apgd-ce", 20, 100],
                          ["msparse/resnet18-gelu-w8-pgdat", [0.0, 0.1, 0.2, 0.3, 0.35, 0.4], "apgd", 50, 500],
                          ["msparse/resnet18-relu-w8-pgdat", [0.0, 0.1, 0.2, 0.3, 0.35, 0.4], "apgd", 50, 500]],
@@ -318,14 +601,19 @@ class Params:
 def _run_page(p, **extra) -> tuple[list, list]:
     """The page's checks and held-out α sweeps with the page's parameters, as its notebook runs them: ``(results,
     studies)``, one :func:`run` per check and ``(model, *held_out_sweep(...))`` per sweep; with ``model`` set, that
-    one model's check (apgd-ce at ``alpha``, ``n_iter``, ``n_examples``, ``seed``) and no sweep."""
+    one model's check (apgd-ce at ``alpha``, ``n_iter``, ``n_examples``, ``seed``) and no sweep. Checks of a model in
+    ``bpda_models`` also run the BPDA grid (PGD with each of ``bpda_losses`` × ``bpda_budgets``,
+    :func:`bpda_convergence`)."""
     checks, sweeps = p.checks, p.sweeps
     if p.model is not None:
         checks, sweeps = [[p.model, p.alpha, "apgd-ce", p.n_iter, p.n_examples, [p.seed]]], []
     common = dict(n_train=p.n_train, data_source=p.data_source, eps=p.eps, device=p.device, use_stored=p.use_stored,
                   results_dir=p.results_dir, **extra)
     results = [run(m, alpha=a, attack=atk, n_iter=it, n_examples=n, seeds=seeds, n_binarization=p.n_binarization,
-                   binarization_attacks=p.binarization_attacks, **common) for m, a, atk, it, n, seeds in checks]
+                   binarization_attacks=p.binarization_attacks,
+                   bpda_attacks=[f"pgd[loss={loss}]" for loss in p.bpda_losses] if m in p.bpda_models else (),
+                   bpda_budgets=p.bpda_budgets, **common)
+               for m, a, atk, it, n, seeds in checks]
     studies = [(m, *held_out_sweep(m, alphas, attack=atk, n_iter=it, n_examples=n, **common))
                for m, alphas, atk, it, n in sweeps]
     return results, studies
@@ -335,6 +623,7 @@ PAGE = register(Page("attack_strength", "Is the attack strong enough? Is α chos
                      "Does MeanSparse work?", Params, __name__,
                      quick={"n_examples": 24, "n_train": 256, "n_iter": 5,
                             "checks": [["msparse/resnet18-gelu-w8-pgdat", 0.35, "apgd-ce", 5, 24, [0, 1]]],
-                            "n_binarization": 2,
+                            "n_binarization": 2, "bpda_models": ["msparse/resnet18-gelu-w8-pgdat"],
+                            "bpda_budgets": [[5, 1], [10, 1], [10, 2]],
                             "sweeps": [["msparse/resnet18-gelu-w8-pgdat", [0.0, 0.35], "apgd-ce", 5, 24]]},
                      header=HEADER, runner=_run_page))

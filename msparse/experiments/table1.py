@@ -61,8 +61,8 @@ def run(model: str = "msparse/default", *, n_examples: int = 100, n_train: int =
     no adaptive attack) on the test images; check :data:`CLAIM` and whether its verdict depends on n. With
     ``n_claim`` (> ``n_examples``, e.g. all 1000 images of the offline subset): the claim again at α = 0 and
     :data:`CLAIM_ALPHA` on the first ``n_claim`` test images under each of :data:`CLAIM_ATTACKS`, with the
-    referee's verdict on the per-image worst case (:func:`msparse.report.verdicts.referee_verdict`)."""
-    from ..report.verdicts import alpha_verdict
+    referee's verdict on the per-image worst case (:func:`msparse.report.referee.referee_verdict`)."""
+    from ..report.verdict_lines import alpha_verdict
 
     if n_claim is not None:
         check_count("n_claim", n_claim, "test images for the claim; 0 or None: skip")
@@ -82,7 +82,7 @@ def run(model: str = "msparse/default", *, n_examples: int = 100, n_train: int =
 
 def _claim_at(res: Table1, model: str, n: int, *, kw: dict, **setup_kw) -> None:
     """The claim at :data:`CLAIM_ALPHA` on the first ``n`` test images under each of :data:`CLAIM_ATTACKS`."""
-    from ..report.verdicts import referee_verdict
+    from ..report.referee import referee_verdict
 
     s = setup(model, n_examples=n, **setup_kw)
     for label, prefix in CLAIM_ATTACKS.items():

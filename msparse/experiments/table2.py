@@ -75,7 +75,7 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500,
         progress: bool = True) -> Table2:
     """Sweep α on ``model`` and each of ``other_models`` that is available here; re-attack the ``bpda_alphas``
     that are among ``alphas`` with BPDA; check :data:`CLAIM` at :data:`CLAIM_ALPHA` and :func:`bpda_claim`."""
-    from ..report import verdicts as vd
+    from ..report import verdict_lines as vl, verdicts as vd
 
     common = dict(n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
                   use_stored=use_stored, results_dir=results_dir)
@@ -91,13 +91,13 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500,
             rows[name] = evaluate_alphas(s2, alphas, **kw)
     activations = {name: activation_of(st.model) for name, st in setups.items()}
 
-    verdict = vd.alpha_verdict(s, rows[model], PAPER_MODEL, CLAIM_ALPHA, CLAIM)
+    verdict = vl.alpha_verdict(s, rows[model], PAPER_MODEL, CLAIM_ALPHA, CLAIM)
     per_model = {}
     for name, r in rows.items():
         act = ACTIVATIONS.get(activations[name], activations[name])
-        per_model[name] = verdict if name == model else vd.alpha_verdict(
+        per_model[name] = verdict if name == model else vl.alpha_verdict(
             s, r, f"ResNet-18 {act} (full width, PGD-AT, 200 epochs)", CLAIM_ALPHA, CLAIM)
-    missing_verdicts = [vd.verdict("not evaluated here", f"`{name}`: {why}") for name, why in missing.items()]
+    missing_verdicts = [vl.verdict("not evaluated here", f"`{name}`: {why}") for name, why in missing.items()]
 
     # the same attack under BPDA, beside the direct attack's α
     bpda, bpda_at = {}, [a for a in bpda_alphas if a in alphas and a > 0]
@@ -115,9 +115,9 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500,
                           f"BPDA {attack} (%)": round(r["robust"], 1), "stands (%)": round(w["robust"], 1),
                           "stands − α=0 (pp)": round(w["d_robust"], 1), "McNemar p": f"{w['p_robust']:.2g}"})
             checks.append((f"`{name}`, α={r['alpha']:g}: ",
-                           vd.verdict(vd.no_better_than_base(w0, w, claim=claim, what="worst-case robust"))))
+                           vl.verdict(vd.no_better_than_base(w0, w, claim=claim, what="worst-case robust"))))
     if not checks:
-        checks = [("", vd.verdict(vd.not_evaluated(claim, "no BPDA run (no bpda_alphas among alphas)")))]
+        checks = [("", vl.verdict(vd.not_evaluated(claim, "no BPDA run (no bpda_alphas among alphas)")))]
     all_rows = [r for rs in [*rows.values(), *bpda.values()] for r in rs]
     return Table2(s, attack, n_iter, rows, setups, activations, missing, missing_verdicts, verdict, per_model,
                   bpda, table, checks, all_rows)

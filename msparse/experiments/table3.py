@@ -49,7 +49,7 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500,
         use_stored: bool = True, results_dir: str | None = None, progress: bool = True) -> Table3:
     """Sweep α under L∞ ``eps`` and under L2 ``eps_l2`` on the first ``n_examples`` test images; check the gain
     claim at :data:`CLAIM_ALPHA` under each."""
-    from ..report.verdicts import alpha_verdict
+    from ..report.verdict_lines import alpha_verdict
 
     s = setup(model, n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
               use_stored=use_stored, results_dir=results_dir)

@@ -70,7 +70,7 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500,
         use_stored: bool = True, results_dir: str | None = None, progress: bool = True) -> Table4:
     """Sweep α on ``model`` (PGD-AT), ``trades_model`` and ``ancra_model`` (each when available here); attack
     ANCRA's gates; check :data:`CLAIM` at :data:`CLAIM_ALPHA` on each model and on ANCRA's worst case."""
-    from ..report import verdicts as vd
+    from ..report import verdict_lines as vl, verdicts as vd
 
     common = dict(n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
                   use_stored=use_stored, results_dir=results_dir)
@@ -87,9 +87,9 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500,
             setups[method] = s2
             rows[f"{name} ({method})"] = evaluate_alphas(s2, alphas, **kw)
             methods[f"{name} ({method})"] = method
-    missing_verdicts = [vd.verdict("not evaluated here", f"{method}: {why}") for method, why in missing.items()]
+    missing_verdicts = [vl.verdict("not evaluated here", f"{method}: {why}") for method, why in missing.items()]
     # s names the page's model for every row (alpha_verdict's random-weights check); the label names the row's
-    verdicts = {label: vd.alpha_verdict(s, r, PAPER_MODEL, CLAIM_ALPHA, CLAIM) for label, r in rows.items()}
+    verdicts = {label: vl.alpha_verdict(s, r, PAPER_MODEL, CLAIM_ALPHA, CLAIM) for label, r in rows.items()}
 
     # ANCRA's test-time gates are argmaxes over auxiliary logits, which gradients do not see:
     # also attack each gate directly (APGD crafted on an RA block's aux logits, scored on the model)
@@ -118,7 +118,7 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500,
                            else "the direct attack is not fooled by the gates here."))
         claim = (f"the paper's claim carried to ANCRA (no paper values exist for ANCRA): MeanSparse at "
                  f"α={w_hi['alpha']:g} raises the worst-case robust accuracy at a small clean cost")
-        res.ancra_verdict = vd.verdict(vd.gain_claim(w0, w_hi, claim=claim), res.ancra_note)
+        res.ancra_verdict = vl.verdict(vd.gain_claim(w0, w_hi, claim=claim), res.ancra_note)
     return res
 
 

@@ -56,7 +56,7 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, n_examples: int = 500,
         seed: int = 0, use_stored: bool = True, results_dir: str | None = None, progress: bool = True) -> Table5:
     """Sweep α with the band centred at each of ``centres`` (at every site) on the first ``n_examples`` test
     images; check the gain claim at :data:`CLAIM_ALPHA` for each."""
-    from ..report.verdicts import alpha_verdict
+    from ..report.verdict_lines import alpha_verdict
 
     s = setup(model, n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
               use_stored=use_stored, results_dir=results_dir)

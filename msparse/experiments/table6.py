@@ -47,7 +47,7 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, data_source: str = "au
     """Evaluate ``attack`` at every α of ``alphas`` for every ε of ``eps_grid`` (units of 1/255) and check the
     paper's claim that the gain of max(α) over α = 0 grows with ε. ``eps`` is the notebook's generic parameter
     (validated, not used: the radii come from ``eps_grid``)."""
-    from ..report import verdicts
+    from ..report import verdict_lines, verdicts
 
     s = setup(model, n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
               use_stored=use_stored, results_dir=results_dir)
@@ -66,7 +66,7 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, data_source: str = "au
             return next(r for r in by_alpha[a] if r["eps_255"] == e)
         v = verdicts.gain_grows([(f"{e}/255", at(0.0, e), at(a_max, e)) for e in sorted(eps_grid)], name="ε",
                                 claim=claim)
-    line = verdicts.verdict(v, f"Measured on {s.model_name}; the paper's numbers are for a {PAPER_MODEL} "
+    line = verdict_lines.verdict(v, f"Measured on {s.model_name}; the paper's numbers are for a {PAPER_MODEL} "
                                "(not available offline).")
     bpda = beside.bpda(s, alphas, attack=attack, eps=8 / 255, n_iter=n_iter, seed=seed, progress=progress) \
         if 8 in eps_grid else []

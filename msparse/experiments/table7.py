@@ -50,7 +50,7 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, data_source: str = "au
         results_dir: str | None = None, progress: bool = True) -> Table7:
     """Evaluate ``attack`` with MeanSparse at each site of ``site_indices`` alone and at sites 0..i, for every α of
     ``alphas``; check the paper's reading at max(α)."""
-    from ..report import verdicts
+    from ..report import verdict_lines, verdicts
 
     s = setup(model, n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
               use_stored=use_stored, results_dir=results_dir)
@@ -72,7 +72,7 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, data_source: str = "au
                                  (f"sites 0..{cum[-1]['site']}", base, cum[-1])], name="", claim=claim)
     gain = verdicts.gain_claim(base, cum[-1], claim=f"the paper's claim with sites 0..{cum[-1]['site']} active "
                                "(MeanSparse raises robust accuracy at a small clean cost)")
-    lines = [verdicts.verdict(grows, where), verdicts.verdict(gain)]
+    lines = [verdict_lines.verdict(grows, where), verdict_lines.verdict(gain)]
     rows = [r for rs in list(by_kind.values()) + list(bpda.values()) for r in rs] + [base]
     return Table7(s, by_kind, base, attack, n_iter, a, bpda, [grows, gain], lines, rows)
 

@@ -5,7 +5,7 @@ site indices 1…15) or only at the activations after the residual addition (eve
 0) is in neither set. Both placements raise APGD accuracy a little at a small clean cost. The paper's model is
 not available offline, so the claim "MeanSparse raises robust accuracy at a small clean cost" is checked for each
 placement at α = 0.35 (:data:`CLAIM_ALPHA`) on the project's CPU-route appendix family (default: the GELU PGD-AT
-ResNet-18 of width 8; :func:`msparse.report.verdicts.alpha_verdict`). ``with_stem`` also evaluates after-addition
+ResNet-18 of width 8; :func:`msparse.report.verdict_lines.alpha_verdict`). ``with_stem`` also evaluates after-addition
 ∪ {0}.
 
     res = table8.run()                 # stored records are reused; missing points are computed
@@ -49,7 +49,7 @@ def run(model: str = "msparse/resnet18-gelu-w8-pgdat", *, data_source: str = "au
         results_dir: str | None = None, progress: bool = True) -> Table8:
     """Sweep α with MeanSparse on the main-path sites only and on the after-addition sites only (and, with
     ``with_stem``, after-addition plus the stem); check the gain claim at :data:`CLAIM_ALPHA` for each."""
-    from ..report.verdicts import alpha_verdict
+    from ..report.verdict_lines import alpha_verdict
 
     s = setup(model, n_examples=n_examples, n_train=n_train, data_source=data_source, device=device,
               use_stored=use_stored, results_dir=results_dir)

@@ -16,7 +16,7 @@ that can be built for the defence, so each model is attacked, at α = 0 and at i
 * and, where the CPU allows, full standard AutoAttack (``aa``).
 
 The robust accuracy that stands is the per-image worst case over all of them. Each model's claim ("MeanSparse raises
-robust accuracy at a small clean cost") is judged by :func:`msparse.report.verdicts.referee_verdict` on the official
+robust accuracy at a small clean cost") is judged by :func:`msparse.report.referee.referee_verdict` on the official
 gradient and on the worst case, with Holm's correction over the models (the chapter's primary claims).
 
     res = works.run()
@@ -31,8 +31,9 @@ from ..report.tables import number
 from .sweeps import evaluate_alphas, evidence_missing, pooled_rows
 from .pages import HEADER, Page, param, register
 
-__all__ = ["MODELS", "CONTROLS", "ATTACKS", "BLACK_BOX", "SQUARE_LONG", "FULL_AA", "Works", "ModelResult", "run", "table", "base_table", "verdict_table", "flags_reading",
-           "figure", "cost_table", "cost_sentence", "flags_table", "findings"]
+__all__ = ["MODELS", "CONTROLS", "ATTACKS", "QUICK_ATTACKS", "check_attacks", "BLACK_BOX", "SQUARE_LONG", "FULL_AA",
+           "Works", "ModelResult", "run", "table", "base_table", "verdict_table", "flags_reading", "figure",
+           "cost_table", "cost_sentence", "flags_table", "findings"]
 
 #: the models of the chapter: (name, the α of the page that evaluates it, test images). α: the offline default at
 #: Fig. 3's α; the appendix family at Tables 2 and 4's α = 0.35; the standard-trained control at its page's middle
@@ -68,6 +69,34 @@ ATTACKS: dict[str, tuple[str, dict]] = {
     "Square 5000": ("square", {"n_queries": 5000}),
     "AutoAttack": ("aa", {"n_iter": 100, "n_queries": 5000}),
 }
+#: the columns of the quick book profile (the cheap ones: no transfer, Square 5000 or full AutoAttack)
+QUICK_ATTACKS: tuple[str, ...] = ("official gradient (APGD)", "BPDA", "surrogate", "gradient estimation", "Square")
+
+
+def check_attacks(columns: dict | None = None) -> None:
+    """Check every column of ``columns`` (default :data:`ATTACKS`) against the attack registry
+    (:func:`msparse.attacks.base.parse_attack`: a name the registry does not know, or a parameter an attack does
+    not declare, is an :class:`~msparse.errors.InputError`) and its budget overrides against the budget fields
+    of :class:`~msparse.attacks.base.AttackConfig`; also that :data:`QUICK_ATTACKS` are columns."""
+    from dataclasses import fields
+
+    from ..attacks.base import AttackConfig, parse_attack
+    from ..errors import InputError
+
+    columns = ATTACKS if columns is None else columns
+    budget = {f.name for f in fields(AttackConfig)} - {"eps", "norm", "seed"}
+    for label, (attack, over) in columns.items():
+        try:
+            parse_attack(attack)
+        except InputError as e:
+            raise type(e)(f"attack column {label!r}: {e}") from None
+        bad = sorted(set(over) - budget)
+        if bad:
+            raise InputError(f"attack column {label!r}: budget overrides {bad} are not budget fields; "
+                             f"use {sorted(budget)}")
+    missing = [c for c in QUICK_ATTACKS if c not in ATTACKS]
+    if missing:
+        raise InputError(f"QUICK_ATTACKS {missing} are not columns of ATTACKS ({list(ATTACKS)})")
 
 
 @dataclass
@@ -80,7 +109,7 @@ class ModelResult:
     by_attack: dict                       # {column label: [row at α = 0, row at α]}
     worst: list                           # [row at α = 0, row at α]
     missing: list = field(default_factory=list)   # column labels not run on this model (budget)
-    verdict: object = None                # msparse.report.verdicts.RefereeVerdict (None for a control)
+    verdict: object = None                # msparse.report.referee.RefereeVerdict (None for a control)
     store: object = None                  # the results store the records came from
 
 
@@ -131,12 +160,13 @@ def run(models=MODELS, *, attacks=tuple(ATTACKS), full_aa=FULL_AA, black_box=BLA
     images (``n_examples``, when given, for every model); the per-image worst case; referee verdicts with Holm's
     correction over the models."""
     from ..evaluation.significance import holm
-    from ..report import verdicts
+    from ..report import referee, verdicts
 
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
         from ..errors import UnknownNameError
         raise UnknownNameError(f"unknown attack column(s) {unknown}; choose from {list(ATTACKS)}")
+    check_attacks({a: ATTACKS[a] for a in attacks})
     results, rows = [], []
     gates = {"AutoAttack": full_aa, "gradient estimation": black_box, "Square": black_box,
              "Square 5000": square_long}   # columns run only on the models listed; the others on every model
@@ -153,7 +183,7 @@ def run(models=MODELS, *, attacks=tuple(ATTACKS), full_aa=FULL_AA, black_box=BLA
     lines = []
     for m, p_adj in zip(judged, holm(p_worst)):
         d = m.by_attack.get(direct)
-        m.verdict = verdicts.referee_verdict(d[0] if d else m.worst[0], d[1] if d else m.worst[1],
+        m.verdict = referee.referee_verdict(d[0] if d else m.worst[0], d[1] if d else m.worst[1],
                                              m.worst[0], m.worst[1], p_adjusted=p_adj,
                                              missing=evidence_missing(m.worst[0], m.worst[1]))
         lines.append(f"**Verdict: {m.verdict.phrase}** — {m.model} (α = {m.alpha:g}, n = {m.n}): "
@@ -388,8 +418,7 @@ class Params:
                          ["msparse/resnet18-pssilu-w8-pgdat", 0.35, 100],
                          ["msparse/resnet18-gelu-w8-trades", 0.35, 100], ["msparse/resnet18-gelu-w8-ancra", 0.35, 100],
                          ["pyautoattack/resnet18-standard", 0.25, 100]], "[model, alpha, test images]")
-    attacks: list = param(["official gradient (APGD)", "BPDA", "surrogate", "transfer", "gradient estimation", "Square",
-                          "Square 5000", "AutoAttack"], "columns")
+    attacks: list = param(list(ATTACKS), "columns")
     full_aa: list = param(["msparse/resnet18-gelu-w8-pgdat", "msparse/default"],
                           "models that also get full standard AutoAttack (slow on CPU)")
     black_box: list = param(["msparse/resnet18-gelu-w8-pgdat", "msparse/default", "msparse/resnet18-relu-w8-pgdat",
@@ -442,6 +471,5 @@ PAGE = register(Page("does_it_work", "Does MeanSparse work? Every model under ev
                      "Does MeanSparse work?", Params, __name__,
                      quick={"n_examples": 24, "n_train": 256, "n_iter": 5,
                             "models": [["msparse/resnet18-gelu-w8-pgdat", 0.35, 24]], "full_aa": [], "ledger": False,
-                            "attacks": ["official gradient (APGD)", "BPDA", "surrogate", "gradient estimation",
-                                        "Square"]},
+                            "attacks": list(QUICK_ATTACKS)},
                      header=HEADER, runner=_run_page))

@@ -57,7 +57,7 @@ def versions_note(records: Sequence[Mapping]) -> str:
     (empty string when every record matches the running versions)."""
     from collections import Counter
 
-    from ..evaluation.store import versions, versions_differ
+    from ..evaluation.provenance import versions, versions_differ
 
     now = versions()
     other = Counter()
@@ -150,7 +150,7 @@ def provenance_table(rows: Sequence[Mapping], store=None) -> Provenance:
     :func:`versions_note` when records were made under other library versions. Displays folded (:class:`Provenance`)."""
     import pandas as pd
 
-    from ..evaluation.store import record_versions
+    from ..evaluation.provenance import record_versions
 
     st = open_store(store) if store is not False else None
     out, recs, seen = [], [], set()
@@ -278,7 +278,7 @@ def setup_provenance(s):
     checksum, the data source and indices, the statistics pass, the code commit."""
     import pandas as pd
 
-    from ..evaluation.store import git_commit
+    from ..evaluation.provenance import git_commit
 
     rows = {"model": s.model_name, "weights source": s.card.get("source"), "weights sha256": s.card.get("sha256"),
             "test data": f"{s.data_info.get('source')} (indices {s.data_info.get('indices')})",

@@ -1,5 +1,10 @@
 """Verdict rules: how a page of the book decides whether a published claim holds on the numbers it computed.
 
+This module owns the :class:`Verdict`, its thresholds and the significance-based claim rules (a paired difference
+in, a status out). The page sentences built from a page's display rows are :mod:`msparse.report.verdict_lines`'s,
+the referee's verdict over several attacks is :mod:`msparse.report.referee`'s, and the statistics themselves
+(intervals, tests, detectable differences) are :mod:`msparse.evaluation.significance`'s.
+
 Every verdict line the book shows is a :class:`Verdict` returned by one of the rules below. A verdict has one of
 five statuses (:data:`STATUSES`):
 
@@ -7,7 +12,7 @@ five statuses (:data:`STATUSES`):
 ``"not reproduced"``     the data contradict it (a significant effect in the other direction, or an effect the
                          claim needs that the data rule out);
 ``"inconclusive"``       neither: the text says ``inconclusive at n = …; this n detects differences of about X pp
-                         or more`` (see :func:`min_detectable_difference`);
+                         or more`` (see :func:`~msparse.evaluation.significance.min_detectable_difference`);
 ``"too few images"``     fewer than :data:`MIN_N` images: no rule is applied;
 ``"not evaluated here"`` the page could not run the claim at all (:func:`not_evaluated`, e.g. the paper's model
                          weights are not available offline). A page that evaluated a claim never uses it.
@@ -20,10 +25,10 @@ numbers are in :mod:`msparse.report.paper`.
 **Inputs.** The rules compare two configurations evaluated on the *same* images (a base, usually α = 0, and a new
 one). Each side is per-image correctness flags of shape [N]: a ``"0101…"`` string (as stored in the result
 records), a sequence of bools or 0/1 ints, a 1-D numpy array or torch tensor, or a row dict of
-:func:`msparse.book.result_row` (its ``"robust_flags"`` are used; :func:`gain_claim` also reads its clean accuracy).
+:func:`msparse.report.tables.result_row` (its ``"robust_flags"`` are used; :func:`gain_claim` also reads its clean accuracy).
 
-**Statistics.** Paired: the exact McNemar test (:func:`msparse.evaluation.significance.mcnemar`) for significance at
-:data:`ALPHA_TEST`, and Tango's score interval for a difference of paired proportions (see
+**Statistics** (:mod:`msparse.evaluation.significance`). Paired: the exact McNemar test (:func:`mcnemar`) for
+significance at :data:`ALPHA_TEST`, and Tango's score interval for a difference of paired proportions (see
 :func:`paired_interval`) for the size of the difference. "No better than" is never concluded from a
 non-significant test: it needs the one-sided upper 95% bound of the difference below +:data:`EQUIVALENCE_MARGIN_PP`.
 """
@@ -32,19 +37,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-import dataclasses
 from dataclasses import dataclass
 from statistics import NormalDist
 
 from ..errors import InputError
-from ..evaluation.significance import mcnemar, wilson
+from ..evaluation.significance import (ALPHA_TEST, POWER, detectable_difference, mcnemar, min_detectable_difference,
+                                       paired_interval, sign_flip_p, wilson)
 
-__all__ = ["verdict", "trend", "gain_verdict", "claim_check", "alpha_verdict", "STATUSES", "ALPHA_TEST", "EQUIVALENCE_MARGIN_PP", "MAX_CLEAN_DROP_PP", "MIN_N", "POWER",
-           "DEFAULT_DISCORDANT_RATE", "ROBUST_CEILING_PP", "SIGMA_RATIO_TOL", "GAIN_CLAIM", "NO_BETTER_CLAIM",
-           "Verdict", "PairedDifference", "paired_difference", "paired_interval", "min_detectable_difference",
-           "required_n", "gain_claim", "no_better_than_base", "gain_grows", "robust_below", "sigma_ratio_check",
-           "not_evaluated", "best_of", "BEST_CENTRE_CLAIM", "prefix_verdicts", "fragility_note",
-           "referee_verdict", "RefereeVerdict", "REFEREE_PHRASES", "one_image_flips", "no_better_line"]
+__all__ = ["STATUSES", "EQUIVALENCE_MARGIN_PP", "MAX_CLEAN_DROP_PP", "MIN_N", "ROBUST_CEILING_PP", "SIGMA_RATIO_TOL",
+           "GAIN_CLAIM", "NO_BETTER_CLAIM", "BEST_CENTRE_CLAIM", "Verdict", "not_evaluated", "PairedDifference",
+           "paired_difference", "gain_claim", "no_better_than_base", "gain_grows", "robust_below",
+           "sigma_ratio_check", "best_of", "prefix_verdicts", "fragility_note", "one_image_flips"]
 
 #: the five statuses a verdict can have, in the words the book prints
 STATUSES: tuple[str, ...] = ("reproduced", "not reproduced", "inconclusive", "too few images", "not evaluated here")
@@ -52,8 +55,8 @@ STATUSES: tuple[str, ...] = ("reproduced", "not reproduced", "inconclusive", "to
 # ------------------------------------------------------------------------------------------------
 # thresholds (named, so that a page's verdict can be traced to them)
 # ------------------------------------------------------------------------------------------------
-#: level of the two-sided paired test (exact McNemar); one-sided bounds are at 1 − ALPHA_TEST (95%)
-ALPHA_TEST = 0.05
+# the level of every test (ALPHA_TEST, 0.05) and the power of every detectable difference (POWER, 0.8) are
+# msparse.evaluation.significance's
 
 #: smallest accuracy difference (percentage points) we treat as a real gain. A "no better than the base" finding
 #: is reproduced only if the one-sided upper 95% bound of (new − base) is below +1 pp, and the paper's gain claim
@@ -70,15 +73,6 @@ MAX_CLEAN_DROP_PP = 2.0
 #: below this many images no rule is applied ("too few images"): the exact McNemar test needs at least 6 images
 #: changing all in one direction to reach p < 0.05, i.e. 30 pp of 20 images, and 95% intervals span tens of pp
 MIN_N = 20
-
-#: power at which :func:`min_detectable_difference` states the detectable difference
-POWER = 0.8
-
-#: fraction of images whose robust outcome differs between base and new, assumed by
-#: :func:`min_detectable_difference` when it is not known. Conservative: a larger rate gives a larger (never an
-#: optimistic) detectable difference. In this repository's stored records (α = 0 vs α in (0, 0.5], same attack and
-#: images) the rate ranged from 0 to 17% for direct and BPDA attacks, and up to 23% for ANCRA's gate-transfer attacks.
-DEFAULT_DISCORDANT_RATE = 0.20
 
 #: "not robust": the robust accuracy stays below this (percent), as for a standard-trained model (:func:`robust_below`)
 ROBUST_CEILING_PP = 10.0
@@ -173,57 +167,8 @@ def _pair(base, new) -> tuple[list[bool], list[bool]]:
 
 
 # ================================================================================================
-# the paired difference
+# the paired difference (the statistics are msparse.evaluation.significance's)
 # ================================================================================================
-def paired_interval(gained: int, lost: int, n: int, confidence: float = 1 - ALPHA_TEST) -> tuple[float, float]:
-    """Two-sided ``confidence`` interval for p_new − p_base on ``n`` paired images, as fractions.
-
-    ``gained``: images right only under new; ``lost``: right only under base (the discordant counts; the
-    concordant images enter only through n). Method: Tango's asymptotic score interval for a difference of paired
-    proportions (Tango 1998, Statistics in Medicine 17:891): the set of δ whose score statistic
-    T(δ) = (gained − lost − nδ) / √(n·(2·p̃(δ) + δ(1 − δ))), with p̃(δ) the restricted maximum-likelihood estimate of
-    the "lost" probability, satisfies |T(δ)| < z. At δ = 0 T is the McNemar statistic, so the interval excludes 0
-    essentially when the McNemar test rejects; with no discordant image at all it is ±z²/(n + z²), not a point.
-    Chosen over Newcombe's square-and-add interval because, in simulations with few and one-sided discordant
-    images (MeanSparse vs its base at small α), Newcombe's upper bound fell below the true difference in up to 13%
-    of runs at a nominal 5%, Tango's in at most about 6%. A one-sided (1 − a) bound is the matching end of the
-    two-sided (1 − 2a) interval.
-    """
-    counts = (gained, lost, n)
-    if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
-        raise InputError(f"paired_interval: counts must be integers >= 0, got {counts}")
-    if n == 0:
-        raise InputError("paired_interval: no images (n = 0)")
-    if gained + lost > n:
-        raise InputError(f"paired_interval: {gained} + {lost} discordant images out of n = {n}")
-    if not 0 < confidence < 1:
-        raise InputError(f"paired_interval: confidence must be in (0, 1), got {confidence}")
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    b, c = gained, lost
-
-    def score(d: float) -> float:  # decreasing in d
-        a2, b2, c2 = 2 * n, -b - c + (2 * n - b + c) * d, -c * d * (1 - d)
-        p21 = (math.sqrt(max(b2 * b2 - 4 * a2 * c2, 0.0)) - b2) / (2 * a2)
-        num, var = b - c - n * d, n * (2 * p21 + d * (1 - d))
-        if var <= 0:
-            return 0.0 if num == 0 else math.copysign(math.inf, num)
-        return num / math.sqrt(var)
-
-    def solve(target: float) -> float:  # the d where score(d) = target
-        lo, hi = -1.0, 1.0
-        for _ in range(100):
-            mid = (lo + hi) / 2
-            if score(mid) > target:
-                lo = mid
-            else:
-                hi = mid
-        return (lo + hi) / 2
-
-    lower = -1.0 if b - c == -n else solve(z)
-    upper = 1.0 if b - c == n else solve(-z)
-    return lower, upper
-
-
 @dataclass(frozen=True)
 class PairedDifference:
     """new − base on the same ``n`` images. Fractions in [−1, 1]: ``delta``, ``ci`` (two-sided 95%, Tango),
@@ -277,77 +222,6 @@ def paired_difference(base_flags, new_flags) -> PairedDifference:
     ci = paired_interval(pr.gained, pr.lost, pr.n, 1 - ALPHA_TEST)
     lower, upper = paired_interval(pr.gained, pr.lost, pr.n, 1 - 2 * ALPHA_TEST)
     return PairedDifference(pr.n, pr.base, pr.new, pr.gained, pr.lost, pr.delta, ci, lower, upper, pr.p_value)
-
-
-# ================================================================================================
-# how large a difference n images can detect
-# ================================================================================================
-def _check_levels(alpha: float, power: float) -> None:
-    if not 0 < alpha < 1:
-        raise InputError(f"alpha must be in (0, 1), got {alpha}")
-    if not 0 < power < 1:
-        raise InputError(f"power must be in (0, 1), got {power}")
-
-
-def _n_needed(delta: float, second_moment: float, alpha: float, power: float) -> float:
-    """Connor's (1987) sample size for a paired test of mean difference ``delta`` (fraction) whose per-image
-    difference has second moment ``second_moment`` (= the discordant rate for 0/±1 differences), floored at
-    ``delta`` because a mean difference δ needs at least a fraction δ of images to change."""
-    m = max(second_moment, delta)
-    za, zb = NormalDist().inv_cdf(1 - alpha / 2), NormalDist().inv_cdf(power)
-    return (za * math.sqrt(m) + zb * math.sqrt(max(m - delta * delta, 0.0))) ** 2 / (delta * delta)
-
-
-def _mde(n: int, second_moment: float, alpha: float, power: float, max_delta: float = 1.0) -> float:
-    """Smallest δ in (0, max_delta] with _n_needed(δ) <= n (fraction); inf if none."""
-    steps = 2000
-    prev = 0.0
-    for k in range(1, steps + 1):
-        d = max_delta * k / steps
-        if _n_needed(d, second_moment, alpha, power) <= n:
-            lo, hi = prev, d
-            for _ in range(60):
-                mid = (lo + hi) / 2
-                if mid > 0 and _n_needed(mid, second_moment, alpha, power) <= n:
-                    hi = mid
-                else:
-                    lo = mid
-            return hi
-        prev = d
-    return math.inf
-
-
-def min_detectable_difference(n: int, discordant_rate: float | None = None, alpha: float = ALPHA_TEST,
-                              power: float = POWER) -> float:
-    """The smallest paired accuracy difference (in pp) that ``n`` images detect with probability ``power`` in a
-    two-sided paired (McNemar) test at level ``alpha``.
-
-    Approximation: Connor's (1987, Biometrics 43:207) normal-approximation sample size for McNemar's test,
-    n = [z_{1−α/2}·√ψ + z_{power}·√(ψ − δ²)]² / δ², solved for δ; ψ is the fraction of images whose outcome differs
-    (the discordant rate), taken as max(``discordant_rate``, δ) since a true difference δ changes at least a
-    fraction δ of the images. ``discordant_rate=None`` uses :data:`DEFAULT_DISCORDANT_RATE` (conservative). Returns
-    ``math.inf`` when no difference up to 100 pp is detectable (n below about 4).
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"min_detectable_difference: n must be a positive integer, got {n!r}")
-    psi = DEFAULT_DISCORDANT_RATE if discordant_rate is None else discordant_rate
-    if not 0 <= psi <= 1:
-        raise InputError(f"discordant_rate must be in [0, 1], got {discordant_rate}")
-    _check_levels(alpha, power)
-    return 100 * _mde(n, psi, alpha, power)
-
-
-def required_n(delta_pp: float, discordant_rate: float | None = None, alpha: float = ALPHA_TEST,
-               power: float = POWER) -> int:
-    """Images needed to detect a paired difference of ``delta_pp`` (the inverse of
-    :func:`min_detectable_difference`, same approximation and default)."""
-    if not 0 < delta_pp <= 100:
-        raise InputError(f"required_n: delta_pp must be in (0, 100], got {delta_pp}")
-    psi = DEFAULT_DISCORDANT_RATE if discordant_rate is None else discordant_rate
-    if not 0 <= psi <= 1:
-        raise InputError(f"discordant_rate must be in [0, 1], got {discordant_rate}")
-    _check_levels(alpha, power)
-    return math.ceil(_n_needed(delta_pp / 100, psi, alpha, power) - 1e-9)
 
 
 def _inconclusive_text(n: int, mde_pp: float) -> str:
@@ -464,36 +338,6 @@ def no_better_than_base(base, new, *, claim: str = NO_BETTER_CLAIM, what: str = 
                    "ruled out; " + _inconclusive_text(d.n, d.mde_pp()), n=d.n, difference=d)
 
 
-def _sign_flip_p(diffs: Sequence[int]) -> float:
-    """Exact two-sided sign-flip (permutation) p-value of sum(diffs) for per-image differences in {−2, …, 2}:
-    P(|S| >= |s|) when every non-zero difference gets an independent random sign."""
-    k1 = sum(1 for v in diffs if abs(v) == 1)
-    k2 = sum(1 for v in diffs if abs(v) == 2)
-    s = abs(sum(diffs))
-    if s == 0:
-        return 1.0
-
-    def counts(k):  # C(k, b) for b = 0..k, exact integers
-        out = [1]
-        for b in range(k):
-            out.append(out[-1] * (k - b) // (b + 1))
-        return out
-
-    c1, c2 = counts(k1), counts(k2)
-    cum = [0]
-    for v in c1:
-        cum.append(cum[-1] + v)  # cum[b] = #{B1 < b} (weighted)
-    total = 0
-    for b2, w in enumerate(c2):
-        t = 2 * (2 * b2 - k2)  # S = (2·B1 − k1) + t
-        hi_b = math.ceil((s + k1 - t) / 2)  # S >= s  ⇔  B1 >= hi_b
-        lo_b = math.floor((k1 - t - s) / 2)  # S <= −s ⇔  B1 <= lo_b
-        upper = cum[-1] - cum[min(max(hi_b, 0), k1 + 1)]
-        lower = cum[min(max(lo_b + 1, 0), k1 + 1)]
-        total += w * (upper + lower)
-    return min(1.0, total / 2 ** (k1 + k2))
-
-
 def gain_grows(series: Sequence[tuple], *, name: str = "ε", claim: str | None = None) -> Verdict:
     """The claim "the gain of MeanSparse over the base grows with ``name``" (the paper's Table 6: the gain grows
     with ε), on ``series``: ``(x, base, new)`` in increasing order of x, base and new flags [N] on the same images
@@ -523,7 +367,7 @@ def gain_grows(series: Sequence[tuple], *, name: str = "ε", claim: str | None =
     sd = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1)) if n > 1 else 0.0
     lo, hi = mean - _Z2 * sd / math.sqrt(n), mean + _Z2 * sd / math.sqrt(n)
     upper = mean + _Z1 * sd / math.sqrt(n)
-    p = _sign_flip_p(d)
+    p = sign_flip_p(d)
     text = ("gain (new − base) by " + ", ".join(f"{label(x)}: {g:+.1f} pp" for x, g in gains) +
             (" (rising monotonically)" if monotone else " (not monotone)") +
             f"; growth from {label(x0)} to {label(x1)}: {100 * mean:+.1f} pp (95% CI {100 * lo:+.1f} to "
@@ -540,7 +384,7 @@ def gain_grows(series: Sequence[tuple], *, name: str = "ε", claim: str | None =
                        "pp or more", n=n)
     second = sum(v * v for v in d) / n
     return Verdict("inconclusive", claim, text + " — " +
-                   _inconclusive_text(n, 100 * _mde(n, second, ALPHA_TEST, POWER, max_delta=2.0)), n=n)
+                   _inconclusive_text(n, 100 * detectable_difference(n, second, ALPHA_TEST, POWER, max_delta=2.0)), n=n)
 
 
 def _one_sided_wilson(k: int, n: int, level: float) -> tuple[float, float]:
@@ -615,9 +459,6 @@ def sigma_ratio_check(ratio_mixed: float, ratio_sorted: float, *, tol: float = S
     return Verdict("not reproduced", claim, text + " — " + "; ".join(why))
 
 
-# ================================================================================================
-# page sentences: the verdict line of a page, worded from the rules above (rows: display rows in percent)
-# ================================================================================================
 BEST_CENTRE_CLAIM = ("the paper's reading of Table 5 (centring the band at the channel mean μ_ch keeps clean "
                      "accuracy best: higher than the zero and the global-mean centre at the same α)")
 
@@ -650,6 +491,9 @@ def best_of(flags: Mapping[str, object], best: str, *, claim: str = BEST_CENTRE_
                    "confirmation); " + _inconclusive_text(n, mde), n=n)
 
 
+# ================================================================================================
+# does the verdict rest on a handful of images?
+# ================================================================================================
 def prefix_verdicts(rule, base, new, ns: Sequence[int], **kw) -> dict[int, Verdict]:
     """``rule(base[:k], new[:k], **kw)`` for each k in ``ns``: the same claim on the first k images (nested
     subsets of the page's images, so no new evaluation), to see whether the verdict depends on n. ``base``/``new``
@@ -679,165 +523,6 @@ def fragility_note(verdicts: Mapping[int, Verdict]) -> str:
             "handful of images and needs confirming at a larger n" + (f" ({'; '.join(mde)})" if mde else "") + ".")
 
 
-def verdict(status, detail: str = "") -> str:
-    """The one-line verdict, as Markdown.
-
-    ``status``: a :class:`msparse.report.verdicts.Verdict` (from one of the rules in
-    :mod:`msparse.report.verdicts`; ``detail``, if given, is appended), or one of
-    :data:`msparse.report.verdicts.STATUSES` with its ``detail`` text. The older status ``"not yet run here"`` is
-    read as ``"not evaluated here"``."""
-    from ..report.verdicts import STATUSES, Verdict
-
-    if isinstance(status, Verdict):
-        return status.markdown() + (f" {detail}" if detail else "")
-    status = {"not yet run here": "not evaluated here"}.get(status, status)
-    if status not in STATUSES:
-        raise InputError(f"verdict status must be one of {list(STATUSES)}, got {status!r}")
-    return Verdict(status, "", detail).markdown()
-
-
-def trend(rows: Sequence[Mapping], alpha: float, what: str = "robust") -> str:
-    """Plain-words reading of our change at ``alpha`` vs α = 0 (with its paired test)."""
-    r = next((r for r in rows if math.isclose(r["alpha"], alpha, abs_tol=1e-9)), None)
-    b = next((r for r in rows if r["alpha"] == 0.0), None)
-    if r is None or b is None:
-        return f"(no α={alpha:g} point)"
-    d = r[what] - b[what]
-    sig = ""
-    if what == "robust" and "p_robust" in r:
-        sig = f", paired McNemar p = {r['p_robust']:.2g}" + (" (not significant at this n)" if r["p_robust"] >= 0.05 else "")
-    return f"{what} {b[what]:.1f}% → {r[what]:.1f}% at α={alpha:g} ({d:+.1f} pp, n={r['n']}{sig})"
-
-
-def _sweep_pair(rows: Sequence[Mapping], alpha: float) -> tuple[Mapping | None, Mapping | None]:
-    """The α = 0 row and the ``alpha`` row of an α sweep (None where missing)."""
-    r = next((r for r in rows if math.isclose(r["alpha"], alpha, abs_tol=1e-9)), None)
-    b = next((r for r in rows if r["alpha"] == 0.0), None)
-    return b, r
-
-
-def gain_verdict(rows: Sequence[Mapping], alpha: float, max_clean_drop: float | None = None,
-                 claim: str | None = None):
-    """:func:`msparse.report.verdicts.gain_claim` on the α = 0 and ``alpha`` rows of an α sweep (their per-image robust
-    flags and clean accuracies); "not evaluated here" when the sweep has no such pair."""
-
-    claim = claim or GAIN_CLAIM
-    b, r = _sweep_pair(rows, alpha)
-    if r is None or b is None:
-        return not_evaluated(claim, f"no α={alpha:g} and α=0 pair was evaluated")
-    return gain_claim(b, r, claim=claim,
-                        max_clean_drop_pp=MAX_CLEAN_DROP_PP if max_clean_drop is None else max_clean_drop)
-
-
-def claim_check(rows: Sequence[Mapping], alpha: float, max_clean_drop: float = 2.0) -> tuple[bool | None, str]:
-    """Does the paper's claim 'MeanSparse at ``alpha`` raises robust accuracy at a small clean cost (a clean drop
-    of at most ``max_clean_drop`` pp)' hold in ``rows``? Decided by :func:`msparse.report.verdicts.gain_claim` (paired
-    exact McNemar test, Newcombe interval, equivalence margin). Returns ``(True / False / None, explanation)``:
-    True = reproduced, False = not reproduced, None = inconclusive, too few images, or no α/α=0 pair."""
-    v = gain_verdict(rows, alpha, max_clean_drop)
-    return v.holds, v.detail.rstrip(".")
-
-
-def alpha_verdict(s, rows: Sequence[Mapping], paper_model: str, alpha: float, what: str = "") -> str:
-    """The verdict line of an α-sweep page: :func:`msparse.report.verdicts.gain_claim` between α = 0 and ``alpha`` on
-    ``s``'s model (the paper's own numbers need ``paper_model``, whose weights are not available offline unless
-    ``s`` is that model: the qualitative claim is what is checked). Random weights: "not evaluated here"."""
-
-    claim = "the paper's claim (MeanSparse raises robust accuracy at a small clean cost" + \
-            (f"; here: {what}" if what else "") + ")"
-    if s.is_random:
-        return not_evaluated(claim, "this run used random weights (infrastructure test); no claim can be "
-                                      "checked").markdown()
-    v = gain_verdict(rows, alpha, claim=claim)
-    if v.status == "not evaluated here":
-        return v.markdown()
-    # the rows' model is named by the page (Table 4 passes one Setup for rows of several models)
-    v = dataclasses.replace(v, detail=f"at α={alpha:g} vs α=0, " + v.detail.rstrip(".") +
-                            f". The paper's numbers are for {paper_model}, whose weights are not available offline; "
-                            "the qualitative claim is checked on the model evaluated here")
-    return v.markdown()
-
-
-# ================================================================================================
-# the referee's verdict: a gain that must survive every attack
-# ================================================================================================
-REFEREE_PHRASES = ("reproduced", "not reproduced", "broken by an adaptive attack", "inconclusive at this n",
-                   "unequal budget", "not attacked adaptively")
-
-
-@dataclass(frozen=True)
-class RefereeVerdict:
-    """A referee's verdict on "MeanSparse raises robust accuracy" for one model: ``phrase`` (one of
-    :data:`REFEREE_PHRASES`), the :func:`gain_claim` verdicts under the official-gradient attack (``direct``) and
-    under the per-image worst case over every attack run (``worst``), and the Holm-adjusted p of the worst case."""
-
-    phrase: str
-    direct: Verdict
-    worst: Verdict
-    p_adjusted: float | None = None
-    missing: tuple = ()          # (loss, what the base lacks) when the base was attacked more weakly
-    fragile: str = ""            # non-empty when one image would change the worst case's verdict
-
-    def reason(self) -> str:
-        d, w = self.direct.difference, self.worst.difference
-        worst = f"worst case {w.delta_pp:+.1f} pp (p = {w.p_value:.2g}" if w else "worst case: no data ("
-        if w and self.p_adjusted is not None:
-            worst += f", Holm-adjusted {self.p_adjusted:.2g}"
-        worst += ")"
-        direct = f"official gradient {d.delta_pp:+.1f} pp (p = {d.p_value:.2g})" if d else "official gradient: no data"
-        tail = ""
-        if self.phrase == "inconclusive at this n" and w is not None:
-            tail = f"; n = {w.n} detects about {w.mde_pp():.1f} pp"
-        if self.missing:
-            tail += "; the base was attacked more weakly (" + "; ".join(f"{k}: {v}" for k, v in self.missing) + ")"
-        if self.fragile:
-            tail += f"; {self.fragile}"
-        return f"{direct}; {worst}{tail}"
-
-
-def referee_verdict(direct_base, direct_new, worst_base, worst_new, *, clean_base=None, clean_new=None,
-                    p_adjusted: float | None = None, claim: str = GAIN_CLAIM,
-                    missing: Mapping[str, str] | None = None, adaptive: bool = True) -> RefereeVerdict:
-    """The verdict a referee would sign on ``claim`` for one model, from robust flags [N] on the same images: under
-    the official (masked) gradient attack at α = 0 and at α (``direct_*``), and under the per-image worst case over
-    all attacks run (``worst_*``). ``p_adjusted``: the worst case's McNemar p after a multiple-comparison
-    correction over the page's claims (Holm); None = unadjusted. Rules, in order:
-
-    1. the worst case's :func:`gain_claim` is "reproduced": "reproduced" (the gain survives every attack) if its
-       adjusted p < :data:`ALPHA_TEST`, else "inconclusive at this n" (significant only before the correction);
-    2. the direct attack's gain_claim is "reproduced" but the worst case's is not → "broken by an adaptive attack"
-       (the gain exists only for the attack that sees the zero gradient);
-    3. the worst case's gain_claim is "not reproduced" → "not reproduced";
-    4. otherwise → "inconclusive at this n" (the text says what n detects). Never concluded from p ≥ 0.05 alone.
-
-    ``missing`` (``{loss: what the base lacks}``, :attr:`msparse.evaluation.evidence.Comparison.missing`): when the
-    base received a weaker attack budget than the defence, a verdict against the claim (rules 2 and 3) is refused
-    and the phrase is "unequal budget": a weaker attack on the base overstates the base, so the loss could be the
-    budget's. A "reproduced" gain stands (a stronger base attack could only lower the base).
-    ``adaptive`` False (MeanSparse was attacked through its official gradient only): a "reproduced" becomes "not
-    attacked adaptively" — a gain measured only by the attack that sees the masked gradient is no gain that stands.
-    The verdict also says when a single image would change the worst case's verdict (:func:`one_image_flips`).
-    """
-    d = gain_claim(direct_base, direct_new, clean_base=clean_base, clean_new=clean_new, claim=claim)
-    w = gain_claim(worst_base, worst_new, clean_base=clean_base, clean_new=clean_new, claim=claim)
-    p = w.difference.p_value if (p_adjusted is None and w.difference is not None) else p_adjusted
-    if w.status == "reproduced":   # significant unadjusted; after the correction, or inconclusive
-        phrase = "reproduced" if p is not None and p < ALPHA_TEST else "inconclusive at this n"
-    elif d.status == "reproduced":
-        phrase = "broken by an adaptive attack"
-    elif w.status == "not reproduced":
-        phrase = "not reproduced"
-    else:
-        phrase = "inconclusive at this n"
-    if missing and phrase in ("broken by an adaptive attack", "not reproduced"):
-        phrase = "unequal budget"
-    if not adaptive and phrase == "reproduced":
-        phrase = "not attacked adaptively"
-    fragile = one_image_flips(gain_claim, worst_base, worst_new, clean_base=clean_base, clean_new=clean_new,
-                              claim=claim)
-    return RefereeVerdict(phrase, d, w, p_adjusted, tuple(sorted((missing or {}).items())), fragile)
-
-
 def one_image_flips(rule, base, new, **kw) -> str:
     """A note when one image decides ``rule``'s verdict on flags [N] (``base``, ``new``): the verdict is recomputed
     with one more and with one fewer image robust under ``new``; "" when neither changes its status, else the
@@ -859,10 +544,3 @@ def one_image_flips(rule, base, new, **kw) -> str:
             flips.append(f"{'one more' if want is False else 'one fewer'} robust image would make it {s!r}")
     return ("fragile: " + " and ".join(flips)) if flips else ""
 
-
-def no_better_line(base, new, where: str, *, what: str = "robust") -> str:
-    """The page line of :func:`no_better_than_base` on flags [N] (rows), with ``where`` (what was measured) and, when
-    one image would change the verdict (:func:`one_image_flips`), a sentence saying so."""
-    v = no_better_than_base(base, new, what=what)
-    fragile = one_image_flips(lambda b, n, **_: no_better_than_base(b, n, what=what), base, new)
-    return verdict(v, where + (f" The verdict is {fragile}." if fragile else ""))

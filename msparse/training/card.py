@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from .._device import device_name
 from .._io import atomic_torch_save, atomic_write_text, sha256_file
-from ..data import load_data
+from ..data.loading import load_data
 from .config import RECIPE_KEYS, TrainConfig
 from .metrics import APGD_CE_IMPLEMENTATION, accuracy, apgd_ce_accuracy, gate_apgd_ce_accuracy
 

@@ -35,7 +35,8 @@ import torch.nn as nn
 
 from .._device import resolve_device
 from .._io import atomic_torch_save
-from ..data import ImageBatches, _to_float, load_uint8
+from ..data.batches import ImageBatches
+from ..data.loading import load_uint8, to_float
 from ..errors import InputError, RunExistsError
 from ..models.resnet import resnet18
 from .card import finish_run
@@ -66,7 +67,7 @@ def _training_data(cfg: TrainConfig):
     if cfg.val_n >= len(x):
         raise InputError(f"val_n={cfg.val_n} leaves no training images (the source has {len(x)})")
     n_tr = len(x) - cfg.val_n
-    x_val = _to_float(x[n_tr:])
+    x_val = to_float(x[n_tr:])
     y_val = torch.from_numpy(y[n_tr:].copy()).long()
     prov = {"train": info.to_dict(), "train_rows_used": f"0..{n_tr - 1}",
             "validation": f"rows {n_tr}..{len(x) - 1} of the same source, never trained on"}

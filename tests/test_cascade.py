@@ -1,0 +1,124 @@
+"""The worst case as a cascade: stage records mark what they did not attack, the evidence layer reads them as no
+evidence, stages are reused, and the base gets as many runs as the defence."""
+import numpy as np
+import pytest
+
+from msparse.errors import CorruptRecord, InputError
+from msparse.evaluation import evidence as ev
+from msparse.evaluation.cascade import Stage, cascade
+from msparse.evaluation.evaluate import evaluate, evaluation_plan
+from msparse.evaluation.integrity import check_record
+from msparse.evaluation.store import Store
+
+from test_attacks import make_data, sparse_model, tiny_model
+
+FAST = dict(eps=8 / 255, n_iter=5, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_data(48, 2)
+
+
+def test_a_skipped_image_is_not_attacked_and_marked(tmp_path, data):
+    x, y = data
+    model = sparse_model(0.2)
+    full = evaluate(model, x, y, "apgd-ce", store=False, **FAST)
+    skip = np.zeros(len(x), dtype=bool)
+    skip[::2] = True
+    part = evaluate(model, x, y, "apgd-ce", store=tmp_path, skip=skip, **FAST)
+    assert part.key != full.key and part.spec["skip"] == "".join("1" if s else "0" for s in skip)
+    out = part.components["apgd-ce"]["outcome"]
+    clean = part.clean_flags
+    assert all((ch == "-") == bool(s and c) for ch, s, c in zip(out, skip, clean))
+    assert not (part.robust_flags & skip).any()               # a skipped image never counts as robust
+    assert part.result["not_attacked"] == int((skip & clean).sum())
+    assert (part.skipped == skip).all() and full.skipped is None
+    check_record(Store(tmp_path).get(part.key))               # a valid record for the store's checks
+    # no image skipped = the full run's key (keys of full runs never change)
+    none = evaluation_plan(model, x, y, "apgd-ce", skip=[False] * len(x), **FAST)
+    assert none.key == full.key and "skip" not in none.spec
+
+
+def test_a_forged_skip_mark_is_a_corrupt_record(tmp_path, data):
+    x, y = data
+    r = evaluate(sparse_model(0.2), x, y, "apgd-ce", store=False, skip=[True] + [False] * (len(x) - 1), **FAST)
+    rec = r.to_record()
+    rec["spec"] = {k: v for k, v in rec["spec"].items() if k != "skip"}    # "-" without a skip mask
+    with pytest.raises(CorruptRecord):
+        check_record(rec)
+
+
+@pytest.mark.parametrize("bad", [[True] * 3, "01x", 5])
+def test_a_bad_skip_mask_is_an_input_error(data, bad):
+    x, y = data
+    with pytest.raises(InputError):
+        evaluation_plan(sparse_model(0.2), x, y, "apgd-ce", skip=bad, **FAST)
+
+
+def test_the_cascade_is_the_pooled_worst_case_of_its_stages(tmp_path, data):
+    x, y = data
+    model = sparse_model(0.3)
+    c = cascade(model, x, y, ["apgd-ce", "bpda:apgd-ce", "transfer:apgd-dlr", "apgd-dlr"], store=tmp_path, **FAST)
+    assert [s.reused for s in c.stages] == ["", "", "", ""]
+    first = c.stages[0]
+    assert first.attacked == int(c.clean.sum())
+    for a, b in zip(c.stages, c.stages[1:]):                  # each stage attacks exactly what stood before it
+        assert b.attacked == a.standing and b.standing == b.attacked - b.broken
+    st = Store(tmp_path)
+    later = st.get(c.stages[1].key)
+    assert later["spec"]["skip"] and "skip" not in st.get(first.key)["spec"]
+    # the evidence layer pools the stage records into exactly the cascade's worst case
+    e = ev.pool(st, ev.point_of(later), len(x))
+    assert e.flags == list(c.flags) and e.clean == list(c.clean)
+    assert any(r["stage"] for r in e.records)
+    # a second call computes nothing
+    again = cascade(model, x, y, ["apgd-ce", "bpda:apgd-ce", "transfer:apgd-dlr", "apgd-dlr"], store=tmp_path, **FAST)
+    assert [s.reused for s in again.stages] == ["full", "stored", "stored", "stored"] and (again.flags == c.flags).all()
+    assert again.keys == c.keys
+
+
+def test_a_stored_full_run_serves_as_a_stage(tmp_path, data):
+    x, y = data
+    model = sparse_model(0.3)
+    full = evaluate(model, x, y, "apgd-dlr", store=tmp_path, **FAST)
+    c = cascade(model, x, y, ["apgd-ce", "apgd-dlr"], store=tmp_path, **FAST)
+    assert c.stages[1].reused == "full" and c.stages[1].key == full.key
+
+
+def test_the_cascade_is_never_weaker_than_its_first_stage_and_no_stronger_than_all_stages(data):
+    x, y = data
+    model = sparse_model(0.3)
+    c = cascade(model, x, y, [Stage("apgd-ce"), Stage("apgd-dlr", n_iter=10)], store=False, **FAST)
+    first = evaluate(model, x, y, "apgd-ce", store=False, **FAST)
+    assert not (c.flags & ~first.robust_flags).any()
+
+
+def test_the_base_gets_another_random_start_where_a_route_collapses(tmp_path, data):
+    x, y = data
+    base = tiny_model()                      # no site: bpda:apgd-ce is apgd-ce
+    c = cascade(base, x, y, ["apgd-ce", "bpda:apgd-ce"], store=tmp_path, **FAST)
+    assert [s.seed for s in c.stages] == [0, 1] and c.stages[0].key != c.stages[1].key
+    st = Store(tmp_path)
+    runs = ev.runs_of(st.get(c.stages[0].key)) | ev.runs_of(st.get(c.stages[1].key))
+    assert ev.budget(runs)["CE"][0] == 2     # two CE runs, as the defence's official gradient + BPDA
+
+
+def test_an_empty_cascade_is_an_input_error(data):
+    x, y = data
+    with pytest.raises(InputError):
+        cascade(tiny_model(), x, y, [], store=False)
+
+
+def test_a_cascade_can_start_from_what_the_store_already_broke(tmp_path, data):
+    x, y = data
+    model = sparse_model(0.3)
+    first = evaluate(model, x, y, "apgd-ce", store=tmp_path, **FAST)
+    c = cascade(model, x, y, ["apgd-dlr"], store=tmp_path, standing=first.robust_flags, **FAST)
+    rec = Store(tmp_path).get(c.stages[0].key)
+    assert rec["spec"]["skip"] == "".join("0" if f else "1" for f in first.robust_flags)
+    assert c.stages[0].attacked == int(first.robust_flags.sum())
+    e = ev.pool(Store(tmp_path), ev.point_of(rec), len(x))
+    assert e.flags == list(c.flags)
+    with pytest.raises(InputError):
+        cascade(model, x, y, ["apgd-dlr"], store=False, standing=[True], **FAST)
