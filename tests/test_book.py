@@ -308,6 +308,12 @@ def test_every_number_a_page_cites_is_its_records_number(name):
             rec = st.get(hits[0])
             res = rec["result"]
             assert int(row["n"]) == res["n"], f"{name}: record {row['record']} has n={res['n']}, page says {row['n']}"
+            if rec["spec"].get("kind") == "indicators":   # indicator values (shares), shown to 3 decimals
+                vals = [i["value"] for i in res["indicators"].values() if i.get("value") is not None] \
+                    if isinstance(res.get("indicators"), dict) else []
+                assert all(f"{v:.3f}" in plain for v in vals), f"{name}: record {row['record']}'s values are not on the page"
+                cited += 1
+                continue
             acc = res["clean_acc"] if rec["spec"]["attack"]["name"] == "none" else res["robust_acc"]
             assert f"{100 * acc:.1f}" in plain, f"{name}: record {row['record']}'s {100 * acc:.1f}% is not on the page"
             cited += 1

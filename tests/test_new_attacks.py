@@ -20,44 +20,8 @@ NAMES = ("pgd", "advlib-apgd", "advlib-fmn")
 EPS = {"Linf": 8 / 255, "L2": 0.5}
 
 
-# --- a tiny, briefly trained, non-robust model (4 classes, 3x8x8 images) -----------------------------
-
-def make_data(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 4, (n,), generator=g)
-    x = 0.5 + 0.1 * torch.randn(n, 3, 8, 8, generator=g)
-    for k in range(4):
-        r, c = divmod(k, 2)
-        x[y == k, k % 3, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 0.25
-    return x.clamp(0, 1), y
-
-
-def make_arch():
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.Conv2d(8, 16, 3, padding=1, stride=2), nn.BatchNorm2d(16), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
-
-
-@functools.lru_cache(maxsize=1)
-def _trained_state():
-    torch.manual_seed(0)
-    m = make_arch()
-    x, y = make_data(256, 1)
-    opt = torch.optim.Adam(m.parameters(), 1e-2)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(40):
-        i = torch.randint(0, 256, (64,), generator=g)
-        loss = nn.functional.cross_entropy(m(x[i]), y[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return copy.deepcopy(m.state_dict())
-
-
-def tiny_model():
-    m = make_arch()
-    m.load_state_dict(_trained_state())
-    return m.eval()
+# the tiny, briefly trained, non-robust model of test_attacks (4 classes, 3x8x8 images)
+from test_attacks import make_arch, make_data, tiny_model  # noqa: E402
 
 
 def attack(name, model, norm="Linf", eps=None, **kw):

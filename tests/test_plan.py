@@ -94,3 +94,71 @@ def test_plan_run_on_a_local_cluster_is_what_the_book_page_reads(tmp_path, no_co
                      results_dir=str(tmp_path), device="cpu", progress=False)
     rows = [r for rs in res.by_group.values() for r in rs]
     assert len(rows) == 4 and all(r["n"] == 8 for r in rows)
+
+
+def test_the_cascade_estimate_weights_each_stage_by_the_share_reaching_it():
+    """At a point where several items attack the same model and images, stage k costs reach[k] × its passes (+ the
+    clean forward); an estimate that ignored the shares would equal the independent one and fail here."""
+    items = plan.paper_plan()
+    key = {(it.page, it.model, it.dataset, it.attack): i for i, it in enumerate(items)}
+    reach = (1.0, 0.6, 0.5, 0.45, 0.4)
+    casc = plan.estimate_cascade(items, reach=reach)
+    indep = [plan.estimate(it) for it in items]
+    # Peng (CIFAR-10): at α = 0 apgd-ce, apgd-ce+t, bpda, aa; at its α = 0.25 the transfer joins second
+    stages = plan.cascade_stages(items)
+    pt = ("Peng2023Robust", "cifar10", round(8 / 255, 9), 10_000)
+    assert stages[(*pt, 0.0)] == ["apgd-ce", "apgd-ce+t", "bpda", "aa"]
+    assert stages[(*pt, 0.25)] == ["apgd-ce", "transfer", "apgd-ce+t", "bpda", "aa"]
+    aa = items[key[("fig3", "Peng2023Robust", "cifar10", "aa")]]
+    p, fwd = plan.passes("aa"), 1 / 3
+    hours = aa.n * ((reach[3] * (p - fwd) + fwd) + (reach[4] * (p - fwd) + fwd)) * 3 * 120.94e9 / 50e12 / 3600
+    assert casc[key[("fig3", "Peng2023Robust", "cifar10", "aa")]] == pytest.approx(hours)
+    assert hours < 0.5 * indep[key[("fig3", "Peng2023Robust", "cifar10", "aa")]]
+    # the first stage attacks every image: Table 1's APGD-CE (first at every α, training images apart) is unchanged
+    t1 = key[("table1", "Peng2023Robust", "cifar10", "apgd-ce")]
+    assert casc[t1] == pytest.approx(indep[t1])
+    # a point with one attack (the appendix grids on the family) costs what it does today
+    fam = [i for i, it in enumerate(items) if it.model == plan.FAMILY]
+    assert fam and all(casc[i] == pytest.approx(indep[i]) for i in fam)
+    # reach 1 everywhere: the independent estimate, item by item; smaller shares: cheaper
+    assert plan.estimate_cascade(items, reach=(1.0,)) == pytest.approx(indep)
+    lower = plan.estimate_cascade(items, reach=(1.0, 0.3))
+    assert sum(lower) < sum(casc) < sum(indep)
+
+
+def test_the_committed_reach_is_the_benchmark_s_and_is_checked(tmp_path):
+    from pathlib import Path
+
+    r = plan.CASCADE_REACH
+    assert r[0] == 1.0 and len(r) > 1 and all(b <= a for a, b in zip(r, r[1:]))   # measured, not a placeholder
+    bench = Path(__file__).resolve().parent.parent / "bench" / "results" / "cascade.json"
+    if bench.exists():
+        reach, src = plan.reach_from_bench(bench)
+        assert reach == pytest.approx(r, abs=1e-4) and "msparse/default" in src
+    for bad in [(), (0.5, 0.4), (1.0, 0.3, 0.6), (1.0, 0.0), ("x",)]:
+        with pytest.raises(MsparseError, match="reach"):
+            plan.estimate_cascade(plan.paper_plan(), reach=bad)
+    (tmp_path / "other.json").write_text('{"models": [], "budget": {}}')
+    with pytest.raises(MsparseError, match="no cascade of"):
+        plan.reach_from_bench(tmp_path / "other.json")
+    with pytest.raises(MsparseError, match="not a bench"):
+        plan.reach_from_bench(tmp_path / "missing.json")
+
+
+def test_cli_plan_prints_the_cascade_estimate_beside_the_independent_one(capsys, tmp_path):
+    import json
+
+    from msparse.cli import main
+
+    doc = {"budget": {"n_iter": 20, "n_queries": 1000, "gradest_steps": 10},
+           "models": [{"model": "msparse/default", "alpha": 0.25, "n": 64,
+                       "cascade": {"stages": [{"attack": "apgd", "reach_of_clean": 1.0},
+                                              {"attack": "aa", "reach_of_clean": 0.25}]}}]}
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    assert main(["plan", "paper", "--pages", "fig3", "--no-measure", "--store", "/nonexistent-msparse",
+                 "--reach", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "GPU-h cascade" in out and "as cascades" in out and "1.00, 0.25" in out and "c.json" in out
+    items = plan.paper_plan(pages=["fig3"])
+    total = sum(round(v, 2) for v in plan.estimate_cascade(items, reach=(1.0, 0.25)))
+    assert f"about {total:.0f} GPU-hours" in out

@@ -100,3 +100,162 @@ def test_a_control_is_shown_but_not_judged_nor_in_holms_family(monkeypatch):
     assert works.table(res).loc["pyautoattack/resnet18-standard", "verdict"] == "control (no claim)"
     assert list(works.verdict_table(res).index) == ["msparse/x"]
     assert "control (no claim)" in works.findings(res)[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# the cascade table at n images and the second library's agreement (records of a tiny model; no page is run)
+# ------------------------------------------------------------------------------------------------
+N_TINY = 24
+LABEL = "tiny images"     # no image family: records pool only on exactly these images (their data hash)
+
+
+def _tiny_model():
+    import torch
+
+    import msparse as ms
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.GELU(), torch.nn.AdaptiveAvgPool2d(1),
+                            torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    ms.sparsify(m, "activations", input_size=(3, 32, 32))
+    x, _ = ms.load_data("cifar10", "train", n=64)
+    ms.calibrate(m, x)
+    return m
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A store holding a tiny model's records on the first 24 test images: at α = 0 AutoAttack's APGD (the page's
+    ``apgd`` record), adv-lib APGD-CE as a full run and adv-lib FMN as a cascade stage only; at α = 0.3 a full APGD-CE
+    and two cascade stages. Returns (store root, model, x, y, records by name)."""
+    import msparse as ms
+
+    root = tmp_path_factory.mktemp("works")
+    m = _tiny_model()
+    x, y = ms.load_data("cifar10", "test", n=N_TINY)
+    y = m(x).argmax(1)                                    # the tiny model right on most images, wrong on four
+    y[:4] = (y[:4] + 1) % 10
+    kw = dict(store=root, eps=1 / 255, n_iter=2, name="tiny", data=LABEL, progress=False)
+    got = {}
+    ms.set_alpha(m, 0.0)
+    got["apgd"] = ms.evaluate(m, x, y, attack="apgd", **kw)
+    clean = got["apgd"].clean_flags
+    got["advlib-apgd"] = ms.evaluate(m, x, y, attack="advlib-apgd", **kw)
+    skip = clean.copy()
+    skip[len(skip) // 2:] = False                         # the first half's clean-correct images not attacked
+    got["fmn stage"] = ms.evaluate(m, x, y, attack="advlib-fmn", skip=skip, **kw)
+    ms.set_alpha(m, 0.3)
+    got["apgd-ce 0.3"] = ms.evaluate(m, x, y, attack="apgd-ce", **kw)
+    for i, (attack, s) in enumerate((("bpda:apgd-ce", skip), ("square", clean))):
+        s = s.copy()
+        s[0] = False if i == 0 else s[0]
+        got[f"stage {attack}"] = ms.evaluate(m, x, y, attack=attack, skip=s, n_queries=20,
+                                             tags={"cascade": f"stage {i}", "book": "cascade"},
+                                             **{k: v for k, v in kw.items()})
+    ms.set_alpha(m, 0.0)
+    return root, m, x, y, got
+
+
+def _res(root, got):
+    rows = [{"key": got["apgd"].key, "alpha": 0.0}, {"key": got["apgd-ce 0.3"].key, "alpha": 0.3}]
+    m = works.ModelResult("tiny", 0.3, N_TINY, {"official gradient (APGD)": rows}, rows, store=str(root))
+    return works.Works([m], n_iter=2, eps=8 / 255)
+
+
+def test_robust_under_reads_one_component_attack_off_the_per_image_outcome():
+    rec = {"result": {"components": {"apgd": {"attacks": ["apgd-ce", "apgd-dlr"], "outcome": "ab10-a"}}}}
+    assert works.robust_under(rec, ("apgd-ce",), 6) == [False, True, True, False, False, False]
+    assert works.robust_under(rec, ("apgd-ce", "apgd-dlr"), 6) == [False, False, True, False, False, False]
+    assert works.robust_under(rec, ("square",), 6) is None
+
+
+def test_agreement_compares_full_runs_image_by_image_and_never_reads_a_stage(tiny):
+    from msparse.evaluation.significance import mcnemar
+    from msparse.evaluation.store import Store
+
+    root, *_, got = tiny
+    res = _res(root, got)
+    rows, missing = works.agreement(res)
+    # FMN has only a cascade stage here (its skipped images read '0'): not a per-attack number, so not compared
+    assert [r["comparison"] for r in rows] == ["adv-lib APGD-CE vs AutoAttack APGD-CE"]
+    assert missing == ["tiny: adv-lib FMN"] and "adv-lib FMN" in works.agreement_sentence(res)
+    st = Store(root)
+    theirs, ours = st.get(got["apgd"].key), st.get(got["advlib-apgd"].key)
+    out = theirs["result"]["components"]["apgd"]["outcome"]
+    a = [f == "1" for f in ours["result"]["robust_flags"]]
+    b = [ch not in "0a" for ch in out]                    # robust to APGD-CE: clean and not broken by it ('a')
+    r = rows[0]
+    clean = [c == "1" for c in theirs["result"]["clean_flags"]]
+    assert r["both robust"] == sum(x and y for x, y in zip(a, b))
+    assert r["both broken"] == sum(c and not x and not y for c, x, y in zip(clean, a, b))
+    assert (r["only adv-lib broke"], r["only AutoAttack broke"]) == (sum(y and not x for x, y in zip(a, b)),
+                                                                     sum(x and not y for x, y in zip(a, b)))
+    assert r["McNemar p"] == pytest.approx(mcnemar(b, a).p_value, rel=1e-2) and r["n"] == N_TINY
+    assert list(works.agreement_table(res).index) == [("tiny", "adv-lib APGD-CE vs AutoAttack APGD-CE")]
+
+
+def test_agreement_uses_the_full_run_once_there_is_one(tiny, tmp_path):
+    import shutil
+
+    import msparse as ms
+
+    root, m, x, y, got = tiny
+    shutil.copytree(root, tmp_path / "s")
+    full = ms.evaluate(m, x, y, attack="advlib-fmn", store=tmp_path / "s", eps=1 / 255, n_iter=2, name="tiny",
+                       data=LABEL, progress=False)
+    rows, missing = works.agreement(_res(tmp_path / "s", got))
+    fmn = next(r for r in rows if r["comparison"].startswith("adv-lib FMN"))
+    assert not missing and fmn["records"].startswith(full.key[:12])
+    assert fmn["robust: adv-lib %"] == pytest.approx(round(100 * full.robust_acc, 1))
+
+
+def test_cascade_rows_count_only_the_images_a_stage_attacked(tiny):
+    from msparse.evaluation import evidence as ev
+    from msparse.evaluation.store import Store
+
+    root, *_, got = tiny
+    res = _res(root, got)
+    sides = works.cascade_sides(res, N_TINY)["tiny"]
+    assert [s.alpha for s in sides] == [0.0, 0.3]
+    side = sides[1]
+    kinds = [r["stage"] for r in side.rows]
+    assert kinds == sorted(kinds) and kinds.count(True) == 2             # full runs first, then the stages
+    stages = [r for r in side.rows if r["stage"]]
+    assert stages[0]["images attacked"] >= stages[1]["images attacked"]
+    st = Store(root)
+    for r in stages:
+        rec = next(st.get(g.key) for g in got.values() if g.key.startswith(r["key"]))
+        res_, skip = rec["result"], rec["spec"]["skip"]
+        attacked = [c == "1" and s == "0" for c, s in zip(res_["clean_flags"], skip)]
+        assert r["images attacked"] == sum(attacked)
+        assert r["broken by it"] == sum(a and f == "0" for a, f in zip(attacked, res_["robust_flags"]))
+        # read as a per-attack number, a stage would count its skipped images as broken
+        assert r["broken by it"] < res_["clean"] - res_["robust"]
+    point = ev.point_of(st.get(got["apgd-ce 0.3"].key))
+    assert side.evidence.robust == ev.pool(st, point, N_TINY).robust
+    t = works.cascade_table(res, N_TINY)
+    last = t.loc[("tiny", 0.3)].iloc[-1]
+    assert last["stage / attack"] == "pooled worst case" and f"{side.evidence.robust:.1f}% of {N_TINY}" in last["kind"]
+    assert last["CPU"] == f"{side.cpu_hours:.2f} CPU-h"
+    text = works.cascade_sentence(res, N_TINY)
+    assert "not yet among the records" in text and "stage 0" in text
+
+
+def test_a_model_without_records_on_n_images_on_both_sides_is_named_not_tabled(tiny):
+    root, *_, got = tiny
+    res = _res(root, got)
+    assert works.cascade_table(res, 1000).empty
+    assert "No model of this page has records on its first 1000" in works.cascade_sentence(res, 1000)
+    assert "Not yet at n = 1000 on both sides: tiny" in works.cascade_sentence(res, 1000)
+
+
+@pytest.mark.slow
+def test_committed_records_serve_the_cascade_and_agreement_tables(no_compute, committed_results):
+    res = works.run([("msparse/default", 0.25, 200)], attacks=["official gradient (APGD)"],
+                    results_dir=str(committed_results), progress=False)
+    t = works.cascade_table(res)
+    assert {a for _, a in t.index} == {0.0, 0.25}
+    assert (t["stage / attack"] == "pooled worst case").sum() == 2
+    a = works.agreement_table(res)
+    assert len(a) == 2 and (a["n"] >= 100).all()
+    assert "Not yet computed" not in works.agreement_sentence(res)

@@ -16,20 +16,30 @@ def cmd_plan(args) -> int:
     tflops = plan.GPU_TFLOPS if args.gpu_tflops is None else args.gpu_tflops
     stored = plan.stored_counts(items, Store(args.store or None), args.random_weights)
     cost = None if args.no_measure else plan.measure_cost()
+    reach, source = (plan.CASCADE_REACH, plan.CASCADE_REACH_SOURCE) if args.reach is None else \
+        plan.reach_from_bench(args.reach)
+    cascaded = plan.estimate_cascade(items, args.n_iter, tflops, reach)
     rows = []
-    for it, have in zip(items, stored):
+    for it, have, gpu_c in zip(items, stored, cascaded):
         rows.append({"page": it.page, "model": it.model, "data": it.dataset, "attack": it.attack, "eps": it.eps,
                      "alphas": ",".join(f"{a:g}" for a in it.alphas), "x": it.variants, "records": it.records,
                      "n": it.n, "stored": have, "GPU-h": round(plan.estimate(it, args.n_iter, tflops), 2),
+                     "GPU-h cascade": round(gpu_c, 2),
                      "CPU-h here": None if cost is None else round(plan.estimate_here(it, cost, args.n_iter), 1),
                      "book": "yes" if it.in_book else "no", "what": it.what})
     print(format_table(rows, ["page", "model", "data", "attack", "eps", "alphas", "x", "records", "n", "stored",
-                              "GPU-h", "CPU-h here", "book", "what"]))
+                              "GPU-h", "GPU-h cascade", "CPU-h here", "book", "what"]))
     total = sum(r["GPU-h"] for r in rows)
     book = sum(r["GPU-h"] for r in rows if r["book"] == "yes")
     print(f"{sum(it.records for it in items)} records, about {total:.0f} GPU-hours ({book:.0f} for the book's items) "
           f"at an assumed {tflops:g} TFLOP/s sustained, {args.n_iter} iterations (an estimate: measured forward "
           f"FLOPs x passes per attack; see msparse.experiments.plan)")
+    n_casc = sum(1 for v in plan.cascade_stages(items, args.n_iter).values() if len(v) > 1)
+    print(f"as cascades (the worst case at each of the {n_casc} points where several attacks meet, cheapest first, "
+          f"each on the images still standing): about {sum(r['GPU-h cascade'] for r in rows):.0f} GPU-hours "
+          f"({sum(r['GPU-h cascade'] for r in rows if r['book'] == 'yes'):.0f} for the book's items) instead of "
+          f"{total:.0f}; share of images reaching stage 1, 2, ...: {', '.join(f'{v:.2f}' for v in reach)} "
+          f"(measured: {source})")
     if cost is not None:
         c = cost
         print(f"measured here: {1e3 * c['s_per_image_pass']:.2f} ms per image per forward+backward of {c['model']} "
@@ -72,6 +82,9 @@ def add_parsers(sub) -> None:
     s.add_argument("--store", type=options.store_folder,
                    help="results folder (default $MSPARSE_RESULTS or <repo>/results)")
     s.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    s.add_argument("--reach", metavar="JSON",
+                   help="a bench/bench_cascade.py JSON whose msparse/default cascade gives the share of images "
+                        "reaching each stage (default: the committed measurement, plan.CASCADE_REACH)")
     s.add_argument("--no-measure", action="store_true", help="skip the per-image cost measurement on this machine")
     s.add_argument("--quiet", action="store_true", help="no progress lines")
     options.cluster_options(s)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..attacks.base import parse_attack, canonical_name
-from .evaluate import EVAL_PROTOCOL, _resolve_store, describe_model
+from .evaluate import EVAL_PROTOCOL, describe_model, stored_or_writable
 from .hashing import content_hash, data_hash
 from .provenance import provenance
 
@@ -50,12 +50,9 @@ def binarization_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
                      "shape": list(x.shape[1:])},
             "seed": int(seed), "batch_size": 1}
     key = content_hash(spec)
-    store = _resolve_store(store)
-    if store is not None:
-        rec = store.get(key)
-        if rec is not None:
-            return rec
-        store.check_writable()
+    store, rec = stored_or_writable(store, key)
+    if rec is not None:
+        return rec
     t0 = time.perf_counter()
     out = binarization_test(model, x, attack, eps=eps, n_iter=n_iter, seed=seed, **PARAMS)
     flags = "".join("-" if f is None else ("1" if f else "0") for f in out.flags)

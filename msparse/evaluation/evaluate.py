@@ -243,6 +243,18 @@ def _resolve_store(store) -> Store | None:
     return Store(store)
 
 
+def stored_or_writable(store, key: str) -> tuple[Store | None, dict | None]:
+    """``(store, record)``: the store ``store`` names (None for ``False``) and its record ``key``, or, when it has
+    none, ``(store, None)`` after checking the store is writable (fail before computing, not after)."""
+    st = _resolve_store(store)
+    if st is None:
+        return None, None
+    rec = st.get(key)
+    if rec is None:
+        st.check_writable()
+    return st, rec
+
+
 # --------------------------------------------------------------------------------------------------
 # one batch
 # --------------------------------------------------------------------------------------------------

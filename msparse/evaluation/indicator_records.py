@@ -23,7 +23,7 @@ import time
 import torch
 from torch import nn
 
-from .evaluate import EVAL_PROTOCOL, _resolve_store, describe_model
+from .evaluate import EVAL_PROTOCOL, describe_model, stored_or_writable
 from .hashing import content_hash, data_hash
 from .provenance import provenance
 
@@ -99,12 +99,9 @@ def indicator_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
     spec = _spec(model, x, y, eps=eps, steps=steps, step_size=step, restarts=restarts, unconstrained=unconstrained,
                  noise_draws=noise_draws, transfer=transfer, seed=seed)
     key = content_hash(spec)
-    store = _resolve_store(store)
-    if store is not None:
-        rec = store.get(key)
-        if rec is not None:
-            return rec
-        store.check_writable()
+    store, rec = stored_or_writable(store, key)
+    if rec is not None:
+        return rec
     t0 = time.perf_counter()
     result = _compute(model, x, y, spec)
     meta = {k: v for k, v in {"model": name, "data": data, "tags": tags}.items() if v is not None}

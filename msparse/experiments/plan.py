@@ -20,6 +20,16 @@ from the attack's budget (:func:`passes`: APGD-CE 100 iterations = 100 passes; A
 only see the images still robust, :data:`ROBUST_FRACTION`); the GPU throughput is an assumption
 (:data:`GPU_TFLOPS`, about a third of an A100's TF32 peak), not a measurement. On this machine's CPU the same
 model is checked against a measured forward+backward time (:func:`measure_cost`).
+
+**The same plan as cascades** (:func:`estimate_cascade`, beside :func:`estimate`). Where several items attack the
+same model, images and ε at the same α, the robust accuracy that stands there is their per-image worst case, and it
+can be computed as a cascade (:mod:`msparse.evaluation.cascade`): the attacks cheapest first (by :func:`passes`),
+each on the images still standing only. Stage k then costs its passes × the share of images that reach it,
+:data:`CASCADE_REACH` (measured by ``bench/bench_cascade.py``; :func:`reach_from_bench` reads another run's JSON);
+a point with a single attack (the appendix grids) costs what it does today. A cascade gives the worst case, not
+each attack's own robust accuracy (a stage that skipped images is not read as a per-attack number), so the
+cascade estimate is the cost of the plan's worst-case points, the independent estimate that of every per-attack
+column.
 """
 from __future__ import annotations
 
@@ -30,8 +40,9 @@ from typing import Sequence
 
 from ..errors import InputError
 
-__all__ = ["Item", "paper_plan", "passes", "estimate", "estimate_here", "measure_cost", "run_plan", "stored_counts", "GFLOPS", "GPU_TFLOPS",
-           "ROBUST_FRACTION", "PAGES"]
+__all__ = ["Item", "paper_plan", "passes", "estimate", "estimate_cascade", "cascade_stages", "reach_from_bench",
+           "estimate_here", "measure_cost", "run_plan", "stored_counts", "GFLOPS", "GPU_TFLOPS", "ROBUST_FRACTION",
+           "CASCADE_REACH", "CASCADE_REACH_SOURCE", "PAGES"]
 
 #: forward GFLOPs per image (2 × multiply-adds), measured with torch.utils.flop_counter.FlopCounterMode on the
 #: random-weight architectures (batch 1; CIFAR 32×32, ImageNet 224×224), 2026-11-29
@@ -50,6 +61,12 @@ GFLOPS = {
 GPU_TFLOPS = 50.0
 #: share of the images still robust after the first attack of a chain (AutoAttack attacks only those)
 ROBUST_FRACTION = 0.75
+#: share of the clean-correct images reaching stage k (k = 1, 2, ...) of a cascade, cheapest attack first (the
+#: first stage attacks them all; a stage past the end gets the last value): measured by bench/bench_cascade.py on
+#: msparse/default at α = 0.25 (bench/results/cascade.json, reach_of_clean); see CASCADE_REACH_SOURCE
+CASCADE_REACH: tuple[float, ...] = (1.0,)
+#: where CASCADE_REACH comes from (printed with the estimate)
+CASCADE_REACH_SOURCE = "bench/results/cascade.json"
 #: images of a full evaluation per dataset (the paper: CIFAR test set; RobustBench's ImageNet subset)
 FULL_N = {"cifar10": 10_000, "cifar100": 10_000, "imagenet": 5_000}
 
@@ -220,6 +237,85 @@ def estimate(it: Item, n_iter: int = 100, gpu_tflops: float = GPU_TFLOPS) -> flo
     _check_positive("n_iter", n_iter, integer=True)
     flops = it.records * it.n * passes(it.attack, n_iter) * 3 * GFLOPS[it.arch] * 1e9
     return flops / (gpu_tflops * 1e12) / 3600
+
+
+def _check_reach(reach: Sequence[float]) -> tuple[float, ...]:
+    """``reach`` as a tuple, or :class:`~msparse.errors.InputError` unless it is a non-empty, non-increasing
+    sequence of shares in (0, 1] starting at 1 (the first stage attacks every image)."""
+    try:
+        r = tuple(float(v) for v in reach)
+    except (TypeError, ValueError):
+        raise InputError(f"reach must be a sequence of shares in (0, 1], one per cascade stage; got {reach!r}") \
+            from None
+    if not r or r[0] != 1.0 or any(not (0 < v <= 1) for v in r) or any(b > a for a, b in zip(r, r[1:])):
+        raise InputError(f"reach must start at 1 (the first stage attacks every image) and not increase, each "
+                         f"share in (0, 1]; got {list(r)}")
+    return r
+
+
+def cascade_stages(items: Sequence[Item], n_iter: int = 100) -> dict:
+    """The cascades of ``items``: ``{(model, dataset, ε, n, α): [attack, ...]}``, the distinct attacks that
+    items evaluate on the same model, images and ε at the same α, cheapest first (:func:`passes`; ties by name).
+    An item joins with its first variant (its own ε, on the test images); its other variants (other images, ε,
+    configurations) are points of their own."""
+    groups: dict = {}
+    for it in items:
+        for a in it.alphas:
+            groups.setdefault(_point(it, a), set()).add(it.attack)
+    return {k: sorted(v, key=lambda atk: (passes(atk, n_iter), atk)) for k, v in groups.items()}
+
+
+def _point(it: Item, alpha: float) -> tuple:
+    return (it.model, it.dataset, round(float(it.eps), 9), it.n, round(float(alpha), 9))
+
+
+def estimate_cascade(items: Sequence[Item], n_iter: int = 100, gpu_tflops: float = GPU_TFLOPS,
+                     reach: Sequence[float] = CASCADE_REACH) -> list[float]:
+    """GPU-hours of each of ``items`` when every point where several of them meet is computed as one cascade
+    (:func:`cascade_stages`): an item's attack at stage k costs images × (``reach[k]`` × its attack passes + the
+    clean forward) there, ``reach`` being the share of images reaching stage k (default :data:`CASCADE_REACH`,
+    measured; past its end the last share). The item's other variants, and a point it has alone, cost what
+    :func:`estimate` says. With ``reach = (1,)`` this is :func:`estimate`, item by item."""
+    _check_positive("gpu_tflops", gpu_tflops)
+    _check_positive("n_iter", n_iter, integer=True)
+    r = _check_reach(reach)
+    stages = cascade_stages(items, n_iter)
+    out = []
+    for it in items:
+        p = passes(it.attack, n_iter)
+        first = 0.0
+        for a in it.alphas:
+            k = stages[_point(it, a)].index(it.attack)
+            first += r[min(k, len(r) - 1)] * (p - 1 / 3) + 1 / 3
+        image_passes = first + (it.records - len(it.alphas)) * p
+        out.append(it.n * image_passes * 3 * GFLOPS[it.arch] * 1e9 / (gpu_tflops * 1e12) / 3600)
+    return out
+
+
+def reach_from_bench(path, model: str = "msparse/default") -> tuple[tuple[float, ...], str]:
+    """``(reach, source)`` from a ``bench/bench_cascade.py`` JSON: the share of the clean-correct images of
+    ``model`` that each stage of its measured cascade attacked, and a line saying where it came from (budgets
+    included). A file without that model, or not that benchmark's, is an :class:`~msparse.errors.InputError`."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+        runs = {m["model"]: m for m in doc["models"]}
+        budget = doc["budget"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path}: not a bench/bench_cascade.py result ({type(e).__name__}: {e}); run "
+                         "python bench/bench_cascade.py --out FILE") from None
+    if model not in runs:
+        raise InputError(f"{path} has no cascade of {model!r} (it has {', '.join(runs) or 'none'}); run the "
+                         f"benchmark with --models {model}@ALPHA")
+    m = runs[model]
+    reach = _check_reach([st["reach_of_clean"] for st in m["cascade"]["stages"]])
+    src = (f"{path.name}: {model} at α = {m['alpha']:g}, n = {m['n']}, {budget['n_iter']} iterations, "
+           f"{budget['n_queries']} queries, gradient estimation {budget['gradest_steps']} steps "
+           f"({' → '.join(st['attack'] for st in m['cascade']['stages'])})")
+    return reach, src
 
 
 def estimate_here(it: Item, cost: dict, n_iter: int = 100) -> float:

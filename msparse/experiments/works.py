@@ -19,8 +19,15 @@ The robust accuracy that stands is the per-image worst case over all of them. Ea
 robust accuracy at a small clean cost") is judged by :func:`msparse.report.referee.referee_verdict` on the official
 gradient and on the worst case, with Holm's correction over the models (the chapter's primary claims).
 
+Two views read the store only (nothing is computed for them): the worst case on the first :data:`CASCADE_N` images
+of each model, record by record as a cascade (:func:`cascade_table`; :mod:`msparse.evaluation.cascade`: full runs,
+then stages that attacked only the images still standing — a stage is never read as a per-attack number), and the
+per-image agreement of a second attack library, adv-lib (no code shared with AutoAttack), with AutoAttack's APGD on
+the base models (:func:`agreement_table`).
+
     res = works.run()
     works.table(res); works.verdict_table(res); works.figure(res); res.verdicts
+    works.cascade_table(res); works.agreement_table(res)
 """
 from __future__ import annotations
 
@@ -33,7 +40,8 @@ from .pages import HEADER, Page, param, register
 
 __all__ = ["MODELS", "CONTROLS", "ATTACKS", "QUICK_ATTACKS", "check_attacks", "BLACK_BOX", "SQUARE_LONG", "FULL_AA",
            "Works", "ModelResult", "run", "table", "base_table", "verdict_table", "flags_reading", "figure",
-           "cost_table", "cost_sentence", "flags_table", "findings"]
+           "cost_table", "cost_sentence", "flags_table", "findings", "CASCADE_N", "cascade_table",
+           "cascade_sentence", "SECOND_LIBRARY", "agreement_table", "agreement_sentence"]
 
 #: the models of the chapter: (name, the α of the page that evaluates it, test images). α: the offline default at
 #: Fig. 3's α; the appendix family at Tables 2 and 4's α = 0.35; the standard-trained control at its page's middle
@@ -403,6 +411,285 @@ def findings(res: Works, *, records: bool = False) -> list[str]:
             line += f" (records {', '.join(keys)})"
         out.append(line)
     return out
+
+
+# ================================================================================================
+# the worst case at n = 1000, as a cascade (msparse.evaluation.cascade), and a second attack library
+# ================================================================================================
+#: the number of test images of the cascade table: every record of the store on a model's first CASCADE_N images
+CASCADE_N = 1000
+
+
+def _store_of(m: ModelResult):
+    from ..evaluation.store import Store
+
+    return m.store if isinstance(m.store, Store) else Store(m.store)
+
+
+def _points(m: ModelResult):
+    """(base point, point at the model's α) of a model, from the first of its page records at α that the store
+    holds (:func:`msparse.evaluation.evidence.point_of`); None without one."""
+    from ..evaluation.evidence import point_of
+
+    st = _store_of(m)
+    for rows in m.by_attack.values():
+        for r in rows:
+            rec = st.get(r["key"]) if r.get("alpha") and r.get("key") else None
+            if rec is not None:
+                p = point_of(rec)
+                return p.base, p
+    return None
+
+
+def _budget_label(spec) -> str:
+    """A record's attack budget: iterations (× restarts) of its gradient attacks, queries of Square."""
+    from ..attacks.base import parse_attack
+
+    atk = spec["attack"]
+    names = {a for c in parse_attack(atk["name"]) for a in c.attacks}
+    parts = []
+    if names - {"square"}:
+        r = int(atk.get("n_restarts", 1))
+        parts.append(f"{atk.get('n_iter')} it" + (f" × {r} restarts" if r > 1 else ""))
+    if "square" in names:
+        parts.append(f"{atk.get('n_queries')} queries")
+    return ", ".join(parts)
+
+
+def attacked_broken(rec, n: int) -> tuple[int, int]:
+    """(images the record attacked, how many of them it broke) on its first ``n`` images: attacked = classified
+    correctly clean and not skipped (a cascade stage's ``spec["skip"]``); broken = attacked and not robust. A
+    skipped image is neither: it is no evidence (:func:`msparse.evaluation.evidence.stage_flags`)."""
+    res = rec["result"]
+    skip = rec["spec"].get("skip") or "0" * len(res["clean_flags"])
+    attacked = [c == "1" and s != "1" for c, s in zip(res["clean_flags"][:n], skip[:n])]
+    return sum(attacked), sum(a and f != "1" for a, f in zip(attacked, res["robust_flags"][:n]))
+
+
+def _cascade_row(rec, n: int) -> dict:
+    spec, prov, tags = rec["spec"], rec.get("provenance") or {}, (rec.get("meta") or {}).get("tags") or {}
+    attacked, broken = attacked_broken(rec, n)
+    wall = prov.get("wall_s")
+    return {"stage / attack": tags.get("cascade") or spec["attack"]["name"], "page": tags.get("book", ""),
+            "seed": spec.get("seed", 0), "budget": _budget_label(spec), "images attacked": attacked,
+            "broken by it": broken,
+            # a record on more images than n: its share of the time, pro rata
+            "CPU-s": None if wall is None else float(wall) * n / spec["data"]["n"],
+            "stage": "skip" in spec, "created": prov.get("created", ""), "key": rec["key"][:12],
+            # wall time on another device is no CPU time: say where it ran
+            "device": "" if str(prov.get("device", "cpu")).startswith("cpu") else f" ({prov['device']})"}
+
+
+def cascade_rows(st, point, n: int) -> list[dict]:
+    """One row per record pooled on ``point``'s first ``n`` images (:func:`msparse.evaluation.evidence.records_at`),
+    in the order they attacked: full runs first (by creation), then cascade stages by decreasing number of images
+    attacked."""
+    from ..evaluation.evidence import records_at
+
+    rows = [_cascade_row(r, n) for r in records_at(st, point, n)]
+    return sorted(rows, key=lambda r: (r["stage"], -r["images attacked"] if r["stage"] else 0, r["created"]))
+
+
+@dataclass
+class CascadeSide:
+    """One side (α = 0 or the model's α) of a model on its first n images: the rows of :func:`cascade_rows` and
+    the pooled evidence (:func:`msparse.evaluation.evidence.pool`)."""
+    model: str
+    alpha: float
+    n: int
+    rows: list
+    evidence: object
+
+    @property
+    def cpu_hours(self) -> float:
+        return sum(r["CPU-s"] or 0.0 for r in self.rows) / 3600
+
+    @property
+    def clean(self) -> int:
+        return sum(self.evidence.clean)
+
+    @property
+    def full_aa(self) -> bool:
+        """Whether full standard AutoAttack (one full run of ``aa``, no image skipped) is among the records."""
+        return any(r["stage / attack"] == "aa" and not r["stage"] for r in self.rows)
+
+
+def cascade_sides(res: Works, n: int = CASCADE_N) -> dict[str, list[CascadeSide]]:
+    """``{model: [α = 0 side, α side]}`` for every model of ``res`` with records on its first ``n`` images on both
+    sides (nothing is computed: the store's records only)."""
+    from ..evaluation.evidence import pool, records_at
+
+    out = {}
+    for m in res.models:
+        pts = _points(m)
+        st = _store_of(m)
+        if pts is None or not all(records_at(st, p, n) for p in pts):
+            continue
+        out[m.model] = [CascadeSide(m.model, float(p.alpha), n, cascade_rows(st, p, n), pool(st, p, n)) for p in pts]
+    return out
+
+
+def cascade_table(res: Works, n: int = CASCADE_N):
+    """Per model with records on its first ``n`` images at α = 0 and at its α: one row per record pooled there
+    (full runs first, then cascade stages by decreasing number of images attacked) with its budget, the images it
+    attacked (clean-correct, not skipped), how many of them it broke and its CPU seconds (the record's wall time);
+    then the pooled worst case (robust accuracy on the n images) and the side's CPU-hours. A stage's counts are
+    what it did on the images it attacked, never a robust accuracy of its attack."""
+    import pandas as pd
+
+    out = []
+    for model, sides in cascade_sides(res, n).items():
+        for s in sides:
+            head = {"model": model.replace("msparse/", ""), "α": s.alpha}
+            for r in s.rows:
+                out.append({**head, **{k: r[k] for k in ("stage / attack", "page", "seed", "budget",
+                                                         "images attacked", "broken by it")},
+                            "kind": "cascade stage" if r["stage"] else "full run",
+                            "CPU": "—" if r["CPU-s"] is None else f"{r['CPU-s']:.0f} s" + r["device"],
+                            "record": r["key"]})
+            out.append({**head, "stage / attack": "pooled worst case", "page": "", "seed": "", "budget": "",
+                        "images attacked": "", "broken by it": "", "kind": f"robust {s.evidence.robust:.1f}% of {n}",
+                        "CPU": f"{s.cpu_hours:.2f} CPU-h", "record": f"{len(s.rows)} records"})
+    if not out:
+        return pd.DataFrame()
+    cols = ["model", "α", "kind", "stage / attack", "page", "seed", "budget", "images attacked", "broken by it", "CPU",
+            "record"]
+    return pd.DataFrame(out)[cols].set_index(["model", "α"])
+
+
+def cascade_sentence(res: Works, n: int = CASCADE_N) -> str:
+    """What the cascade table shows, in words: per model and side the CPU-hours, the share of the clean-correct
+    images each cascade stage still had to attack, and whether full AutoAttack is among the records yet; and the
+    page's models without records on n images on both sides."""
+    sides = cascade_sides(res, n)
+    parts = []
+    for model, pair in sides.items():
+        for s in pair:
+            stages = [r for r in s.rows if r["stage"]]
+            reach = ", ".join(f"{r['stage / attack']} {100 * r['images attacked'] / max(s.clean, 1):.0f}%"
+                              for r in stages)
+            parts.append(f"{model} at α = {s.alpha:g}: {len(s.rows)} records ({len(s.rows) - len(stages)} full runs, "
+                         f"{len(stages)} cascade stages), {s.cpu_hours:.2f} CPU-hours, worst case "
+                         f"{s.evidence.robust:.1f}% of {n}"
+                         + (f"; of its {s.clean} clean-correct images the stages attacked: {reach}" if stages
+                            else "; no cascade stage yet")
+                         + ("; full standard AutoAttack among the records" if s.full_aa
+                            else "; full standard AutoAttack: not yet among the records"))
+    none = [m.model.replace("msparse/", "") for m in res.models if m.model not in sides]
+    text = ("At n = " + str(n) + ": " + ". ".join(parts) + "." if parts
+            else f"No model of this page has records on its first {n} test images at both α = 0 and its α yet.")
+    if none:
+        text += f" Not yet at n = {n} on both sides: {', '.join(none)}."
+    return text
+
+
+#: the second library's attacks: (label, attack, its parameters as the record spells them, what it is compared
+#: with, the components of AutoAttack's APGD (the page's ``apgd`` record) whose per-image outcome it is compared to)
+SECOND_LIBRARY: tuple[tuple[str, str, dict, str, tuple[str, ...]], ...] = (
+    ("adv-lib APGD-CE", "advlib-apgd", {"loss": "ce"}, "AutoAttack APGD-CE", ("apgd-ce",)),
+    ("adv-lib FMN", "advlib-fmn", {}, "AutoAttack APGD-CE + DLR", ("apgd-ce", "apgd-dlr")),
+)
+
+
+def robust_under(rec, attacks, n: int) -> list[bool] | None:
+    """Per-image robust flags of the first ``n`` images under the components ``attacks`` of a worst-case record
+    (``result.components[...]["outcome"]``: ``1`` robust, ``0`` wrong clean, ``a``/``b``/… broken by the 1st/2nd/…
+    attack of that component); None when no component ran all of them."""
+    for comp in rec["result"].get("components", {}).values():
+        names = list(comp["attacks"])
+        if all(a in names for a in attacks):
+            letters = {chr(ord("a") + names.index(a)) for a in attacks}
+            return [ch not in letters and ch not in "0-" for ch in comp["outcome"][:n]]
+    return None
+
+
+def full_run(st, point, attack: str, params: dict, like, n: int):
+    """(record, k): the full run (no image skipped) of ``attack`` with ``params`` on ``point`` with the budget and
+    seed of the record ``like`` that covers the most of its first ``n`` images (k of them, hash-checked by
+    :func:`msparse.evaluation.evidence.records_at`); None without one. A cascade stage is never returned."""
+    from ..evaluation.evidence import load_index, records_at
+
+    want = like["spec"]["attack"]
+    best = None
+    for rec in load_index(st).get(point, []):
+        spec, atk = rec["spec"], rec["spec"]["attack"]
+        if ("skip" in spec or atk["name"] != attack or int(spec.get("seed", 0)) != int(like["spec"].get("seed", 0))
+                or any(atk.get(k) != want.get(k) for k in ("n_iter", "n_restarts"))
+                or any((atk.get(attack) or {}).get(k) != v for k, v in params.items())):
+            continue
+        k = min(spec["data"]["n"], n)
+        if (best is None or k > best[1]) and rec["key"] in {r["key"] for r in records_at(st, point, k)}:
+            best = (rec, k)
+    return best
+
+
+def _agreement_row(model, label, ours, other, theirs, k) -> dict:
+    from ..evaluation.significance import mcnemar
+
+    clean = [c == "1" for c in theirs["result"]["clean_flags"][:k]]
+    a = [f == "1" for f in ours["result"]["robust_flags"][:k]]
+    b = robust_under(theirs, other[1], k)
+    both_r = sum(x and y for x, y in zip(a, b))
+    both_b = sum(c and not x and not y for c, x, y in zip(clean, a, b))
+    p = mcnemar(b, a)
+    return {"model": model.replace("msparse/", ""), "comparison": f"{label} vs {other[0]}", "n": k,
+            "clean-correct": sum(clean), f"robust: {label.split()[0]} %": round(100 * sum(a) / k, 1),
+            "robust: AutoAttack %": round(100 * sum(b) / k, 1), "both robust": both_r, "both broken": both_b,
+            "only adv-lib broke": p.lost, "only AutoAttack broke": p.gained,
+            "agreement %": round(100 * (both_r + both_b) / max(sum(clean), 1), 1),
+            "McNemar p": float(f"{p.p_value:.3g}"),
+            "records": f"{ours['key'][:12]} / {theirs['key'][:12]}"}
+
+
+def agreement(res: Works) -> tuple[list[dict], list[str]]:
+    """Rows of :func:`agreement_table` and what is missing (``"model: attack"``)."""
+    from ..evaluation.evidence import point_of
+
+    label = next(c for c, (a, _) in ATTACKS.items() if a == "apgd")
+    rows, missing = [], []
+    for m in res.models:
+        st = _store_of(m)
+        row0 = (m.by_attack.get(label) or [{}])[0]
+        theirs = st.get(row0["key"]) if row0.get("key") and not row0.get("alpha") else None
+        if theirs is None:
+            missing.append(f"{m.model}: the page's AutoAttack APGD at α = 0")
+            continue
+        point = point_of(theirs)
+        for lab, attack, params, *other in SECOND_LIBRARY:
+            got = full_run(st, point, attack, params, theirs, m.n)
+            if got is None or robust_under(theirs, other[1], got[1]) is None:
+                missing.append(f"{m.model}: {lab}")
+                continue
+            rows.append(_agreement_row(m.model, lab, got[0], other, theirs, got[1]))
+    return rows, missing
+
+
+def agreement_table(res: Works):
+    """Per base model (α = 0): adv-lib's APGD-CE against AutoAttack's APGD-CE, and adv-lib's FMN against
+    AutoAttack's APGD-CE + DLR, on the same images with the same iterations, seed and restarts (the page's ``apgd``
+    record, APGD-CE's outcome read from its per-image component outcome): images robust under both, broken by both
+    (of the clean-correct ones), broken by one only (each way), the agreement on the clean-correct images and the
+    exact McNemar p of the difference in robust accuracy. Full runs only: a cascade stage is never read."""
+    import pandas as pd
+
+    rows, _ = agreement(res)
+    return pd.DataFrame(rows).set_index(["model", "comparison"]) if rows else pd.DataFrame()
+
+
+def agreement_sentence(res: Works) -> str:
+    """The agreement in one sentence (range over the models, how many McNemar p < 0.05) and what is missing."""
+    rows, missing = agreement(res)
+    text = ""
+    for lab, _, _, what, _ in SECOND_LIBRARY:
+        rs = [r for r in rows if r["comparison"].startswith(lab)]
+        if rs:
+            ag = [r["agreement %"] for r in rs]
+            span = f"{min(ag):.1f}%" if min(ag) == max(ag) else f"{min(ag):.1f}–{max(ag):.1f}%"
+            text += (f"{lab} vs {what}: {len(rs)} model{'s' if len(rs) != 1 else ''}, per-image agreement {span} "
+                     f"of the clean-correct images, McNemar p < 0.05 on {sum(r['McNemar p'] < 0.05 for r in rs)}. ")
+    if missing:
+        text += f"Not yet computed: {'; '.join(missing)}."
+    return text.strip() or "No record of the second library yet."
 
 
 # ================================================================================================
