@@ -259,3 +259,20 @@ def test_committed_records_serve_the_cascade_and_agreement_tables(no_compute, co
     a = works.agreement_table(res)
     assert len(a) == 2 and (a["n"] >= 100).all()
     assert "Not yet computed" not in works.agreement_sentence(res)
+
+
+def test_autoattack_counts_at_n_as_a_full_run_or_as_all_its_attacks_with_its_budget():
+    def side(*rows):
+        return works.CascadeSide("m", 0.0, 10, [{"stage / attack": a, "stage": st, "aa parts": works._aa_parts(
+            {"attack": {"name": a, "n_iter": it, "n_queries": q}})} for a, st, it, q in rows], None)
+
+    full = side(("aa", False, 100, 5000))
+    assert full.full_aa and full.aa_missing == []
+    short = side(("apgd-ce", True, 20, 5000), ("apgd-t", True, 100, 5000), ("fab-t", True, 100, 5000),
+                 ("square", True, 100, 5000), ("bpda:apgd-ce", True, 100, 5000))
+    assert short.aa_missing == ["apgd-ce"]          # 20 iterations, or through BPDA, is not AutoAttack's APGD-CE
+    done = side(("apgd-ce", True, 100, 5000), ("apgd-t", True, 100, 5000), ("fab-t", True, 100, 5000),
+                ("square", True, 100, 5000))       # AutoAttack run as a cascade
+    assert not done.full_aa and done.aa_missing == []
+    assert works._aa_status({"a": [full, full], "b": [short, done]}) == [
+        "a full run on a", "not yet among the records (so far: apgd-t, fab-t, square) on b"]

@@ -456,6 +456,21 @@ def _budget_label(spec) -> str:
     return ", ".join(parts)
 
 
+def _aa_parts(spec) -> set[str]:
+    """The attacks of standard AutoAttack (``aa``) that a record ran through the official gradient with at least
+    AutoAttack's budget (the page's ``"AutoAttack"`` column: iterations, Square's queries)."""
+    from ..attacks.base import parse_attack
+
+    atk, need = spec["attack"], ATTACKS["AutoAttack"][1]
+    ok = {a for c in parse_attack("aa") for a in c.attacks}
+
+    def enough(a):
+        unit = "n_queries" if a == "square" else "n_iter"
+        return int(atk.get(unit, 0)) >= need[unit]
+
+    return {a for c in parse_attack(atk["name"]) if c.mode == "direct" for a in c.attacks if a in ok and enough(a)}
+
+
 def attacked_broken(rec, n: int) -> tuple[int, int]:
     """(images the record attacked, how many of them it broke) on its first ``n`` images: attacked = classified
     correctly clean and not skipped (a cascade stage's ``spec["skip"]``); broken = attacked and not robust. A
@@ -476,6 +491,7 @@ def _cascade_row(rec, n: int) -> dict:
             # a record on more images than n: its share of the time, pro rata
             "CPU-s": None if wall is None else float(wall) * n / spec["data"]["n"],
             "stage": "skip" in spec, "created": prov.get("created", ""), "key": rec["key"][:12],
+            "aa parts": _aa_parts(spec),
             # wall time on another device is no CPU time: say where it ran
             "device": "" if str(prov.get("device", "cpu")).startswith("cpu") else f" ({prov['device']})"}
 
@@ -512,6 +528,15 @@ class CascadeSide:
     def full_aa(self) -> bool:
         """Whether full standard AutoAttack (one full run of ``aa``, no image skipped) is among the records."""
         return any(r["stage / attack"] == "aa" and not r["stage"] for r in self.rows)
+
+    @property
+    def aa_missing(self) -> list[str]:
+        """The attacks of standard AutoAttack not yet among the records with its budget (full runs or cascade
+        stages, e.g. AutoAttack run as a cascade); empty when every one is, or a full ``aa`` run is."""
+        from ..attacks.base import parse_attack
+
+        have = set().union(*(r["aa parts"] for r in self.rows))
+        return [] if self.full_aa else [a for c in parse_attack("aa") for a in c.attacks if a not in have]
 
 
 def cascade_sides(res: Works, n: int = CASCADE_N) -> dict[str, list[CascadeSide]]:
@@ -558,29 +583,48 @@ def cascade_table(res: Works, n: int = CASCADE_N):
 
 
 def cascade_sentence(res: Works, n: int = CASCADE_N) -> str:
-    """What the cascade table shows, in words: per model and side the CPU-hours, the share of the clean-correct
-    images each cascade stage still had to attack, and whether full AutoAttack is among the records yet; and the
-    page's models without records on n images on both sides."""
+    """What the cascade table shows, in words: per model with cascade stages and side, the CPU-hours, the worst
+    case and the share of the clean-correct images each stage still had to attack; the models with full runs only;
+    whether full standard AutoAttack is among the records yet; and the page's models without records on n images on
+    both sides."""
     sides = cascade_sides(res, n)
-    parts = []
+    parts, plain = [], []
     for model, pair in sides.items():
+        if not any(r["stage"] for s in pair for r in s.rows):
+            plain.append(model.replace("msparse/", ""))
+            continue
         for s in pair:
             stages = [r for r in s.rows if r["stage"]]
             reach = ", ".join(f"{r['stage / attack']} {100 * r['images attacked'] / max(s.clean, 1):.0f}%"
                               for r in stages)
-            parts.append(f"{model} at α = {s.alpha:g}: {len(s.rows)} records ({len(s.rows) - len(stages)} full runs, "
-                         f"{len(stages)} cascade stages), {s.cpu_hours:.2f} CPU-hours, worst case "
-                         f"{s.evidence.robust:.1f}% of {n}"
-                         + (f"; of its {s.clean} clean-correct images the stages attacked: {reach}" if stages
-                            else "; no cascade stage yet")
-                         + ("; full standard AutoAttack among the records" if s.full_aa
-                            else "; full standard AutoAttack: not yet among the records"))
+            parts.append(f"{model} at α = {s.alpha:g}: {len(s.rows) - len(stages)} full runs and {len(stages)} "
+                         f"cascade stages, {s.cpu_hours:.2f} CPU-hours, worst case {s.evidence.robust:.1f}%; of its "
+                         f"{s.clean} clean-correct images the stages still had to attack: {reach or 'none'}")
+    if not sides:
+        text = f"No model of this page has records on its first {n} test images at both α = 0 and its α yet."
+    else:
+        text = f"At n = {n}: " + ". ".join(parts) + "." if parts else f"At n = {n}: no cascade stage yet."
+    if plain:
+        text += f" Full runs only (no cascade stage yet) on {', '.join(plain)}."
+    if sides:
+        text += f" Full standard AutoAttack at n = {n}: " + "; ".join(_aa_status(sides)) + "."
     none = [m.model.replace("msparse/", "") for m in res.models if m.model not in sides]
-    text = ("At n = " + str(n) + ": " + ". ".join(parts) + "." if parts
-            else f"No model of this page has records on its first {n} test images at both α = 0 and its α yet.")
     if none:
         text += f" Not yet at n = {n} on both sides: {', '.join(none)}."
     return text
+
+
+def _aa_status(sides: dict) -> list[str]:
+    """Per group of models: standard AutoAttack at n as a full run, as cascade stages, or not yet (with what of it
+    is there)."""
+    groups: dict[str, list[str]] = {}
+    for model, pair in sides.items():
+        missing = sorted({a for s in pair for a in s.aa_missing})
+        part = sorted({a for s in pair for r in s.rows for a in r["aa parts"]} - set(missing))
+        key = ("a full run" if all(s.full_aa for s in pair) else "complete as cascade stages" if not missing
+               else "not yet among the records" + (f" (so far: {', '.join(part)})" if part else ""))
+        groups.setdefault(key, []).append(model.replace("msparse/", ""))
+    return [f"{k} on {', '.join(v)}" if len(groups) > 1 else k for k, v in groups.items()]
 
 
 #: the second library's attacks: (label, attack, its parameters as the record spells them, what it is compared
