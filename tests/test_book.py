@@ -314,6 +314,14 @@ def test_every_number_a_page_cites_is_its_records_number(name):
                 assert all(f"{v:.3f}" in plain for v in vals), f"{name}: record {row['record']}'s values are not on the page"
                 cited += 1
                 continue
+            if rec["spec"].get("skip"):   # a cascade stage: no robust accuracy of its own; what it attacked and broke
+                skip, cf, rf = rec["spec"]["skip"], res["clean_flags"], res["robust_flags"]
+                attacked = sum(1 for k, c in zip(skip, cf) if k == "0" and c == "1")
+                broken = attacked - sum(1 for k, r in zip(skip, rf) if k == "0" and r == "1")
+                assert re.search(rf"\b{attacked}\b", plain) and re.search(rf"\b{broken}\b", plain), \
+                    f"{name}: stage record {row['record']} ({attacked} attacked, {broken} broken) is not on the page"
+                cited += 1
+                continue
             acc = res["clean_acc"] if rec["spec"]["attack"]["name"] == "none" else res["robust_acc"]
             assert f"{100 * acc:.1f}" in plain, f"{name}: record {row['record']}'s {100 * acc:.1f}% is not on the page"
             cited += 1

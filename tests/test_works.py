@@ -110,17 +110,9 @@ LABEL = "tiny images"     # no image family: records pool only on exactly these 
 
 
 def _tiny_model():
-    import torch
+    from test_evidence import _tiny   # the same tiny GELU net with MeanSparse sites, calibrated
 
-    import msparse as ms
-
-    torch.manual_seed(0)
-    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.GELU(), torch.nn.AdaptiveAvgPool2d(1),
-                            torch.nn.Flatten(), torch.nn.Linear(4, 10))
-    ms.sparsify(m, "activations", input_size=(3, 32, 32))
-    x, _ = ms.load_data("cifar10", "train", n=64)
-    ms.calibrate(m, x)
-    return m
+    return _tiny()
 
 
 @pytest.fixture(scope="module")

@@ -257,7 +257,8 @@ def largest_n(st: Store, *points: Point) -> int:
 class Evidence:
     """Every record of one point on its first ``n`` images, pooled. ``flags``/``clean``: per-image robust and
     clean flags [n] (robust = survived every attack); ``runs``: the distinct runs behind them; ``records``: one
-    dict per record (key, attack, its n, seed, its runs, its flags and robust accuracy on these n images)."""
+    dict per record (key, attack, its n, seed, its runs, its flags and robust accuracy on these n images; for a
+    cascade stage ``stage`` is True, ``robust`` None, and ``attacked``/``broken`` count what it attacked and broke)."""
     point: Point
     n: int
     flags: list[bool]
@@ -332,11 +333,16 @@ def pool(st: Store, point: Point, n: int) -> Evidence:
         mine = runs_of(rec)
         runs |= mine
         name = rec["spec"]["attack"]["name"]
-        rows.append({"key": rec["key"], "attack": name, "n_record": rec["spec"]["data"]["n"], "runs": mine,
-                     "stage": "skip" in rec["spec"],
-                     "seed": rec["spec"].get("seed", 0), "flags": f,
-                     "robust": 100.0 * f.count("1") / n,
-                     "direct": all(c.mode == "direct" for c in parse_attack(name))})
+        stage = "skip" in rec["spec"]
+        row = {"key": rec["key"], "attack": name, "n_record": rec["spec"]["data"]["n"], "runs": mine,
+               "stage": stage, "seed": rec["spec"].get("seed", 0), "flags": f,
+               "robust": None if stage else 100.0 * f.count("1") / n,
+               "direct": all(c.mode == "direct" for c in parse_attack(name))}
+        if stage:   # a cascade stage: what it attacked and broke here, never a robust accuracy of its attack
+            skip, cf = rec["spec"]["skip"][:n], res["clean_flags"][:n]
+            row["attacked"] = sum(1 for s_, c in zip(skip, cf) if s_ == "0" and c == "1")
+            row["broken"] = row["attacked"] - sum(1 for s_, c in zip(skip, res["robust_flags"][:n]) if s_ == "0" and c == "1")
+        rows.append(row)
     return Evidence(point, n, flags, clean or [False] * n, runs, rows)
 
 
@@ -377,13 +383,11 @@ class Comparison:
         return not self.missing
 
     def describe_budget(self) -> str:
-        """One line: the runs per loss each side received, e.g. ``CE 7 × 20 vs 7 × 20; targeted DLR …``."""
+        """One line: the runs per loss each side received, base/α, e.g. ``runs per loss (base/α): CE 9/9, DLR 1/1``."""
         have, need = self.base.budget, self.new.budget
-        parts = []
-        for loss in sorted(set(have) | set(need)):
-            a, b = have.get(loss, (0, 0)), need.get(loss, (0, 0))
-            parts.append(f"{loss}: base {a[0]} run{'s' if a[0] != 1 else ''}, α {b[0]}")
-        return "; ".join(parts)
+        parts = [f"{loss} {have.get(loss, (0, 0))[0]}/{need.get(loss, (0, 0))[0]}"
+                 for loss in sorted(set(have) | set(need))]
+        return "runs per loss (base/α): " + ", ".join(parts)
 
 
 def compare(st: Store, point: Point, n: int | None = None) -> Comparison:

@@ -458,7 +458,7 @@ class Answer:
         return (f"**One answer for claim `{c.id}`: {self.phrase}** — {c.model.replace('msparse/', '')}, "
                 f"α = {c.alpha:g}, n = {self.n}: robust accuracy {db:.1f}% → {da:.1f}% under the official gradient, "
                 f"{b.robust:.1f}% → {a.robust:.1f}% as it stands (every stored attack pooled); "
-                f"{self.referee.reason()}. Budget: {self.cmp.describe_budget()}.")
+                f"{self.referee.reason()}. Runs{self.cmp.describe_budget()[4:]}.")
 
 
 def _judge(d: ClaimDef, st) -> Answer:
@@ -611,7 +611,8 @@ def base_ladder(claim_id: str, results_dir=None):
         runs |= r["runs"]
         rows.append({"adds": f"{r['attack']} (seed {r['seed']})",
                      "runs so far": ", ".join(f"{k} {v[0]}" for k, v in ev.budget(runs).items()),
-                     "robust % (this record)": round(r["robust"], 1),
+                     "robust % (this record)": round(r["robust"], 1) if not r["stage"] else
+                     f"stage: {r['attacked']} attacked, {r['broken']} broken",
                      "robust % (pooled so far)": round(100 * sum(flags) / base.n, 1)})
     return pd.DataFrame(rows)
 
@@ -687,6 +688,7 @@ def answer_records(results_dir=None):
             for r in e.records:
                 table.append({"claim": a.claim.id, "side": side, "record": r["key"][:12], "attack": r["attack"],
                               "seed": r["seed"], "its n": r["n_record"], f"robust % on the claim's images":
-                              f"{r['robust']:.1f}"})
+                              f"{r['robust']:.1f}" if not r["stage"] else
+                              f"cascade stage: {r['attacked']} attacked, {r['broken']} broken"})
                 rows.append({"key": r["key"], "alpha": e.point.alpha, "n": r["n_record"], "cached": True})
     return pd.DataFrame(table), rows
