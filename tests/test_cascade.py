@@ -122,3 +122,21 @@ def test_a_cascade_can_start_from_what_the_store_already_broke(tmp_path, data):
     assert e.flags == list(c.flags)
     with pytest.raises(InputError):
         cascade(model, x, y, ["apgd-dlr"], store=False, standing=[True], **FAST)
+
+
+def test_the_official_gradient_compares_the_same_attacks_on_both_sides():
+    """On a base, bpda:pgd collapses to a direct pgd record; the official-gradient comparison must not count it for
+    the base when the defence received pgd only through BPDA (the base would look attacked harder)."""
+    from msparse.experiments.claims import _official
+
+    def rec(attack, direct, flags):
+        return {"attack": attack, "direct": direct, "flags": flags, "stage": False}
+
+    point = ev.Point("m", None, (), 0.03, "Linf", "hash:x")
+    base = ev.Evidence(point, 4, [False, False, True, True], [True] * 4, set(),
+                       [rec("apgd", True, "1111"), rec("pgd", True, "0011")])
+    new = ev.Evidence(point, 4, [False, True, True, True], [True] * 4, set(),
+                      [rec("apgd", True, "1111"), rec("bpda:pgd", False, "0111")])
+    b, n = _official(base, new)
+    assert b == [True] * 4 and n == [True] * 4          # apgd on both sides only
+    assert base.direct_flags() == [False, False, True, True]   # every direct record of the base, as before

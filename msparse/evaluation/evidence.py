@@ -294,10 +294,17 @@ class Evidence:
         gradient-free attack (Square, gradient estimation)."""
         return any(r.route != "direct" or r.loss in (LOSSES["square"], LOSSES["gradest"]) for r in self.runs)
 
-    def direct_flags(self) -> list[bool] | None:
+    def direct_attacks(self) -> set[str]:
+        """The attack names of the records that attack through the official gradient only."""
+        return {r["attack"] for r in self.records if r["direct"]}
+
+    def direct_flags(self, attacks: set[str] | None = None) -> list[bool] | None:
         """Per-image worst case over the records that attack through the official gradient only (no BPDA,
-        surrogate or transfer): what the paper's evaluation measures. None without such a record."""
-        rows = [r for r in self.records if r["direct"]]
+        surrogate or transfer): what the paper's evaluation measures. None without such a record. ``attacks``: only
+        these attack names — on a base, pass the defence's :meth:`direct_attacks`, since there BPDA, the surrogate
+        and a transfer from the base collapse to direct attacks the defence did not receive through its official
+        gradient (the same attacks on both sides)."""
+        rows = [r for r in self.records if r["direct"] and (attacks is None or r["attack"] in attacks)]
         if not rows:
             return None
         return [all(r["flags"][i] == "1" for r in rows) for i in range(self.n)]

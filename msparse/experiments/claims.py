@@ -420,6 +420,14 @@ def resolve(d: ClaimDef, st):
     return max(found, key=lambda t: t[0])[1] if found else None
 
 
+def _official(base, new) -> tuple[list[bool], list[bool]]:
+    """Per-image flags under the official gradient on both sides, with the same attacks: the defence's direct-route
+    records, and the base's records of those attacks (on the base BPDA and transfer collapse to direct attacks the
+    defence only received through another route; they count in the worst case, not here)."""
+    same = new.direct_attacks()
+    return base.direct_flags(same) or base.direct_flags() or base.flags, new.direct_flags() or new.flags
+
+
 @dataclass
 class Answer:
     """The one verdict of one claim: its :class:`ClaimDef`, the pooled comparison at the largest n both sides have
@@ -454,7 +462,7 @@ class Answer:
         if self.cmp is None:
             return f"**One answer ({c.id}): not in the store** — no records of both α = 0 and α = {c.alpha:g}."
         b, a = self.cmp.base, self.cmp.new
-        db, da = (100 * sum(e.direct_flags() or e.flags) / self.n for e in (b, a))
+        db, da = (100 * sum(f) / self.n for f in _official(b, a))
         return (f"**One answer for claim `{c.id}`: {self.phrase}** — {c.model.replace('msparse/', '')}, "
                 f"α = {c.alpha:g}, n = {self.n}: robust accuracy {db:.1f}% → {da:.1f}% under the official gradient, "
                 f"{b.robust:.1f}% → {a.robust:.1f}% as it stands (every stored attack pooled); "
@@ -470,7 +478,7 @@ def _judge(d: ClaimDef, st) -> Answer:
         return Answer(d)
     cmp = ev.compare(st, point)
     b, a = cmp.base, cmp.new
-    db, da = b.direct_flags() or b.flags, a.direct_flags() or a.flags
+    db, da = _official(b, a)
     direct = vd.gain_claim(db, da, clean_base=b.clean, clean_new=a.clean)
     stands = vd.gain_claim(b.flags, a.flags, clean_base=b.clean, clean_new=a.clean)
     return Answer(d, cmp, direct, stands)
@@ -501,7 +509,7 @@ def answers(results_dir=None) -> dict[str, Answer]:
             setattr(a, adj, p)
     for a in judged:
         b, n = a.cmp.base, a.cmp.new
-        a.referee = referee_verdict(b.direct_flags() or b.flags, n.direct_flags() or n.flags, b.flags, n.flags,
+        a.referee = referee_verdict(*_official(b, n), b.flags, n.flags,
                                     clean_base=b.clean, clean_new=n.clean, p_adjusted=a.p_stands_holm,
                                     missing=a.cmp.missing, adaptive=n.beyond_official)
     _ANSWERS[str(st.root)] = (stamp, out)
