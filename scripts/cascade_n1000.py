@@ -1,0 +1,73 @@
+"""Extend a claim's worst case on the first 1000 offline test images with cascade stages (how the committed stage
+records of the offline default, the GELU member and ANCRA were made; issue "Stronger and cheaper").
+
+Each stage runs only on the images that every record already stored for the model, α and images leaves standing
+(msparse.evaluation.evidence.pool), so the stage's skip mask - part of its record key - depends on the store at the
+time it runs: rerunning this script on a store that has since grown computes new stage records rather than reusing
+the committed ones. Each committed stage record is reproduced on its own by ``python -m msparse results verify KEY``
+(its mask is in its spec). Stages resume per batch when interrupted. One thread per process on a shared CPU.
+
+    OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.25 --stages bpda          # BPDA margin PGD, adv-lib
+    OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.0 --stages autoattack     # AutoAttack, stage by stage
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from msparse.core.placement import preserved_sites, set_alpha  # noqa: E402
+from msparse.evaluation import evidence as ev  # noqa: E402
+from msparse.evaluation.cascade import Stage, cascade  # noqa: E402
+from msparse.evaluation.evaluate import evaluate  # noqa: E402
+from msparse.evaluation.store import Store  # noqa: E402
+from msparse.experiments.setup import setup  # noqa: E402
+from msparse.experiments.sweeps import data_label  # noqa: E402
+
+STAGES = {
+    "bpda": (Stage("bpda:pgd", n_restarts=2, label="BPDA, margin PGD (2 restarts)"),
+             Stage("bpda:advlib-apgd", label="adv-lib APGD (BPDA)"),
+             Stage("bpda:advlib-fmn", label="adv-lib FMN (BPDA)")),
+    "autoattack": (Stage("apgd-ce", label="AutoAttack as a cascade: APGD-CE"),
+                   Stage("apgd-t", label="AutoAttack as a cascade: APGD-T"),
+                   Stage("fab-t", label="AutoAttack as a cascade: FAB-T"),
+                   Stage("square", n_queries=5000, label="AutoAttack as a cascade: Square 5000")),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("alpha", type=float)
+    ap.add_argument("--stages", choices=sorted(STAGES), default="bpda")
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--results", default=None, help="results folder (default: the repository's results/)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    s = setup(a.model, n_examples=a.n, results_dir=a.results)
+    store = s.store if isinstance(s.store, Store) else Store(s.store)
+    labels = dict(name=s.model_name, data=data_label(s, "test", len(s.x)), stats=str(s.stats["mode"]),
+                  tags={"book": "cascade", "split": "test"})
+    with preserved_sites(s.model):
+        set_alpha(s.model, a.alpha)
+        first = evaluate(s.model, s.x, s.y, "none", store=store, **labels)
+        point = ev.point_of(first.to_record())
+        if not ev.records_at(store, point, len(s.x)):
+            print(f"no stored attack on {a.model} at α = {a.alpha:g} on these {len(s.x)} images: nothing to extend")
+            return 1
+        standing = ev.pool(store, point, len(s.x)).flags
+        print(f"{sum(standing)} of {len(s.x)} images standing before the cascade", flush=True)
+        t = time.time()
+        c = cascade(s.model, s.x, s.y, STAGES[a.stages], n_iter=100, store=store, standing=standing, **labels)
+    print(c.table().to_string())
+    print(f"{int(c.flags.sum())} standing after; {time.time() - t:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
