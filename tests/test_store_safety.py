@@ -414,3 +414,27 @@ def test_a_key_that_is_not_a_file_name_is_refused(tmp_path):
             st.get(bad)
     with pytest.raises(InputError, match="record key"):
         st.drop_shards("..")
+
+
+def test_concurrent_write_checks_of_one_store_do_not_fail_each_other(tmp_path):
+    """Dask workers check one store at once; with a shared probe name one worker's unlink removed another's probe
+    (FileNotFoundError surfaced as 'the results store cannot be written')."""
+    import threading
+
+    st = Store(tmp_path / "store")
+    errors = []
+
+    def check():
+        try:
+            for _ in range(200):
+                st.check_writable()
+        except Exception as e:   # noqa: BLE001 -- collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=check) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [p.name for p in (tmp_path / "store" / "records").iterdir()] == []   # no probe left behind

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import stat
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -302,10 +303,12 @@ class Store:
         evaluation starts, so a read-only or misplaced store fails at once, not after the first batch)."""
         d = self.root / "records"
         self._folder("records")   # a link or a file there: StoreError now, not after the evaluation
+        # one probe name per call: workers checking one store at once must not remove each other's probe
+        probe = d / f".write-check-{os.getpid()}-{uuid.uuid4().hex}"
         try:
             d.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(d / ".write-check", "")
-            (d / ".write-check").unlink()
+            atomic_write_text(probe, "")
+            probe.unlink()
         except OSError as e:
             raise StoreError(f"the results store {self.root} cannot be written ({type(e).__name__}: "
                              f"{e.strerror or e}); pass another folder (--store DIR / store=...) or "
