@@ -9,6 +9,7 @@ the committed ones. Each committed stage record is reproduced on its own by ``py
 
     OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.25 --stages bpda          # BPDA margin PGD, adv-lib
     OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.0 --stages autoattack     # AutoAttack, stage by stage
+    OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.0 --stages autoattack --only fab-t square
 """
 from __future__ import annotations
 
@@ -45,9 +46,19 @@ def main(argv=None) -> int:
     ap.add_argument("model")
     ap.add_argument("alpha", type=float)
     ap.add_argument("--stages", choices=sorted(STAGES), default="bpda")
+    ap.add_argument("--only", nargs="+", metavar="ATTACK", default=None,
+                    help="run only these stages of --stages (by attack name, e.g. fab-t square): the stages already "
+                         "stored are then not recomputed on the smaller standing set they would now see")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--results", default=None, help="results folder (default: the repository's results/)")
     a = ap.parse_args(argv)
+    stages = STAGES[a.stages]
+    if a.only:
+        unknown = sorted(set(a.only) - {st.attack for st in stages})
+        if unknown:
+            ap.error(f"--only {' '.join(unknown)}: not a stage of --stages {a.stages} "
+                     f"({', '.join(st.attack for st in stages)})")
+        stages = tuple(st for st in stages if st.attack in a.only)
     torch.set_num_threads(1)
     s = setup(a.model, n_examples=a.n, results_dir=a.results)
     store = s.store if isinstance(s.store, Store) else Store(s.store)
@@ -63,7 +74,7 @@ def main(argv=None) -> int:
         standing = ev.pool(store, point, len(s.x)).flags
         print(f"{sum(standing)} of {len(s.x)} images standing before the cascade", flush=True)
         t = time.time()
-        c = cascade(s.model, s.x, s.y, STAGES[a.stages], n_iter=100, store=store, standing=standing, **labels)
+        c = cascade(s.model, s.x, s.y, stages, n_iter=100, store=store, standing=standing, **labels)
     print(c.table().to_string())
     print(f"{int(c.flags.sum())} standing after; {time.time() - t:.0f} s")
     return 0

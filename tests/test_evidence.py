@@ -123,6 +123,30 @@ def test_unequal_budget_withholds_a_verdict_against_the_claim_but_not_a_gain():
     assert referee.referee_verdict(base, better, base, better, missing=miss).phrase == "reproduced"
 
 
+def test_a_base_attacked_harder_than_its_defence_withholds_a_gain_but_not_a_verdict_against_it():
+    base = [True] * 60 + [False] * 40
+    worse = [True] * 40 + [False] * 60
+    better = [True] * 80 + [False] * 20
+    extra = {"targeted DLR": "1 more run (0 of 1)"}
+    v = referee.referee_verdict(base, better, base, better, extra=extra)
+    assert v.phrase == "unequal budget" and "defence was attacked more weakly" in v.reason()
+    assert referee.referee_verdict(base, worse, base, worse, extra=extra).phrase == "not reproduced"
+    assert referee.referee_verdict(base, better, base, worse, extra=extra).phrase == "broken by an adaptive attack"
+
+
+def test_comparison_extra_is_the_converse_of_missing():
+    class E:   # only the budget is read
+        def __init__(self, budget):
+            self.budget = budget
+
+    strong, weak = E({"CE": (3, 100), "DLR": (1, 100)}), E({"CE": (2, 50)})
+    c = ev.Comparison(strong, weak)
+    assert c.missing == {} and c.fair
+    assert c.extra == {"CE": "1 more run (2 of 3) and a budget of 100 per run (has 50)",
+                       "DLR": "1 more run (0 of 1) and a budget of 100 per run (has 0)"}
+    assert ev.Comparison(weak, strong).missing == c.extra and ev.Comparison(weak, strong).extra == {}
+
+
 def test_one_image_that_would_flip_a_verdict_is_named():
     base = [False] * 100
     # 6 gained, 0 lost: p = 0.031 < 0.05; with one image fewer robust it is 5/0 (p = 0.0625)

@@ -357,6 +357,21 @@ def pool(st: Store, point: Point, n: int) -> Evidence:
 # comparisons with α = 0
 # --------------------------------------------------------------------------------------------------
 
+def _budget_gaps(have: Mapping, need: Mapping) -> dict[str, str]:
+    """``{loss: what `have` lacks}`` against ``need`` (both ``{loss: (runs, budget per run)}``)."""
+    out = {}
+    for loss, (k, b) in need.items():
+        hk, hb = have.get(loss, (0, 0))
+        gaps = []
+        if hk < k:
+            gaps.append(f"{k - hk} more run{'s' if k - hk != 1 else ''} ({hk} of {k})")
+        if hb < b:
+            gaps.append(f"a budget of {b} per run (has {hb})")
+        if gaps:
+            out[loss] = " and ".join(gaps)
+    return out
+
+
 @dataclass
 class Comparison:
     """The defence (``new``, at the point's α) and its base (α = 0) pooled on the same first ``n`` images, and
@@ -372,18 +387,13 @@ class Comparison:
     def missing(self) -> dict[str, str]:
         """``{loss: what the base lacks}``: fewer runs of a loss than the defence received, or runs of fewer
         iterations (queries); empty when the comparison is fair."""
-        have, need = self.base.budget, self.new.budget
-        out = {}
-        for loss, (k, b) in need.items():
-            hk, hb = have.get(loss, (0, 0))
-            gaps = []
-            if hk < k:
-                gaps.append(f"{k - hk} more run{'s' if k - hk != 1 else ''} ({hk} of {k})")
-            if hb < b:
-                gaps.append(f"a budget of {b} per run (has {hb})")
-            if gaps:
-                out[loss] = " and ".join(gaps)
-        return out
+        return _budget_gaps(self.base.budget, self.new.budget)
+
+    @property
+    def extra(self) -> dict[str, str]:
+        """``{loss: what the defence lacks}``: the converse of :attr:`missing` -- a base attacked harder than its
+        defence lowers the base and so overstates a gain (and understates a loss)."""
+        return _budget_gaps(self.new.budget, self.base.budget)
 
     @property
     def fair(self) -> bool:

@@ -511,7 +511,7 @@ def answers(results_dir=None) -> dict[str, Answer]:
         b, n = a.cmp.base, a.cmp.new
         a.referee = referee_verdict(*_official(b, n), b.flags, n.flags,
                                     clean_base=b.clean, clean_new=n.clean, p_adjusted=a.p_stands_holm,
-                                    missing=a.cmp.missing, adaptive=n.beyond_official)
+                                    missing=a.cmp.missing, extra=a.cmp.extra, adaptive=n.beyond_official)
     _ANSWERS[str(st.root)] = (stamp, out)
     return out
 

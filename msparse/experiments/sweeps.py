@@ -14,7 +14,7 @@ from ..errors import InputError
 
 from .setup import Setup
 
-__all__ = ["evaluate_alphas", "first_images", "worst_case", "stands", "pooled", "pooled_rows", "evidence_missing", "data_label"]
+__all__ = ["evaluate_alphas", "first_images", "worst_case", "stands", "pooled", "pooled_rows", "budget_gaps", "data_label"]
 
 
 def data_label(s: Setup, split: str, n: int) -> str:
@@ -145,14 +145,17 @@ def pooled_rows(rows: Sequence[Mapping], store=None) -> list[dict]:
     return out
 
 
-def evidence_missing(base_row: Mapping, row: Mapping) -> dict:
-    """What the base of two :func:`pooled_rows` rows lacks (:attr:`msparse.evaluation.evidence.Comparison.missing`);
-    empty for rows that carry no pooled evidence (rows built elsewhere, e.g. by :func:`worst_case`)."""
+def budget_gaps(base_row: Mapping, row: Mapping) -> dict:
+    """``{"missing": what the base lacks, "extra": what the defence lacks}`` for two :func:`pooled_rows` rows
+    (:attr:`msparse.evaluation.evidence.Comparison.missing` and ``.extra``; the keyword arguments of
+    :func:`msparse.report.referee.referee_verdict`); both empty for rows that carry no pooled evidence (rows built
+    elsewhere, e.g. by :func:`worst_case`)."""
     from ..evaluation.evidence import Comparison
 
     if "evidence" not in base_row or "evidence" not in row:
-        return {}
-    return Comparison(base_row["evidence"], row["evidence"]).missing
+        return {"missing": {}, "extra": {}}
+    c = Comparison(base_row["evidence"], row["evidence"])
+    return {"missing": c.missing, "extra": c.extra}
 
 
 def pooled(row: Mapping, store=None) -> dict:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .setup import Setup, check_count, setup
-from .sweeps import evaluate_alphas, evidence_missing, pooled_rows, stands
+from .sweeps import evaluate_alphas, budget_gaps, pooled_rows, stands
 from .pages import Page, param, register
 
 __all__ = ["Table1", "run", "figure", "table", "caption", "bpda_table", "bpda_caption", "claim_table",
@@ -92,7 +92,7 @@ def _claim_at(res: Table1, model: str, n: int, *, kw: dict, **setup_kw) -> None:
     res.claim_worst = pooled_rows(res.claim[next(iter(CLAIM_ATTACKS))], store=s.store)
     d, w = res.claim[next(iter(CLAIM_ATTACKS))], res.claim_worst
     res.claim_verdict = referee_verdict(d[0], d[1], w[0], w[1],
-                                        missing=evidence_missing(w[0], w[1]))
+                                        **budget_gaps(w[0], w[1]))
 
 
 def _fragility(s: Setup, rows: list[dict]) -> str:

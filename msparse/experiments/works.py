@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from .setup import setup
 from ..report.tables import number
-from .sweeps import evaluate_alphas, evidence_missing, pooled_rows
+from .sweeps import evaluate_alphas, budget_gaps, pooled_rows
 from .pages import HEADER, Page, param, register
 
 __all__ = ["MODELS", "CONTROLS", "ATTACKS", "QUICK_ATTACKS", "check_attacks", "BLACK_BOX", "SQUARE_LONG", "FULL_AA",
@@ -193,7 +193,7 @@ def run(models=MODELS, *, attacks=tuple(ATTACKS), full_aa=FULL_AA, black_box=BLA
         d = m.by_attack.get(direct)
         m.verdict = referee.referee_verdict(d[0] if d else m.worst[0], d[1] if d else m.worst[1],
                                              m.worst[0], m.worst[1], p_adjusted=p_adj,
-                                             missing=evidence_missing(m.worst[0], m.worst[1]))
+                                             **budget_gaps(m.worst[0], m.worst[1]))
         lines.append(f"**Verdict: {m.verdict.phrase}** — {m.model} (α = {m.alpha:g}, n = {m.n}): "
                      f"{m.verdict.reason()}.")
     for m in results:

@@ -31,6 +31,7 @@ class RefereeVerdict:
     worst: Verdict
     p_adjusted: float | None = None
     missing: tuple = ()          # (loss, what the base lacks) when the base was attacked more weakly
+    extra: tuple = ()            # (loss, what the defence lacks) when the defence was attacked more weakly
     fragile: str = ""            # non-empty when one image would change the worst case's verdict
 
     def reason(self) -> str:
@@ -45,6 +46,9 @@ class RefereeVerdict:
             tail = f"; n = {w.n} detects about {w.mde_pp():.1f} pp"
         if self.missing:
             tail += "; the base was attacked more weakly (" + "; ".join(f"{k}: {v}" for k, v in self.missing) + ")"
+        if self.extra:
+            tail += ("; the defence was attacked more weakly than its base (fewer or shorter runs of "
+                     + ", ".join(k for k, _ in self.extra) + "; this can only favour the defence)")
         if self.fragile:
             tail += f"; {self.fragile}"
         return f"{direct}; {worst}{tail}"
@@ -52,7 +56,8 @@ class RefereeVerdict:
 
 def referee_verdict(direct_base, direct_new, worst_base, worst_new, *, clean_base=None, clean_new=None,
                     p_adjusted: float | None = None, claim: str = GAIN_CLAIM,
-                    missing: Mapping[str, str] | None = None, adaptive: bool = True) -> RefereeVerdict:
+                    missing: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None,
+                    adaptive: bool = True) -> RefereeVerdict:
     """The verdict a referee would sign on ``claim`` for one model, from robust flags [N] on the same images: under
     the official (masked) gradient attack at α = 0 and at α (``direct_*``), and under the per-image worst case over
     all attacks run (``worst_*``). ``p_adjusted``: the worst case's McNemar p after a multiple-comparison
@@ -69,6 +74,9 @@ def referee_verdict(direct_base, direct_new, worst_base, worst_new, *, clean_bas
     base received a weaker attack budget than the defence, a verdict against the claim (rules 2 and 3) is refused
     and the phrase is "unequal budget": a weaker attack on the base overstates the base, so the loss could be the
     budget's. A "reproduced" gain stands (a stronger base attack could only lower the base).
+    ``extra`` (``{loss: what the defence lacks}``, :attr:`~msparse.evaluation.evidence.Comparison.extra`): the
+    converse; a "reproduced" gain is refused ("unequal budget": the base's lower accuracy could be its stronger
+    attack's), while a verdict against the claim stands (a stronger attack on the defence could only lower it).
     ``adaptive`` False (MeanSparse was attacked through its official gradient only): a "reproduced" becomes "not
     attacked adaptively" — a gain measured only by the attack that sees the masked gradient is no gain that stands.
     The verdict also says when a single image would change the worst case's verdict (:func:`one_image_flips`).
@@ -86,8 +94,11 @@ def referee_verdict(direct_base, direct_new, worst_base, worst_new, *, clean_bas
         phrase = "inconclusive at this n"
     if missing and phrase in ("broken by an adaptive attack", "not reproduced"):
         phrase = "unequal budget"
+    if extra and phrase == "reproduced":
+        phrase = "unequal budget"
     if not adaptive and phrase == "reproduced":
         phrase = "not attacked adaptively"
     fragile = one_image_flips(gain_claim, worst_base, worst_new, clean_base=clean_base, clean_new=clean_new,
                               claim=claim)
-    return RefereeVerdict(phrase, d, w, p_adjusted, tuple(sorted((missing or {}).items())), fragile)
+    return RefereeVerdict(phrase, d, w, p_adjusted, tuple(sorted((missing or {}).items())),
+                          tuple(sorted((extra or {}).items())), fragile)
