@@ -129,7 +129,8 @@ def test_a_base_attacked_harder_than_its_defence_withholds_a_gain_but_not_a_verd
     better = [True] * 80 + [False] * 20
     extra = {"targeted DLR": "1 more run (0 of 1)"}
     v = referee.referee_verdict(base, better, base, better, extra=extra)
-    assert v.phrase == "unequal budget" and "defence was attacked more weakly" in v.reason()
+    assert v.phrase == "unequal budget" and "base was attacked harder" in v.reason()
+    assert "attacked harder" not in referee.referee_verdict(base, worse, base, worse, extra=extra).reason()
     assert referee.referee_verdict(base, worse, base, worse, extra=extra).phrase == "not reproduced"
     assert referee.referee_verdict(base, better, base, worse, extra=extra).phrase == "broken by an adaptive attack"
 

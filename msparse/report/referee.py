@@ -46,9 +46,8 @@ class RefereeVerdict:
             tail = f"; n = {w.n} detects about {w.mde_pp():.1f} pp"
         if self.missing:
             tail += "; the base was attacked more weakly (" + "; ".join(f"{k}: {v}" for k, v in self.missing) + ")"
-        if self.extra:
-            tail += ("; the defence was attacked more weakly than its base (fewer or shorter runs of "
-                     + ", ".join(k for k, _ in self.extra) + "; this can only favour the defence)")
+        if self.extra and self.phrase == "unequal budget" and not self.missing:
+            tail += "; its base was attacked harder, so the gain could be the budget's"
         if self.fragile:
             tail += f"; {self.fragile}"
         return f"{direct}; {worst}{tail}"
