@@ -7,6 +7,11 @@
   ``autoattack`` installation is left alone.
 * robustbench imports ``pkg_resources`` (needs ``setuptools<81``, pinned in pyproject.toml), which warns
   on import; silence that one warning.
+* torchvision (imported by robustbench, timm and the CIFAR-100 / image-folder loaders) fails on import with
+  ``RuntimeError: operator torchvision::nms does not exist`` when it was built for another torch build, e.g. a
+  CPU-only torch (``2.13.0+cpu``) beside torchvision from PyPI (built against the CUDA torch of the same version),
+  which pip accepts as a match. :func:`import_torchvision` turns that into an :class:`~msparse.errors.InstallError`
+  that names the pair to install.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import importlib
 import sys
 import warnings
 
-from .errors import UnknownNameError
+from .errors import InstallError, UnknownNameError
 
 _DATASETS = {"cifar10": "cifar_10", "cifar100": "cifar_100", "imagenet": "imagenet"}
 _THREATS = {"Linf": "Linf", "L2": "L2", "corruptions": "corruptions"}
@@ -39,8 +44,34 @@ def alias_autoattack() -> bool:
     return True
 
 
+def import_torchvision():
+    """Import and return ``torchvision``; :class:`~msparse.errors.InstallError` (with the versions and the pair to
+    install) when it was built for another torch build than the installed one."""
+    try:
+        return importlib.import_module("torchvision")
+    except RuntimeError as e:
+        if "torchvision::" not in str(e):
+            raise
+        from importlib.metadata import PackageNotFoundError, version
+
+        import torch
+
+        try:
+            tv = version("torchvision")
+        except PackageNotFoundError:
+            tv = "?"
+        plain = torch.__version__.split("+")[0]
+        raise InstallError(
+            f"torchvision {tv} does not work with torch {torch.__version__} ({e}): it was built for another torch "
+            f"build. Install a matching pair from one source, e.g. both from PyPI: pip install --force-reinstall "
+            f"'torch=={plain}' 'torchvision=={tv.split('+')[0]}' (a CPU-only torch needs torchvision from the same "
+            "PyTorch index)") from None
+
+
 def import_robustbench():
-    """Import and return the ``robustbench`` package with the ``autoattack`` alias in place."""
+    """Import and return the ``robustbench`` package with the ``autoattack`` alias in place (torchvision checked
+    first: :func:`import_torchvision`)."""
+    import_torchvision()
     alias_autoattack()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*pkg_resources.*")

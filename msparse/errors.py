@@ -20,14 +20,15 @@ catches those keeps working. Anything else that escapes msparse is a bug: the co
     ├── ChecksumError (RuntimeError)          a file does not match the sha256 recorded for it
     ├── ModelLoadError (RuntimeError)         a model cannot be loaded
     │   └── WeightsChecksumError              ... because its weights fail their checksum (also a ChecksumError)
-    └── CorruptRecord (ValueError)            a stored record or shard cannot be trusted
+    ├── CorruptRecord (ValueError)            a stored record or shard cannot be trusted
+    └── InstallError (ImportError)            an installed package does not work with the installed torch
 """
 from __future__ import annotations
 
 __all__ = [
     "MsparseError", "InputError", "InputTypeError", "UnknownNameError", "UsageError", "StateError",
     "MissingFileError", "DataError", "ClusterError", "RunExistsError", "ChecksumError", "ModelLoadError", "WeightsChecksumError",
-    "StoreError", "CorruptRecord",
+    "StoreError", "CorruptRecord", "InstallError",
 ]
 
 
@@ -94,3 +95,8 @@ class StoreError(MsparseError, OSError):
 
 class CorruptRecord(MsparseError, ValueError):
     """A stored record or shard that cannot be trusted (bad JSON, key or checksum mismatch)."""
+
+
+class InstallError(MsparseError, ImportError):
+    """An installed package does not work with the installed torch (a torchvision built for another torch build:
+    a CPU-only torch beside torchvision from PyPI, or two torch versions); the message names the pair to install."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._compat import import_torchvision
 from ..errors import InputError, UnknownNameError
 from .registry import AttackMethod, register_attack
 
@@ -69,6 +70,7 @@ def advlib_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: floa
                                "(e.g. advlib-apgd[loss=dlr])")
     if int(n_iter) < 1 or int(n_restarts) < 1:
         raise InputError(f"advlib-apgd: n_iter and n_restarts must be >= 1, got {n_iter} and {n_restarts}")
+    import_torchvision()   # adv-lib imports it: a mismatched pair is named, not a bare RuntimeError
     from adv_lib.attacks.auto_pgd import apgd
 
     x = x.detach()

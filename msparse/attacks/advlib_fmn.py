@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._compat import import_torchvision
 from ..errors import InputError
 from .advlib_apgd import check_norm, project_ball, seeded
 from .registry import AttackMethod, register_attack
@@ -37,6 +38,7 @@ def advlib_fmn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     p = check_norm(norm, "advlib-fmn")
     if int(n_iter) < 1:
         raise InputError(f"advlib-fmn: n_iter must be >= 1, got {n_iter}")
+    import_torchvision()   # adv-lib imports it: a mismatched pair is named, not a bare RuntimeError
     from adv_lib.attacks.fast_minimum_norm import fmn
 
     x = x.detach()

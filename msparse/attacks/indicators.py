@@ -55,6 +55,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._compat import import_torchvision
 from ..core.placement import backward_mode, base_model, operators
 from ..errors import InputError, InputTypeError, UnknownNameError
 
@@ -167,6 +168,7 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _pgd(model, x, y, eps, steps, step_size, random_start, trackers=None, model_trackers=None):
     """secml-torch's native L∞ PGD on one batch: the returned points, and the trackers (filled, [N, steps])."""
+    import_torchvision()   # secml-torch imports it: a mismatched pair is named, not a bare RuntimeError
     from secmlt.adv.evasion.pgd import PGD
     from secmlt.trackers import ModelTracker
     from torch.utils.data import DataLoader, TensorDataset
@@ -248,6 +250,7 @@ def attack_indicators(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps
     if not step > 0:
         raise InputError(f"step_size must be > 0, got {step_size!r}")
 
+    import_torchvision()
     from secmlt.trackers import GradientNormTracker, LossTracker, PredictionTracker
 
     x, y = x.detach(), y.detach().long()

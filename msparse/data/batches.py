@@ -98,8 +98,9 @@ def image_folder_loader(folder, batch_size: int = 64, preprocessing="BicubicRes2
     class folder by class folder (as the official code's ImageNet training loader lists them, which its statistics
     pass reads unshuffled).
     """
-    import torchvision
+    from .._compat import import_torchvision
 
+    torchvision = import_torchvision()
     folder = Path(folder)
     if not folder.is_dir() or not any(p.is_dir() for p in folder.iterdir()):
         raise DataError(f"image folder not found or empty: {folder}; it must hold one sub-folder per class "

@@ -18,7 +18,9 @@ CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 
 def load_cifar100(sp, n, data_dir, start, download) -> tuple[np.ndarray, np.ndarray, DataInfo]:
     """Rows ``start .. start+n-1`` of CIFAR-100 ``sp``: uint8 (N, 32, 32, 3), int64 (N,) and their :class:`DataInfo`."""
-    import torchvision
+    from .._compat import import_torchvision
+
+    torchvision = import_torchvision()
 
     root = Path(data_dir) if data_dir is not None else Path(os.environ.get("MSPARSE_DATA_DIR", "data"))
     folder = root / "cifar-100-python"

@@ -83,7 +83,9 @@ def load_uint8(dataset: str = "cifar10", split: str = "test", n: Optional[int] =
     if source in ("auto", "official"):
         d = find_official_cifar10(data_dir)
         if d is None and download:
-            import torchvision
+            from .._compat import import_torchvision
+
+            torchvision = import_torchvision()
             root = Path(data_dir) if data_dir is not None else Path("data")
             torchvision.datasets.CIFAR10(root=str(root), train=(sp == "train"), download=True)
             d = find_official_cifar10(root)
