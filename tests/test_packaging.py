@@ -57,6 +57,22 @@ def test_public_api_contract():
         assert hasattr(ms, name), name
 
 
+def _torchvision_import_raises(monkeypatch, message: str):
+    """Make ``importlib.import_module("torchvision")`` raise ``RuntimeError(message)`` (other names import as
+    usual); returns the real ``import_module``."""
+    import importlib
+
+    real = importlib.import_module
+
+    def fake(name, *a, **k):
+        if name == "torchvision":
+            raise RuntimeError(message)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    return real
+
+
 def test_a_torchvision_built_for_another_torch_is_named_with_the_pair_to_install(monkeypatch):
     """torch 2.13.0+cpu beside PyPI's torchvision 0.28.0 (built for the CUDA torch 2.13.0) passes pip's check but
     fails on import with a bare RuntimeError; every msparse path that imports torchvision says what to install."""
@@ -67,14 +83,7 @@ def test_a_torchvision_built_for_another_torch_is_named_with_the_pair_to_install
     from msparse import _compat
     from msparse.errors import InstallError
 
-    real = importlib.import_module
-
-    def broken(name, *a, **k):
-        if name == "torchvision":
-            raise RuntimeError("operator torchvision::nms does not exist")
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(importlib, "import_module", broken)
+    real = _torchvision_import_raises(monkeypatch, "operator torchvision::nms does not exist")
     for call in (_compat.import_torchvision, _compat.import_robustbench):
         with pytest.raises(InstallError, match=r"torchvision \S+ does not work with torch .*pip install "
                                                r"--force-reinstall 'torch==[0-9.]+' 'torchvision==[0-9.]+'"):
@@ -84,19 +93,10 @@ def test_a_torchvision_built_for_another_torch_is_named_with_the_pair_to_install
 
 
 def test_an_unrelated_torchvision_runtime_error_is_not_relabelled(monkeypatch):
-    import importlib
-
     import pytest
 
-    real = importlib.import_module
-
-    def other(name, *a, **k):
-        if name == "torchvision":
-            raise RuntimeError("something else")
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(importlib, "import_module", other)
     from msparse import _compat
 
+    _torchvision_import_raises(monkeypatch, "something else")
     with pytest.raises(RuntimeError, match="something else"):
         _compat.import_torchvision()
