@@ -14,7 +14,12 @@ on the machine do not enter the timings; both from the same run), their ratio, t
 cases and the exact paired McNemar test between them (:func:`msparse.evaluation.significance.mcnemar`: the
 cascade's robust set must not be significantly larger), and the measured fraction of images reaching each stage
 (of all images, and of the clean-correct images that the first stage attacks: the fractions the cascade cost model
-of :mod:`msparse.experiments.plan` weights each stage's passes by). ``store=False`` throughout: nothing is read
+of :mod:`msparse.experiments.plan` weights each stage's passes by). Also the **floor**: whatever the order, every
+attack must run its whole budget on the images that end robust, so no cascade of these attacks costs less than
+the sum over stages of a stage's CPU time × (images robust at the end / images it attacked) - an estimate that takes
+a stage's cost per attacked image as uniform (exact for APGD and FAB, which run every iteration on the whole batch;
+low for Square, which stops on a broken image, so the bound on the ratio errs high), and the largest ratio any
+cascade of these attacks could reach, independent / floor. ``store=False`` throughout: nothing is read
 from or written to the results store, so neither side reuses the other's work.
 
 Models as :func:`msparse.experiments.setup.setup` prepares them (placement, statistics of the first --n-train
@@ -24,6 +29,7 @@ book's works page); scale them down with the flags, and the output records the b
 
     python bench/bench_cascade.py                                   # full budgets (hours on a CPU)
     python bench/bench_cascade.py --n 64 --n-iter 20 --n-queries 1000 --gradest-steps 10
+    python bench/bench_cascade.py --summary bench/results/cascade.json    # ratios and floors of a stored run
 """
 from __future__ import annotations
 
@@ -65,6 +71,30 @@ def attacks(a) -> list[dict]:
             ("AutoAttack (standard)", "aa", a.n_iter, 1)]
     return [{"label": lab, "attack": atk, "n_iter": it, "n_restarts": r, "n_queries": a.n_queries,
              "passes": round(r * passes(atk, it, a.n_queries), 2)} for lab, atk, it, r in rows]
+
+
+def floor(m: dict) -> dict:
+    """The cheapest any cascade of a model's attacks can be (see the module docstring), from one model's entry of
+    this benchmark's JSON: ``{"floor_cpu_s", "ratio_bound", "ratio"}`` (the floor scales the cascade's CPU seconds
+    by its stages' floor share of their recorded seconds)."""
+    st = m["cascade"]["stages"]
+    end = m["cascade"]["robust"]
+    total = sum(s["record_wall_s"] or 0.0 for s in st)
+    share = sum((s["record_wall_s"] or 0.0) * end / max(s["attacked"], 1) for s in st) / total if total else 1.0
+    f = m["cascade"]["cpu_s"] * share
+    return {"floor_cpu_s": round(f, 2), "ratio_bound": round(m["independent"]["cpu_s"] / f, 3) if f else None,
+            "ratio": m["ratio_independent_over_cascade"]}
+
+
+def summary_line(m: dict) -> str:
+    """One line per model: both CPU costs per image, the ratio, the floor and the bound on the ratio, McNemar."""
+    i, c, t, f = m["independent"], m["cascade"], m["mcnemar"], floor(m)
+    return (f"{m['model']} alpha {m['alpha']:g}: independent {i['cpu_s_per_image']:.3f} CPU-s/image (robust "
+            f"{i['robust']}), cascade {c['cpu_s_per_image']:.3f} CPU-s/image (robust {c['robust']}) -> "
+            f"{f['ratio']:.2f}x cheaper; floor {f['floor_cpu_s'] / m['n']:.3f} CPU-s/image, so no order of these "
+            f"attacks is more than {f['ratio_bound']:.2f}x cheaper; McNemar p = {t['p_value']:.3g} "
+            f"({t['robust_only_in_cascade']} robust only in the cascade, {t['robust_only_independent']} only "
+            f"independent)")
 
 
 def run_model(name: str, alpha: float, a) -> dict:
@@ -116,6 +146,7 @@ def run_model(name: str, alpha: float, a) -> dict:
                        "robust_only_in_cascade": test.gained, "robust_only_independent": test.lost,
                        "p_value": test.p_value},
            "cascade_not_significantly_larger": bool(test.p_value >= 0.05 or test.new <= test.base)}
+    out["floor"] = floor(out)
     return out
 
 
@@ -134,7 +165,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "cascade.json") if RESULTS.is_dir() else None,
                     help="JSON file of the results (default bench/results/cascade.json where bench/results exists; "
                          "else print only)")
+    ap.add_argument("--summary", metavar="FILE", default=None,
+                    help="print the ratios and floors of a stored run of this benchmark and exit (runs nothing)")
     a = ap.parse_args(argv)
+    if a.summary:
+        doc = json.loads(Path(a.summary).read_text())
+        b = doc["budget"]
+        print(f"{a.summary}: n {b['n']}, {b['n_iter']} iterations, {b['n_queries']} queries, gradient estimation "
+              f"{b['gradest_steps']} steps")
+        for m in doc["models"]:
+            print(summary_line(m))
+        return 0
     torch.set_num_threads(1)
     models = [(m.rsplit("@", 1)[0], float(m.rsplit("@", 1)[1])) for m in a.models.split(",") if m]
     budget = {"n": a.n, "n_train": a.n_train, "n_iter": a.n_iter, "n_queries": a.n_queries,
@@ -148,12 +189,8 @@ def main(argv=None) -> int:
               f"{a.gradest_steps} steps", flush=True)
         r = run_model(name, alpha, a)
         res["models"].append(r)
-        i, c, t = r["independent"], r["cascade"], r["mcnemar"]
-        print(f"{name} alpha {alpha:g}: independent {i['cpu_s_per_image']:.3f} CPU-s/image (robust {i['robust']}), "
-              f"cascade {c['cpu_s_per_image']:.3f} CPU-s/image (robust {c['robust']}) -> "
-              f"{r['ratio_independent_over_cascade']:.2f}x cheaper; McNemar p = {t['p_value']:.3g} "
-              f"({t['robust_only_in_cascade']} robust only in the cascade, {t['robust_only_independent']} only "
-              f"independent)", flush=True)
+        c = r["cascade"]
+        print(summary_line(r), flush=True)
         for st in c["stages"]:
             print(f"    {st['attack']:18s} attacked {st['attacked']:3d} ({st['reach_of_clean']:.2f} of the clean-"
                   f"correct) broken {st['broken']:3d} standing {st['standing']:3d}", flush=True)

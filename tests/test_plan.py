@@ -162,3 +162,48 @@ def test_cli_plan_prints_the_cascade_estimate_beside_the_independent_one(capsys,
     items = plan.paper_plan(pages=["fig3"])
     total = sum(round(v, 2) for v in plan.estimate_cascade(items, reach=(1.0, 0.25)))
     assert f"about {total:.0f} GPU-hours" in out
+
+
+def _bench_cascade():
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "bench_cascade.py"
+    spec = importlib.util.spec_from_file_location("bench_cascade", path)
+    mod = importlib.util.module_from_spec(spec)
+    env = os.environ.copy()
+    try:
+        spec.loader.exec_module(mod)
+    finally:                               # the script sets OMP_NUM_THREADS for itself, not for this test session
+        os.environ.clear()
+        os.environ.update(env)
+    return mod
+
+
+def test_the_cascade_floor_is_each_stage_s_cost_on_the_images_that_end_robust():
+    """The benchmark's floor: a stage that attacked only the final robust images costs all it cost; one that
+    attacked four times as many, a quarter; the bound on the ratio is independent / floor."""
+    floor = _bench_cascade().floor
+    m = {"n": 10, "independent": {"cpu_s": 30.0}, "ratio_independent_over_cascade": 1.5,
+         "cascade": {"cpu_s": 20.0, "robust": 2,
+                     "stages": [{"attacked": 8, "record_wall_s": 8.0}, {"attacked": 2, "record_wall_s": 12.0}]}}
+    f = floor(m)
+    assert f["floor_cpu_s"] == pytest.approx(20.0 * (8 * 2 / 8 + 12) / 20)   # 14 s
+    assert f["ratio_bound"] == pytest.approx(30.0 / 14.0, abs=1e-3) and f["ratio"] == 1.5
+    m["cascade"]["stages"][0]["attacked"] = 2                                  # nothing to skip: the floor is the cost
+    assert floor(m)["floor_cpu_s"] == pytest.approx(20.0)
+
+
+def test_the_committed_benchmark_s_cascade_is_above_its_floor():
+    from pathlib import Path
+    import json
+
+    bench = Path(__file__).resolve().parent.parent / "bench" / "results" / "cascade.json"
+    if not bench.exists():
+        pytest.skip("no committed bench/results/cascade.json")
+    mod = _bench_cascade()
+    for m in json.loads(bench.read_text())["models"]:
+        f = mod.floor(m)
+        assert 0 < f["floor_cpu_s"] <= m["cascade"]["cpu_s"] and f["ratio"] <= f["ratio_bound"]
+        assert "no order of these attacks" in mod.summary_line(m)

@@ -33,7 +33,9 @@ column. It errs low: the passes model prices an independent run as if every atta
 image, but Square, gradient estimation and AutoAttack's later attacks already stop on an image once it is broken,
 so skipping the broken images saves less than the reach suggests. On the benchmark's own cascade (8 attacks,
 bench/results/cascade.json) the model predicts 2.0× (msparse/default) and 2.3× (the GELU family member) fewer
-passes; measured CPU time fell 1.32× and 1.51×.
+passes; measured CPU time fell 1.32× and 1.51×, against a floor (every attack's whole budget on the images that
+end robust, which no order avoids) that caps these attack lists at 1.39× and 1.59× (``bench/bench_cascade.py
+--summary``).
 """
 from __future__ import annotations
 
