@@ -10,6 +10,7 @@ the committed ones. Each committed stage record is reproduced on its own by ``py
     OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.25 --stages bpda          # BPDA margin PGD, adv-lib
     OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.0 --stages autoattack     # AutoAttack, stage by stage
     OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.0 --stages autoattack --only fab-t square
+    OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.25 --stages adaptive     # BPDA APGD, surrogate, transfer, gradest
 """
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ STAGES = {
                    Stage("apgd-t", label="AutoAttack as a cascade: APGD-T"),
                    Stage("fab-t", label="AutoAttack as a cascade: FAB-T"),
                    Stage("square", n_queries=5000, label="AutoAttack as a cascade: Square 5000")),
+    "adaptive": (Stage("bpda:apgd", label="BPDA, APGD-CE + DLR"),
+                 Stage("surrogate:apgd-ce", label="surrogate gradient (APGD-CE per temperature)"),
+                 Stage("transfer:apgd", label="transfer from the base (APGD)"),
+                 Stage("gradest", n_iter=20, label="gradient estimation (20 steps)")),
 }
 
 

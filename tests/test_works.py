@@ -268,3 +268,28 @@ def test_autoattack_counts_at_n_as_a_full_run_or_as_all_its_attacks_with_its_bud
     assert not done.full_aa and done.aa_missing == []
     assert works._aa_status({"a": [full, full], "b": [short, done]}) == [
         "a full run on a", "not yet among the records (so far: apgd-t, fab-t, square) on b"]
+
+
+def test_the_full_cascade_counts_a_stage_only_when_every_attack_of_it_is_among_the_records():
+    from msparse.evaluation.cascade import DEFAULT_STAGES
+
+    def side(alpha, *names):
+        return works.CascadeSide("m", alpha, 10, [{"stage / attack": a, "attack": a, "stage": True, "aa parts":
+                                                   works._aa_parts({"attack": {"name": a, "n_iter": 100,
+                                                                               "n_queries": 5000}})}
+                                                  for a in names], None)
+
+    every = ("apgd-ce", "bpda:pgd", "bpda:apgd", "surrogate:apgd-ce", "transfer:apgd", "bpda:advlib-apgd",
+             "bpda:advlib-fmn", "aa", "gradest")
+    assert side(0.3, *every).stages_missing == []
+    titles = {s.attack: s.title for s in DEFAULT_STAGES}
+    # APGD-CE + T through BPDA lacks BPDA's APGD-DLR; the direct APGD is not the transfer's
+    partial = side(0.3, *(a for a in every if a not in ("bpda:apgd", "transfer:apgd")), "bpda:apgd-ce+t", "apgd")
+    assert partial.stages_missing == [titles["bpda:apgd"], titles["transfer:apgd"]]
+    # on the base BPDA, the surrogate and the transfer are the direct attacks: the direct APGD covers them all
+    base = side(0.0, "apgd", "pgd", "advlib-apgd", "advlib-fmn", "apgd-t", "fab-t", "square", "gradest")
+    assert base.stages_missing == []
+    assert side(0.0, "apgd").stages_missing == [titles[a] for a in ("bpda:pgd", "bpda:advlib-apgd",
+                                                                     "bpda:advlib-fmn", "aa", "gradest")]
+    assert works._full_status({"a": [base, side(0.3, *every)], "b": [base, partial]}) == [
+        "every stage on both sides on a", f"not yet {titles['bpda:apgd']}, {titles['transfer:apgd']} on b"]

@@ -485,7 +485,8 @@ def _cascade_row(rec, n: int) -> dict:
     spec, prov, tags = rec["spec"], rec.get("provenance") or {}, (rec.get("meta") or {}).get("tags") or {}
     attacked, broken = attacked_broken(rec, n)
     wall = prov.get("wall_s")
-    return {"stage / attack": tags.get("cascade") or spec["attack"]["name"], "page": tags.get("book", ""),
+    return {"stage / attack": tags.get("cascade") or spec["attack"]["name"], "attack": spec["attack"]["name"],
+            "page": tags.get("book", ""),
             "seed": spec.get("seed", 0), "budget": _budget_label(spec), "images attacked": attacked,
             "broken by it": broken,
             # a record on more images than n: its share of the time, pro rata
@@ -537,6 +538,31 @@ class CascadeSide:
 
         have = set().union(*(r["aa parts"] for r in self.rows))
         return [] if self.full_aa else [a for c in parse_attack("aa") for a in c.attacks if a not in have]
+
+    @property
+    def stages_missing(self) -> list[str]:
+        """The stages of the book's full cascade (:data:`msparse.evaluation.cascade.DEFAULT_STAGES`) that no record
+        on these images ran, by their labels: a stage counts as run when every attack of it is among the records
+        (full runs or cascade stages, through the same gradient path; on the base each as the direct attack it
+        computes there, :func:`msparse.attacks.base.direct_equivalent`), standard AutoAttack as
+        :attr:`aa_missing`. Budgets are not compared here: the table shows each record's."""
+        from ..evaluation.cascade import DEFAULT_STAGES
+
+        have = set().union(set(), *(_atoms(r["attack"], base=self.alpha == 0) for r in self.rows))
+        return [st.title for st in DEFAULT_STAGES
+                if (self.aa_missing if st.attack == "aa" else not _atoms(st.attack, base=self.alpha == 0) <= have)]
+
+
+def _atoms(name: str, *, base: bool) -> set:
+    """``{(gradient path, registry attack)}`` an attack name runs (on the base: as direct attacks)."""
+    from ..attacks.base import direct_equivalent, parse_attack
+    from ..errors import InputError
+
+    try:
+        comps = parse_attack(name)
+    except InputError:
+        return set()
+    return {(c.mode, a) for c in (direct_equivalent(comps) if base else comps) for a in c.attacks}
 
 
 def cascade_sides(res: Works, n: int = CASCADE_N) -> dict[str, list[CascadeSide]]:
@@ -608,6 +634,7 @@ def cascade_sentence(res: Works, n: int = CASCADE_N) -> str:
         text += f" Full runs only (no cascade stage yet) on {', '.join(plain)}."
     if sides:
         text += f" Full standard AutoAttack at n = {n}: " + "; ".join(_aa_status(sides)) + "."
+        text += f" The book's full cascade at n = {n}: " + "; ".join(_full_status(sides)) + "."
     none = [m.model.replace("msparse/", "") for m in res.models if m.model not in sides]
     if none:
         text += f" Not yet at n = {n} on both sides: {', '.join(none)}."
@@ -623,6 +650,17 @@ def _aa_status(sides: dict) -> list[str]:
         part = sorted({a for s in pair for r in s.rows for a in r["aa parts"]} - set(missing))
         key = ("a full run" if all(s.full_aa for s in pair) else "complete as cascade stages" if not missing
                else "not yet among the records" + (f" (so far: {', '.join(part)})" if part else ""))
+        groups.setdefault(key, []).append(model.replace("msparse/", ""))
+    return [f"{k} on {', '.join(v)}" if len(groups) > 1 else k for k, v in groups.items()]
+
+
+def _full_status(sides: dict) -> list[str]:
+    """Per group of models: every stage of the book's full cascade among the records on both sides, or which
+    stages are not yet (:attr:`CascadeSide.stages_missing`)."""
+    groups: dict[str, list[str]] = {}
+    for model, pair in sides.items():
+        missing = list(dict.fromkeys(t for s in pair for t in s.stages_missing))
+        key = "every stage on both sides" if not missing else "not yet " + ", ".join(missing)
         groups.setdefault(key, []).append(model.replace("msparse/", ""))
     return [f"{k} on {', '.join(v)}" if len(groups) > 1 else k for k, v in groups.items()]
 
