@@ -2,8 +2,10 @@
 records of the offline default, the GELU member and ANCRA were made; issue "Stronger and cheaper").
 
 Each stage runs only on the images that every record already stored for the model, α and images leaves standing
-(msparse.evaluation.evidence.pool), so the stage's skip mask - part of its record key - depends on the store at the
-time it runs: rerunning this script on a store that has since grown computes new stage records rather than reusing
+(msparse.evaluation.evidence.pool), and none repeats the computation of a record pooled there (it takes the next
+unused seed: on the base, where BPDA, the surrogate and the transfer are the direct attack, that is another random
+start, as on the defence a new gradient path is). The stage's skip mask - part of its record key - depends on the
+store at the time it runs: rerunning this script on a store that has since grown computes new stage records rather than reusing
 the committed ones. Each committed stage record is reproduced on its own by ``python -m msparse results verify KEY``
 (its mask is in its spec). Stages resume per batch when interrupted. One thread per process on a shared CPU.
 
@@ -77,9 +79,11 @@ def main(argv=None) -> int:
             print(f"no stored attack on {a.model} at α = {a.alpha:g} on these {len(s.x)} images: nothing to extend")
             return 1
         standing = ev.pool(store, point, len(s.x)).flags
+        pooled = ev.records_at(store, point, len(s.x))
         print(f"{sum(standing)} of {len(s.x)} images standing before the cascade", flush=True)
         t = time.time()
-        c = cascade(s.model, s.x, s.y, stages, n_iter=100, store=store, standing=standing, **labels)
+        c = cascade(s.model, s.x, s.y, stages, n_iter=100, store=store, standing=standing, pooled=pooled,
+                    **labels)
     print(c.table().to_string())
     print(f"{int(c.flags.sum())} standing after; {time.time() - t:.0f} s")
     return 0

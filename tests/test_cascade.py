@@ -104,6 +104,28 @@ def test_the_base_gets_another_random_start_where_a_route_collapses(tmp_path, da
     assert ev.budget(runs)["CE"][0] == 2     # two CE runs, as the defence's official gradient + BPDA
 
 
+def test_a_cascade_extending_stored_evidence_repeats_none_of_its_computations(tmp_path, data):
+    """On the base, a surrogate stage after a stored APGD-CE stage would recompute it (the surrogate is the direct
+    gradient there): with the stored records as ``pooled`` it takes the next seed instead, and so does a stage
+    whose own full run is stored."""
+    from msparse.evaluation.cascade import run_key
+
+    x, y = data
+    base = tiny_model()
+    first = evaluate(base, x, y, "apgd-dlr", store=tmp_path, **FAST)
+    stage = cascade(base, x, y, ["apgd-ce"], store=tmp_path, standing=first.robust_flags, **FAST)
+    st = Store(tmp_path)
+    recs = [st.get(first.key), st.get(stage.stages[0].key)]
+    assert run_key(recs[0]) == first.key                       # a full run's own key
+    assert run_key(recs[1]) == evaluation_plan(base, x, y, "apgd-ce", **FAST).key != recs[1]["key"]
+    without = cascade(base, x, y, ["surrogate:apgd-ce", "apgd-dlr"], store=tmp_path, standing=stage.flags,
+                      **FAST)
+    assert [s.seed for s in without.stages] == [0, 0] and without.stages[1].reused == "full"
+    with_ = cascade(base, x, y, ["surrogate:apgd-ce", "apgd-dlr"], store=tmp_path, standing=stage.flags,
+                    pooled=recs, **FAST)
+    assert [s.seed for s in with_.stages] == [1, 1] and not any(s.reused == "full" for s in with_.stages)
+
+
 def test_an_empty_cascade_is_an_input_error(data):
     x, y = data
     with pytest.raises(InputError):

@@ -17,7 +17,9 @@ stage that breaks it, and stands only if every stage attacked it and none broke 
 **The same strength at α = 0.** On the base (every α = 0) BPDA, the surrogate and a transfer from the base are the
 official gradient (:func:`msparse.attacks.base.direct_equivalent`): a stage that would repeat an earlier stage's
 computation runs instead under the next unused attack seed, so the base receives as many runs of each loss as the
-defence (:class:`msparse.evaluation.evidence.Comparison`).
+defence (:class:`msparse.evaluation.evidence.Comparison`). A cascade that extends stored evidence (``pooled``) counts
+the computations of those records as done too: a stage that would repeat one (on the base, e.g. the surrogate's
+APGD-CE after AutoAttack's APGD-CE stage) runs under the next unused seed, on both sides alike.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from .evaluate import DEFAULT_BATCH_SIZE, Result, _resolve_store, evaluate, eval
 from .evidence import stage_flags
 from .store import Store
 
-__all__ = ["Stage", "StageResult", "Cascade", "cascade", "DEFAULT_STAGES"]
+__all__ = ["Stage", "StageResult", "Cascade", "cascade", "run_key", "DEFAULT_STAGES"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,15 @@ class Cascade:
                               "seconds": None if s.wall_s is None else round(s.wall_s, 1)} for s in self.stages])
 
 
+def run_key(rec: Mapping[str, Any]) -> str:
+    """The key of the full run a record's computation belongs to: its own key for a full run, the key its spec has
+    without the skip mask for a cascade stage (:func:`msparse.evaluation.evaluate.evaluation_plan`)."""
+    from .hashing import content_hash
+
+    spec = rec["spec"]
+    return rec["key"] if "skip" not in spec else content_hash({k: v for k, v in spec.items() if k != "skip"})
+
+
 def _as_stage(s) -> Stage:
     if isinstance(s, Stage):
         return s
@@ -132,7 +143,8 @@ def cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: Sequence
             n_queries: int = 5000, batch_size: int = DEFAULT_BATCH_SIZE, source: nn.Module | None = None,
             store: Store | str | os.PathLike | bool | None = None, name: str | None = None,
             data: str | None = None, stats: str | None = None, tags: Mapping[str, Any] | None = None,
-            progress: bool = False, standing: Sequence[bool] | None = None) -> Cascade:
+            progress: bool = False, standing: Sequence[bool] | None = None,
+            pooled: Sequence[Mapping[str, Any]] = ()) -> Cascade:
     """Run ``stages`` in order on ``model`` (x [N, C, H, W] in [0, 1], y [N]), each on the images still standing
     (see the module docstring). Every stage is a record of ``store`` (reused when present, resumable when
     interrupted); arguments as :func:`msparse.evaluation.evaluate.evaluate`, ``n_iter``/``n_restarts``/``n_queries``
@@ -140,7 +152,9 @@ def cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: Sequence
 
     ``standing`` [N] bools: start from these images instead of every image (e.g. the images the store's evidence
     leaves standing, :func:`msparse.evaluation.evidence.pool`: what is broken there needs no attack here); the
-    pooled worst case is then the cascade's flags and-ed with that evidence."""
+    pooled worst case is then the cascade's flags and-ed with that evidence. ``pooled``: the records of that
+    evidence; no stage repeats the computation of one of them (:func:`run_key`): it runs under the next unused
+    seed instead, a stored full run of a stage's own attack included."""
     stages = [_as_stage(s) for s in stages]
     if standing is not None:
         standing = np.asarray(standing, dtype=bool).reshape(-1)
@@ -149,7 +163,7 @@ def cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: Sequence
     if not stages:
         raise InputError("a cascade needs at least one stage (an attack name)")
     st = _resolve_store(store)
-    used: set[str] = set()
+    used: set[str] = {run_key(r) for r in pooled}
     clean: np.ndarray | None = None
     out: list[StageResult] = []
     for stage in stages:
