@@ -12,6 +12,7 @@ the committed ones. Each committed stage record is reproduced on its own by ``py
     OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.25 --stages bpda          # BPDA margin PGD, adv-lib
     OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.0 --stages autoattack     # AutoAttack, stage by stage
     OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.0 --stages autoattack --only fab-t square
+    OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0 --balance 0.25         # the base's missing runs
     OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.25 --stages adaptive     # BPDA APGD, surrogate, transfer, gradest
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch  # noqa: E402
 
 from msparse.core.placement import preserved_sites, set_alpha  # noqa: E402
 from msparse.evaluation import evidence as ev  # noqa: E402
-from msparse.evaluation.cascade import Stage, cascade  # noqa: E402
+from msparse.evaluation.cascade import Cascade, Stage, balance_base, cascade  # noqa: E402
 from msparse.evaluation.evaluate import evaluate  # noqa: E402
 from msparse.evaluation.store import Store  # noqa: E402
 from msparse.experiments.setup import setup  # noqa: E402
@@ -58,7 +59,13 @@ def main(argv=None) -> int:
                          "stored are then not recomputed on the smaller standing set they would now see")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--results", default=None, help="results folder (default: the repository's results/)")
+    ap.add_argument("--balance", type=float, metavar="ALPHA", default=None,
+                    help="with alpha 0: instead of --stages, give the base the runs per loss its defence at ALPHA "
+                         "received (msparse.evaluation.cascade.balance_base)")
     a = ap.parse_args(argv)
+    if a.balance is not None and (a.alpha != 0 or a.balance <= 0):
+        ap.error(f"--balance {a.balance:g} runs on the base against the defence at that alpha: give alpha 0 and "
+                 "--balance > 0")
     stages = STAGES[a.stages]
     if a.only:
         unknown = sorted(set(a.only) - {st.attack for st in stages})
@@ -71,6 +78,18 @@ def main(argv=None) -> int:
     store = s.store if isinstance(s.store, Store) else Store(s.store)
     labels = dict(name=s.model_name, data=data_label(s, "test", len(s.x)), stats=str(s.stats["mode"]),
                   tags={"book": "cascade", "split": "test"})
+    if a.balance is not None:
+        with preserved_sites(s.model):
+            set_alpha(s.model, a.balance)
+            new = ev.point_of(evaluate(s.model, s.x, s.y, "none", store=store, **labels).to_record())
+            set_alpha(s.model, 0.0)
+            t = time.time()
+            done = balance_base(s.model, s.x, s.y, store, new, n_iter=100, **labels)
+        after = ev.Comparison(ev.pool(store, new.base, len(s.x)), ev.pool(store, new, len(s.x)))
+        if done:
+            print(Cascade(None, None, done).table().to_string())
+        print(f"{len(done)} base stages; {after.describe_budget()}; {time.time() - t:.0f} s")
+        return 0
     with preserved_sites(s.model):
         set_alpha(s.model, a.alpha)
         first = evaluate(s.model, s.x, s.y, "none", store=store, **labels)

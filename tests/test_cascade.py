@@ -126,6 +126,30 @@ def test_a_cascade_extending_stored_evidence_repeats_none_of_its_computations(tm
     assert [s.seed for s in with_.stages] == [1, 1] and not any(s.reused == "full" for s in with_.stages)
 
 
+def test_the_base_is_balanced_with_stages_until_it_has_the_defence_s_runs_per_loss(tmp_path, data):
+    """The surrogate's temperatures are several CE runs on the defence and one on the base (where it is the direct
+    gradient): balance_base adds base stages under new seeds until every loss has as many runs, then stops."""
+    from msparse.core.placement import set_alpha
+    from msparse.evaluation.cascade import balance_base
+
+    x, y = data
+    model = sparse_model(0.3)
+    new = evaluate(model, x, y, "surrogate:apgd-ce", store=tmp_path, **FAST)
+    set_alpha(model, 0.0)
+    evaluate(model, x, y, "apgd-ce", store=tmp_path, **FAST)
+    st = Store(tmp_path)
+    point = ev.point_of(st.get(new.key))
+    before = ev.Comparison(ev.pool(st, point.base, len(x)), ev.pool(st, point, len(x)))
+    k_new, k_base = before.new.budget["CE"][0], before.base.budget["CE"][0]
+    assert k_new > k_base == 1 and "CE" in before.missing
+    done = balance_base(model, x, y, st, point, n_iter=FAST["n_iter"], batch_size=FAST["batch_size"])
+    assert [s.seed for s in done] == list(range(1, k_new)) and all(s.key for s in done)
+    after = ev.Comparison(ev.pool(st, point.base, len(x)), ev.pool(st, point, len(x)))
+    assert after.fair and after.base.budget["CE"][0] == k_new
+    assert all("skip" in st.get(s.key)["spec"] for s in done)          # stages on the standing images only
+    assert balance_base(model, x, y, st, point, n_iter=FAST["n_iter"]) == []   # nothing left to give
+
+
 def test_an_empty_cascade_is_an_input_error(data):
     x, y = data
     with pytest.raises(InputError):

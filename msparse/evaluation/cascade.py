@@ -36,7 +36,7 @@ from .evaluate import DEFAULT_BATCH_SIZE, Result, _resolve_store, evaluate, eval
 from .evidence import stage_flags
 from .store import Store
 
-__all__ = ["Stage", "StageResult", "Cascade", "cascade", "run_key", "DEFAULT_STAGES"]
+__all__ = ["Stage", "StageResult", "Cascade", "cascade", "balance_base", "run_key", "DEFAULT_STAGES"]
 
 
 @dataclass(frozen=True)
@@ -198,3 +198,45 @@ def cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: Sequence
         out.append(StageResult(stage, res.key, s_seed, int(before.sum()), int((before & ~standing).sum()),
                                int(standing.sum()), reused, (res.provenance or {}).get("wall_s")))
     return Cascade(standing, clean, out)
+
+
+def balance_base(model: nn.Module, x: torch.Tensor, y: torch.Tensor, store: Store, new_point, *, max_stages: int = 12,
+                 **kw) -> list[StageResult]:
+    """Give the base the runs per loss its defence received, as cascade stages (the cheap counterpart of
+    :func:`msparse.evaluation.evidence.fill_base`, which reruns full records).
+
+    ``model``: the base (every α = 0) on the images ``x`` [N, C, H, W], ``y`` [N] of the comparison; ``new_point``:
+    the defence's point (:func:`msparse.evaluation.evidence.point_of`). While the base has fewer runs of a loss than
+    the defence pooled on these N images (:attr:`msparse.evaluation.evidence.Comparison.missing`; e.g. the
+    surrogate's three temperatures are three CE runs on the defence, one on the base, where the surrogate is the
+    direct gradient), the cheapest base record with a run of that loss at least as long as the defence's median run
+    of it is run again, under its next unused seed, as a stage on the images the base's evidence leaves standing.
+    At most ``max_stages`` stages; a gap in iterations is not filled (it needs another budget). ``kw``: as
+    :func:`cascade` (budget defaults, batch size, labels). Returns the stages run, in order."""
+    from .evidence import Comparison, pool, records_at, runs_of
+
+    kw = {k: v for k, v in kw.items() if k not in ("eps", "norm", "store", "standing", "pooled")}   # the record's
+    n = len(x)
+    base_point = new_point.base
+    out: list[StageResult] = []
+    for _ in range(max_stages):
+        cmp = Comparison(pool(store, base_point, n), pool(store, new_point, n))
+        gaps = [loss for loss, (k, _) in cmp.new.budget.items() if cmp.base.budget.get(loss, (0, 0))[0] < k]
+        if not gaps:
+            break
+        loss = gaps[0]
+        recs = records_at(store, base_point, n)
+        cands = [r for r in recs if any(u.loss == loss for u in runs_of(r))]
+        if not cands:
+            break
+        typical = sorted(u.budget for u in cmp.new.runs if u.loss == loss)
+        typical = typical[len(typical) // 2]
+        long_enough = [r for r in cands if max(u.budget for u in runs_of(r) if u.loss == loss) >= typical]
+        best = min(long_enough or cands, key=lambda r: (sum(u.budget for u in runs_of(r)), r["spec"]["attack"]["name"]))
+        atk = best["spec"]["attack"]
+        stage = Stage(atk["name"], n_iter=atk.get("n_iter"), n_restarts=atk.get("n_restarts"),
+                      n_queries=atk.get("n_queries"), label=f"base: another {loss} run ({atk['name']})")
+        c = cascade(model, x, y, [stage], store=store, standing=pool(store, base_point, n).flags, pooled=recs,
+                    eps=float(atk["eps"]), norm=atk.get("norm", "Linf"), **kw)
+        out.extend(c.stages)
+    return out
