@@ -213,30 +213,22 @@ def balance_base(model: nn.Module, x: torch.Tensor, y: torch.Tensor, store: Stor
     of it is run again, under its next unused seed, as a stage on the images the base's evidence leaves standing.
     At most ``max_stages`` stages; a gap in iterations is not filled (it needs another budget). ``kw``: as
     :func:`cascade` (budget defaults, batch size, labels). Returns the stages run, in order."""
-    from .evidence import Comparison, pool, records_at, runs_of
+    from .evidence import Comparison, base_record_for_gap, pool, records_at
 
     kw = {k: v for k, v in kw.items() if k not in ("eps", "norm", "store", "standing", "pooled")}   # the record's
     n = len(x)
     base_point = new_point.base
     out: list[StageResult] = []
     for _ in range(max_stages):
-        cmp = Comparison(pool(store, base_point, n), pool(store, new_point, n))
-        gaps = [loss for loss, (k, _) in cmp.new.budget.items() if cmp.base.budget.get(loss, (0, 0))[0] < k]
-        if not gaps:
+        pick = base_record_for_gap(store, Comparison(pool(store, base_point, n), pool(store, new_point, n)))
+        if pick is None:
             break
-        loss = gaps[0]
-        recs = records_at(store, base_point, n)
-        cands = [r for r in recs if any(u.loss == loss for u in runs_of(r))]
-        if not cands:
-            break
-        typical = sorted(u.budget for u in cmp.new.runs if u.loss == loss)
-        typical = typical[len(typical) // 2]
-        long_enough = [r for r in cands if max(u.budget for u in runs_of(r) if u.loss == loss) >= typical]
-        best = min(long_enough or cands, key=lambda r: (sum(u.budget for u in runs_of(r)), r["spec"]["attack"]["name"]))
+        loss, best = pick
         atk = best["spec"]["attack"]
         stage = Stage(atk["name"], n_iter=atk.get("n_iter"), n_restarts=atk.get("n_restarts"),
                       n_queries=atk.get("n_queries"), label=f"base: another {loss} run ({atk['name']})")
-        c = cascade(model, x, y, [stage], store=store, standing=pool(store, base_point, n).flags, pooled=recs,
+        c = cascade(model, x, y, [stage], store=store, standing=pool(store, base_point, n).flags,
+                    pooled=records_at(store, base_point, n),
                     eps=float(atk["eps"]), norm=atk.get("norm", "Linf"), **kw)
         out.extend(c.stages)
     return out

@@ -37,7 +37,7 @@ from .hashing import data_hash
 from .store import Store
 
 __all__ = ["Point", "Run", "Evidence", "Comparison", "point_of", "pool", "compare", "records_at", "runs_of", "fill_base",
-           "budget", "LOSSES", "largest_n"]
+           "base_record_for_gap", "budget", "LOSSES", "largest_n"]
 
 def loss_of(attack: str, params: Mapping | None = None) -> str:
     """The loss a run of registered ``attack`` maximises (:meth:`msparse.attacks.registry.AttackMethod.loss_of`):
@@ -429,6 +429,30 @@ def describe_records(ev: Evidence) -> str:
 
 
 
+def base_record_for_gap(st: Store, cmp: Comparison, *, full_only: bool = False) -> tuple[str, dict] | None:
+    """``(loss, record)``: the first loss of which the base of ``cmp`` has fewer runs than the defence, and the
+    cheapest base record (on at least ``cmp.n`` images) with a run of that loss at least as long as the defence's
+    median run of it (or the cheapest with any run of it); None when no loss has fewer runs, or no base record runs
+    it. ``full_only``: full runs only (no cascade stage). What :func:`fill_base` reruns and
+    :func:`msparse.evaluation.cascade.balance_base` runs again as a stage."""
+    gaps = [loss for loss, (k, _) in cmp.new.budget.items() if cmp.base.budget.get(loss, (0, 0))[0] < k]
+    if not gaps:
+        return None
+    loss = gaps[0]
+    cands = [r for r in records_at(st, cmp.base.point, cmp.n)
+             if not (full_only and "skip" in r["spec"]) and any(x.loss == loss for x in runs_of(r))]
+    if not cands:
+        return None
+    typical = sorted(x.budget for x in cmp.new.runs if x.loss == loss)
+    typical = typical[len(typical) // 2]
+
+    def cost(r):
+        return (sum(x.budget for x in runs_of(r)) * r["spec"]["data"]["n"], r["spec"]["attack"]["name"])
+
+    long_enough = [r for r in cands if max(x.budget for x in runs_of(r) if x.loss == loss) >= typical]
+    return loss, min(long_enough or cands, key=cost)
+
+
 def fill_base(st: Store, cmp: Comparison, *, rebuilder=None, progress: bool = False, max_runs: int = 12) -> list[str]:
     """Compute what the base of ``cmp`` lacks: for each loss with fewer runs than the defence received, the cheapest
     base record of that loss whose run is at least as long as the defence's median run of it (on at least ``cmp.n``
@@ -441,24 +465,12 @@ def fill_base(st: Store, cmp: Comparison, *, rebuilder=None, progress: bool = Fa
     rb = rebuilder or Rebuilder()
     made: list[str] = []
     while len(made) < max_runs:
-        gaps = [loss for loss, (k, _) in cmp.new.budget.items() if cmp.base.budget.get(loss, (0, 0))[0] < k]
-        if not gaps:
+        pick = base_record_for_gap(st, cmp, full_only=True)
+        if pick is None:
             break
-        loss = gaps[0]
-        cands = [r for r in records_at(st, cmp.base.point, cmp.n)
-                 if "skip" not in r["spec"] and any(x.loss == loss for x in runs_of(r))]
-        if not cands:
-            break
-        # the cheapest record whose run of this loss is at least as long as the defence's typical (median) run
-        typical = sorted(x.budget for x in cmp.new.runs if x.loss == loss)
-        typical = typical[len(typical) // 2]
-
-        def cost(r):
-            return (sum(x.budget for x in runs_of(r)) * r["spec"]["data"]["n"], r["spec"]["attack"]["name"])
-
-        long_enough = [r for r in cands if max(x.budget for x in runs_of(r) if x.loss == loss) >= typical]
-        best = min(long_enough or cands, key=cost)
-        used = {r["spec"].get("seed", 0) for r in cands if r["spec"]["attack"] == best["spec"]["attack"]}
+        best = pick[1]
+        used = {r["spec"].get("seed", 0) for r in records_at(st, cmp.base.point, cmp.n)
+                if "skip" not in r["spec"] and r["spec"]["attack"] == best["spec"]["attack"]}
         seed = next(s for s in range(1 << 20) if s not in used)
         res = rerun(best, seed=seed, store=st, rebuilder=rb, progress=progress)
         made.append(res.key)
