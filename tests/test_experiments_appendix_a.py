@@ -128,9 +128,13 @@ def test_table4(no_compute, rows_match_records):
     assert list(a.index) == ALPHAS and a.shape == (6, 5)
     for b, rows in res.aux_paths.items():   # every gate-attack record is shown in the ANCRA table
         assert list(a[f"apgd on RA block {b + 1}'s gate (%)"]) == [round(r["robust"], 1) for r in rows]
-    assert [w["robust_flags"] for w in res.worst] == [
-        "".join("1" if all(c == "1" for c in cs) else "0" for cs in zip(*(r["robust_flags"] for r in rs)))
-        for rs in zip(res.rows[res.ancra_label], *res.aux_paths.values())]
+    # the worst case pools every stored attack on these images (the one-answer rule): at least as strong as the
+    # table's direct and gate attacks together, and exactly the store's pooled evidence
+    table_and = ["".join("1" if all(c == "1" for c in cs) else "0" for cs in zip(*(r["robust_flags"] for r in rs)))
+                 for rs in zip(res.rows[res.ancra_label], *res.aux_paths.values())]
+    for w, t in zip(res.worst, table_and, strict=True):
+        assert not any(a == "1" and b == "0" for a, b in zip(w["robust_flags"], t))
+        assert w["robust_flags"] == "".join("1" if f else "0" for f in w["evidence"].flags)
 
 
 def test_table5(no_compute, rows_match_records):

@@ -36,8 +36,8 @@ CLAIM_ALPHA = 0.35
 ANCRA_EXPLANATION = (
     "**ANCRA under adaptive attacks.** At test time each reverse-attention block re-weights its features by the "
     "classifier row of its own argmax prediction, a step gradients do not see. Columns: the direct attack; APGD "
-    "crafted on one RA block's auxiliary logits (the gate) and scored on the model; the per-image worst case of all "
-    "of them, which is the number to trust.")
+    "crafted on one RA block's auxiliary logits (the gate) and scored on the model; the per-image worst case of "
+    "these and every other attack stored for the same α and images (the book's one answer), the number to trust.")
 NOT_GIVEN = "no checkpoint given (pass -p trades_model / -p ancra_model)"
 
 
@@ -147,8 +147,8 @@ def ancra_caption(res: Table4) -> str:
 
 def figure(res: Table4):
     """PGD-AT (ours, 95% bands, beside the paper's PGD-AT columns), and the other training methods' robust accuracy
-    (ours, one colour and marker each; ANCRA as the worst case over its direct and gate attacks, not the masked
-    direct number) beside the paper's TRADES columns."""
+    (ours, one colour and marker each; ANCRA as the worst case of every stored attack, gate attacks included, not
+    the masked direct number) beside the paper's TRADES columns."""
     from ..report import paper, plots
 
     ref = paper.table("table4")
@@ -163,7 +163,7 @@ def figure(res: Table4):
         worst = res.worst if name == getattr(res, "ancra_label", None) and res.worst else None
         plots.alpha_sweep(worst or r, ax=axes[1], metrics=("robust",), colors=[colors[i % 4]],
                           markers=[markers[i % 4]],
-                          labels={"robust": f"{res.methods[name]} (ours): worst of direct + gate attacks" if worst
+                          labels={"robust": f"{res.methods[name]} (ours): worst case of every stored attack" if worst
                                   else f"{res.methods[name]} (ours)"})
     plots.curves([{"x": ref.index_values(), "y": list(ref.column("TRADES/apgd").values()),
                    "label": "TRADES APGD (paper)", "ref": True, "color": "#ff7f0e", "marker": "s"},
@@ -189,7 +189,8 @@ def table(res: Table4, label: str | None = None):
 
 def ancra_table(res: Table4):
     """ANCRA per α: clean, the direct attack, the attack crafted on each RA block's gate, and the per-image worst
-    case of all of them with its 95% Wilson interval (None when ANCRA's gates were not attacked)."""
+    case of these and every other attack stored on the same α and images (:func:`sweeps.pooled_rows`) with its 95%
+    Wilson interval (None when ANCRA's gates were not attacked)."""
     import pandas as pd
 
     if not res.worst:
