@@ -5,8 +5,8 @@ Each stage runs only on the images that every record already stored for the mode
 (msparse.evaluation.evidence.pool), and none repeats the computation of a record pooled there (it takes the next
 unused seed: on the base, where BPDA, the surrogate and the transfer are the direct attack, that is another random
 start, as on the defence a new gradient path is). The stage's skip mask - part of its record key - depends on the
-store at the time it runs: rerunning this script on a store that has since grown computes new stage records rather than reusing
-the committed ones. Each committed stage record is reproduced on its own by ``python -m msparse results verify KEY``
+store at the time it runs: rerunning this script on a store that has since grown computes new stage records rather
+than reusing the committed ones. Each committed stage record is reproduced on its own by ``python -m msparse results verify KEY``
 (its mask is in its spec). Stages resume per batch when interrupted. One thread per process on a shared CPU.
 
     OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.25 --stages bpda          # BPDA margin PGD, adv-lib

@@ -215,7 +215,7 @@ def balance_base(model: nn.Module, x: torch.Tensor, y: torch.Tensor, store: Stor
     :func:`cascade` (budget defaults, batch size, labels). Returns the stages run, in order."""
     from .evidence import Comparison, base_record_for_gap, pool, records_at
 
-    kw = {k: v for k, v in kw.items() if k not in ("eps", "norm", "store", "standing", "pooled")}   # the record's
+    kw = {k: v for k, v in kw.items() if k not in ("eps", "norm")}   # the threat model is the base record's
     n = len(x)
     base_point = new_point.base
     out: list[StageResult] = []
