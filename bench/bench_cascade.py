@@ -169,8 +169,12 @@ def main(argv=None) -> int:
                     help="print the ratios and floors of a stored run of this benchmark and exit (runs nothing)")
     a = ap.parse_args(argv)
     if a.summary:
-        doc = json.loads(Path(a.summary).read_text())
-        b = doc["budget"]
+        try:
+            doc = json.loads(Path(a.summary).read_text())
+            b = doc["budget"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            ap.error(f"--summary {a.summary}: not a stored run of this benchmark ({type(e).__name__}: {e}); give "
+                     "the JSON it writes with --out")
         print(f"{a.summary}: n {b['n']}, {b['n_iter']} iterations, {b['n_queries']} queries, gradient estimation "
               f"{b['gradest_steps']} steps")
         for m in doc["models"]:
