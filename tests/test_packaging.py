@@ -45,6 +45,18 @@ def test_setuptools_is_pinned_below_81_for_robustbench():
     assert "setuptools<81" in [d.split("#")[0].strip() for d in deps]
 
 
+def test_readme_setup_builds_source_dependencies_under_the_build_constraint():
+    """visdom (adv-lib's dependency) is sdist-only and its setup.py imports pkg_resources (gone from setuptools 82):
+    the README's install must pass build-constraints.txt with a pip that knows --build-constraint (25.3+)."""
+    setup = readme_commands()[0]
+    assert '"pip>=25.3"' in setup and "--build-constraint build-constraints.txt" in setup
+    assert setup.index('"pip>=25.3"') < setup.index("--build-constraint")
+    pins = [ln.strip() for ln in (ROOT / "build-constraints.txt").read_text().splitlines()
+            if ln.strip() and not ln.startswith("#")]
+    assert pins == ["setuptools<81"]
+    assert "PIP_BUILD_CONSTRAINT=$PWD/build-constraints.txt" in (ROOT / "environment.yml").read_text()
+
+
 def test_robustbench_imports_through_the_compat_shim():
     from msparse._compat import import_robustbench
 
