@@ -14,6 +14,12 @@ than reusing the committed ones. Each committed stage record is reproduced on it
     OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.0 --stages autoattack --only fab-t square
     OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0 --balance 0.25         # the base's missing runs
     OMP_NUM_THREADS=1 python scripts/cascade_n1000.py msparse/default 0.25 --stages adaptive     # BPDA APGD, surrogate, transfer, gradest
+
+A claim whose defence is not the model's default configuration (another centre, one group of sites, the L2 threat
+model; msparse.experiments.claims.CLAIMS) is named with --claim, beside its model and α (or its base and --balance):
+
+    python scripts/cascade_n1000.py msparse/resnet18-gelu-w8-pgdat 0.35 --claim gelu-main-a0.35 --stages adaptive
+    python scripts/cascade_n1000.py msparse/resnet18-gelu-w8-pgdat 0 --balance 0.35 --claim gelu-main-a0.35
 """
 from __future__ import annotations
 
@@ -26,11 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from msparse.core.placement import preserved_sites, set_alpha  # noqa: E402
+from msparse.core.placement import preserved_sites, set_alpha, set_centre  # noqa: E402
 from msparse.evaluation import evidence as ev  # noqa: E402
 from msparse.evaluation.cascade import Cascade, Stage, balance_base, cascade  # noqa: E402
 from msparse.evaluation.evaluate import evaluate  # noqa: E402
 from msparse.evaluation.store import Store  # noqa: E402
+from msparse.experiments.claims import CLAIMS  # noqa: E402
 from msparse.experiments.setup import setup  # noqa: E402
 from msparse.experiments.sweeps import data_label  # noqa: E402
 
@@ -62,7 +69,18 @@ def main(argv=None) -> int:
     ap.add_argument("--balance", type=float, metavar="ALPHA", default=None,
                     help="with alpha 0: instead of --stages, give the base the runs per loss its defence at ALPHA "
                          "received (msparse.evaluation.cascade.balance_base)")
+    ap.add_argument("--claim", metavar="ID", default=None,
+                    help="configure the defence as this claim does (centre, active sites, threat model); the model "
+                         "and alpha (or --balance) must be the claim's: " + ", ".join(c.id for c in CLAIMS))
     a = ap.parse_args(argv)
+    claim = None
+    if a.claim is not None:
+        claim = {c.id: c for c in CLAIMS}.get(a.claim)
+        if claim is None:
+            ap.error(f"--claim {a.claim}: no such claim (one of {', '.join(c.id for c in CLAIMS)})")
+        if a.model != claim.model or (a.balance if a.balance is not None else a.alpha) != claim.alpha:
+            ap.error(f"--claim {a.claim} is {claim.model} at alpha {claim.alpha:g}: give that model and alpha "
+                     f"(or alpha 0 and --balance {claim.alpha:g})")
     if a.balance is not None and (a.alpha != 0 or a.balance <= 0):
         ap.error(f"--balance {a.balance:g} runs on the base against the defence at that alpha: give alpha 0 and "
                  "--balance > 0")
@@ -78,9 +96,21 @@ def main(argv=None) -> int:
     store = s.store if isinstance(s.store, Store) else Store(s.store)
     labels = dict(name=s.model_name, data=data_label(s, "test", len(s.x)), stats=str(s.stats["mode"]),
                   tags={"book": "cascade", "split": "test"})
+    if claim is not None:
+        labels.update(eps=claim.eps, norm=claim.norm)
+
+    def defence(alpha: float) -> None:
+        """The defence of the claim (or the model's default configuration) at ``alpha``."""
+        if claim is None:
+            set_alpha(s.model, alpha)
+            return
+        set_centre(s.model, claim.centre)
+        set_alpha(s.model, alpha if claim.sites == "all" else
+                  {t.index: alpha for t in s.sites if claim.sites in t.tags})
+
     if a.balance is not None:
         with preserved_sites(s.model):
-            set_alpha(s.model, a.balance)
+            defence(a.balance)
             new = ev.point_of(evaluate(s.model, s.x, s.y, "none", store=store, **labels).to_record())
             set_alpha(s.model, 0.0)
             t = time.time()
@@ -91,7 +121,7 @@ def main(argv=None) -> int:
         print(f"{len(done)} base stages; {after.describe_budget()}; {time.time() - t:.0f} s")
         return 0
     with preserved_sites(s.model):
-        set_alpha(s.model, a.alpha)
+        defence(a.alpha)
         first = evaluate(s.model, s.x, s.y, "none", store=store, **labels)
         point = ev.point_of(first.to_record())
         if not ev.records_at(store, point, len(s.x)):

@@ -150,6 +150,33 @@ def test_the_base_is_balanced_with_stages_until_it_has_the_defence_s_runs_per_lo
     assert balance_base(model, x, y, st, point, n_iter=FAST["n_iter"]) == []   # nothing left to give
 
 
+def test_a_loss_no_base_record_runs_is_given_to_the_base_by_the_defence_s_attack(tmp_path, data):
+    """The defence's margin-loss BPDA PGD has no counterpart among the base's records: balance_base runs that attack
+    itself on the base (BPDA through α = 0 is the direct gradient), as many times as the defence has runs of it, and
+    then stops."""
+    from msparse.core.placement import set_alpha
+    from msparse.evaluation.cascade import balance_base
+
+    x, y = data
+    model = sparse_model(0.3)
+    new = evaluate(model, x, y, "bpda:pgd", store=tmp_path, n_restarts=2, **FAST)
+    evaluate(model, x, y, "apgd-ce", store=tmp_path, **FAST)
+    set_alpha(model, 0.0)
+    evaluate(model, x, y, "apgd-ce", store=tmp_path, **FAST)
+    st = Store(tmp_path)
+    point = ev.point_of(st.get(new.key))
+    before = ev.Comparison(ev.pool(st, point.base, len(x)), ev.pool(st, point, len(x)))
+    margin = [loss for loss in before.missing if "margin" in loss]
+    assert margin and ev.base_record_for_gap(st, before) is None   # no base record runs the margin loss
+    done = balance_base(model, x, y, st, point, n_iter=FAST["n_iter"], batch_size=FAST["batch_size"])
+    # recorded as what it is on the base: the direct attack
+    assert [st.get(s.key)["spec"]["attack"]["name"] for s in done] == ["pgd"]
+    assert st.get(done[0].key)["spec"]["attack"]["n_restarts"] == 2
+    after = ev.Comparison(ev.pool(st, point.base, len(x)), ev.pool(st, point, len(x)))
+    assert after.fair and after.base.budget[margin[0]] == after.new.budget[margin[0]]
+    assert balance_base(model, x, y, st, point, n_iter=FAST["n_iter"]) == []
+
+
 def test_an_empty_cascade_is_an_input_error(data):
     x, y = data
     with pytest.raises(InputError):

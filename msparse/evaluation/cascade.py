@@ -211,23 +211,36 @@ def balance_base(model: nn.Module, x: torch.Tensor, y: torch.Tensor, store: Stor
     surrogate's three temperatures are three CE runs on the defence, one on the base, where the surrogate is the
     direct gradient), the cheapest base record with a run of that loss at least as long as the defence's median run
     of it is run again, under its next unused seed, as a stage on the images the base's evidence leaves standing.
-    At most ``max_stages`` stages; a gap in iterations is not filled (it needs another budget). ``kw``: as
-    :func:`cascade` (budget defaults, batch size, labels). Returns the stages run, in order."""
-    from .evidence import Comparison, base_record_for_gap, pool, records_at
+    A loss no base record runs (e.g. the defence's margin-loss BPDA PGD or adv-lib's FMN) is given to the base by
+    the cheapest defence record that runs it, its attack unchanged (on the base, where every α is 0, BPDA's identity
+    backward, the surrogate and the transfer from the base are the direct gradient). At most ``max_stages`` stages;
+    a gap in iterations is not filled (it needs another budget). ``kw``: as :func:`cascade` (budget defaults, batch
+    size, labels). Returns the stages run, in order."""
+    from .evidence import (Comparison, base_record_for_gap, gap_losses, pool, record_for_loss, records_at,
+                           typical_budget)
 
-    kw = {k: v for k, v in kw.items() if k not in ("eps", "norm")}   # the threat model is the base record's
+    kw = {k: v for k, v in kw.items() if k not in ("eps", "norm")}   # the threat model is the record's
     n = len(x)
     base_point = new_point.base
     out: list[StageResult] = []
     for _ in range(max_stages):
-        pick = base_record_for_gap(store, Comparison(pool(store, base_point, n), pool(store, new_point, n)))
+        cmp = Comparison(pool(store, base_point, n), pool(store, new_point, n))
+        pick = base_record_for_gap(store, cmp)
+        if pick is None:
+            defence = records_at(store, new_point, n)
+            pick = next(((loss, r) for loss in gap_losses(cmp)
+                         if (r := record_for_loss(defence, loss, typical_budget(cmp.new, loss))) is not None), None)
+            whose = "the defence's attack"
+        else:
+            whose = "another run"
         if pick is None:
             break
         loss, best = pick
         atk = best["spec"]["attack"]
         stage = Stage(atk["name"], n_iter=atk.get("n_iter"), n_restarts=atk.get("n_restarts"),
-                      n_queries=atk.get("n_queries"), label=f"base: another {loss} run ({atk['name']})")
-        c = cascade(model, x, y, [stage], store=store, standing=pool(store, base_point, n).flags,
+                      n_queries=atk.get("n_queries"),
+                      label=f"base: {whose} of {loss} ({atk['name']})")
+        c = cascade(model, x, y, [stage], store=store, standing=cmp.base.flags,
                     pooled=records_at(store, base_point, n),
                     eps=float(atk["eps"]), norm=atk.get("norm", "Linf"), **kw)
         out.extend(c.stages)

@@ -37,7 +37,7 @@ from .hashing import data_hash
 from .store import Store
 
 __all__ = ["Point", "Run", "Evidence", "Comparison", "point_of", "pool", "compare", "records_at", "runs_of", "fill_base",
-           "base_record_for_gap", "budget", "LOSSES", "largest_n"]
+           "base_record_for_gap", "gap_losses", "record_for_loss", "budget", "LOSSES", "largest_n"]
 
 def loss_of(attack: str, params: Mapping | None = None) -> str:
     """The loss a run of registered ``attack`` maximises (:meth:`msparse.attacks.registry.AttackMethod.loss_of`):
@@ -429,28 +429,44 @@ def describe_records(ev: Evidence) -> str:
 
 
 
-def base_record_for_gap(st: Store, cmp: Comparison, *, full_only: bool = False) -> tuple[str, dict] | None:
-    """``(loss, record)``: the first loss of which the base of ``cmp`` has fewer runs than the defence, and the
-    cheapest base record (on at least ``cmp.n`` images) with a run of that loss at least as long as the defence's
-    median run of it (or the cheapest with any run of it); None when no loss has fewer runs, or no base record runs
-    it. ``full_only``: full runs only (no cascade stage). What :func:`fill_base` reruns and
-    :func:`msparse.evaluation.cascade.balance_base` runs again as a stage."""
-    gaps = [loss for loss, (k, _) in cmp.new.budget.items() if cmp.base.budget.get(loss, (0, 0))[0] < k]
-    if not gaps:
-        return None
-    loss = gaps[0]
-    cands = [r for r in records_at(st, cmp.base.point, cmp.n)
+def gap_losses(cmp: Comparison) -> list[str]:
+    """The losses of which the base of ``cmp`` has fewer runs than the defence, in the defence's order."""
+    return [loss for loss, (k, _) in cmp.new.budget.items() if cmp.base.budget.get(loss, (0, 0))[0] < k]
+
+
+def record_for_loss(records: Sequence[Mapping], loss: str, budget: int, *, full_only: bool = False) -> dict | None:
+    """The cheapest of ``records`` with a run of ``loss`` at least ``budget`` iterations long (or the cheapest with any
+    run of it); None when none runs it. ``full_only``: full runs only (no cascade stage)."""
+    cands = [r for r in records
              if not (full_only and "skip" in r["spec"]) and any(x.loss == loss for x in runs_of(r))]
     if not cands:
         return None
-    typical = sorted(x.budget for x in cmp.new.runs if x.loss == loss)
-    typical = typical[len(typical) // 2]
 
     def cost(r):
         return (sum(x.budget for x in runs_of(r)) * r["spec"]["data"]["n"], r["spec"]["attack"]["name"])
 
-    long_enough = [r for r in cands if max(x.budget for x in runs_of(r) if x.loss == loss) >= typical]
-    return loss, min(long_enough or cands, key=cost)
+    long_enough = [r for r in cands if max(x.budget for x in runs_of(r) if x.loss == loss) >= budget]
+    return min(long_enough or cands, key=cost)
+
+
+def typical_budget(ev: Evidence, loss: str) -> int:
+    """The median length (iterations) of ``ev``'s runs of ``loss``."""
+    b = sorted(x.budget for x in ev.runs if x.loss == loss)
+    return b[len(b) // 2]
+
+
+def base_record_for_gap(st: Store, cmp: Comparison, *, full_only: bool = False) -> tuple[str, dict] | None:
+    """``(loss, record)``: the first loss of which the base of ``cmp`` has fewer runs than the defence and some base
+    record (on at least ``cmp.n`` images) runs, with the cheapest such record whose run of it is at least as long as
+    the defence's median run of it (or the cheapest with any run of it); None when no loss has fewer runs, or no base
+    record runs any that has. ``full_only``: full runs only (no cascade stage). What :func:`fill_base` reruns and
+    :func:`msparse.evaluation.cascade.balance_base` runs again as a stage."""
+    recs = records_at(st, cmp.base.point, cmp.n)
+    for loss in gap_losses(cmp):
+        best = record_for_loss(recs, loss, typical_budget(cmp.new, loss), full_only=full_only)
+        if best is not None:
+            return loss, best
+    return None
 
 
 def fill_base(st: Store, cmp: Comparison, *, rebuilder=None, progress: bool = False, max_runs: int = 12) -> list[str]:
