@@ -213,3 +213,23 @@ def test_the_official_gradient_compares_the_same_attacks_on_both_sides():
     b, n = _official(base, new)
     assert b == [True] * 4 and n == [True] * 4          # apgd on both sides only
     assert base.direct_flags() == [False, False, True, True]   # every direct record of the base, as before
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["msparse/default", "0.25", "--claim", "no-such-claim"], "no such claim"),
+    (["msparse/default", "0.35", "--claim", "gelu-main-a0.35"], "resnet18-gelu-w8-pgdat at alpha 0.35"),
+    (["msparse/resnet18-gelu-w8-pgdat", "0", "--balance", "0.25", "--claim", "gelu-main-a0.35"], "--balance 0.35"),
+])
+def test_the_cascade_script_refuses_a_claim_it_would_not_configure_in_one_line(argv, says, capsys):
+    """scripts/cascade_n1000.py --claim: an unknown claim, or a model/α that is not the claim's, is a usage error
+    (exit 2) naming what to give, before any model is loaded."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "cascade_n1000.py"
+    spec = importlib.util.spec_from_file_location("cascade_n1000", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(SystemExit) as e:
+        mod.main(argv)
+    assert e.value.code == 2 and says in capsys.readouterr().err
