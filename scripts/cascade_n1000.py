@@ -20,6 +20,10 @@ model; msparse.experiments.claims.CLAIMS) is named with --claim, beside its mode
 
     python scripts/cascade_n1000.py msparse/resnet18-gelu-w8-pgdat 0.35 --claim gelu-main-a0.35 --stages adaptive
     python scripts/cascade_n1000.py msparse/resnet18-gelu-w8-pgdat 0 --balance 0.35 --claim gelu-main-a0.35
+    python scripts/cascade_n1000.py msparse/resnet18-gelu-w8-pgdat 0 --claim gelu-l2-a0.35 --stages adaptive --only bpda:apgd
+
+(the last: the L2 base's stored APGD ran 50 iterations, its defence's runs 100; balancing adds runs, not iterations,
+so the base gets APGD-CE + DLR at 100 iterations as a stage - BPDA through α = 0 is the direct attack).
 """
 from __future__ import annotations
 
@@ -78,9 +82,10 @@ def main(argv=None) -> int:
         claim = {c.id: c for c in CLAIMS}.get(a.claim)
         if claim is None:
             ap.error(f"--claim {a.claim}: no such claim (one of {', '.join(c.id for c in CLAIMS)})")
-        if a.model != claim.model or (a.balance if a.balance is not None else a.alpha) != claim.alpha:
+        if a.model != claim.model or (a.balance is not None and a.balance != claim.alpha) \
+                or (a.balance is None and a.alpha not in (0, claim.alpha)):
             ap.error(f"--claim {a.claim} is {claim.model} at alpha {claim.alpha:g}: give that model and alpha "
-                     f"(or alpha 0 and --balance {claim.alpha:g})")
+                     f"(or alpha 0 for its base, with --balance {claim.alpha:g} to balance it)")
     if a.balance is not None and (a.alpha != 0 or a.balance <= 0):
         ap.error(f"--balance {a.balance:g} runs on the base against the defence at that alpha: give alpha 0 and "
                  "--balance > 0")

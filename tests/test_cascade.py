@@ -219,6 +219,7 @@ def test_the_official_gradient_compares_the_same_attacks_on_both_sides():
     (["msparse/default", "0.25", "--claim", "no-such-claim"], "no such claim"),
     (["msparse/default", "0.35", "--claim", "gelu-main-a0.35"], "resnet18-gelu-w8-pgdat at alpha 0.35"),
     (["msparse/resnet18-gelu-w8-pgdat", "0", "--balance", "0.25", "--claim", "gelu-main-a0.35"], "--balance 0.35"),
+    (["msparse/resnet18-gelu-w8-pgdat", "0.25", "--claim", "gelu-main-a0.35"], "alpha 0 for its base"),
 ])
 def test_the_cascade_script_refuses_a_claim_it_would_not_configure_in_one_line(argv, says, capsys):
     """scripts/cascade_n1000.py --claim: an unknown claim, or a model/α that is not the claim's, is a usage error
