@@ -610,7 +610,8 @@ def cascade_table(res: Works, n: int = CASCADE_N):
 
 def cascade_sentence(res: Works, n: int = CASCADE_N) -> str:
     """What the cascade table shows, in words: per model with cascade stages and side, the CPU-hours, the worst
-    case and the share of the clean-correct images each stage still had to attack; the models with full runs only;
+    case and the range of the shares of the clean-correct images its stages still had to attack (the table gives
+    each stage's); the models with full runs only;
     whether full standard AutoAttack is among the records yet; and the page's models without records on n images on
     both sides."""
     sides = cascade_sides(res, n)
@@ -621,11 +622,11 @@ def cascade_sentence(res: Works, n: int = CASCADE_N) -> str:
             continue
         for s in pair:
             stages = [r for r in s.rows if r["stage"]]
-            reach = ", ".join(f"{r['stage / attack']} {100 * r['images attacked'] / max(s.clean, 1):.0f}%"
-                              for r in stages)
-            parts.append(f"{model} at α = {s.alpha:g}: {len(s.rows) - len(stages)} full runs and {len(stages)} "
-                         f"cascade stages, {s.cpu_hours:.2f} CPU-hours, worst case {s.evidence.robust:.1f}%; of its "
-                         f"{s.clean} clean-correct images the stages still had to attack: {reach or 'none'}")
+            shares = sorted(round(100 * r["images attacked"] / max(s.clean, 1)) for r in stages)
+            reach = (f"{shares[0]}%" if shares[0] == shares[-1] else f"{shares[0]}–{shares[-1]}%") if shares else "none"
+            parts.append(f"{model.replace('msparse/', '')} at α = {s.alpha:g}: {len(s.rows) - len(stages)} full runs "
+                         f"and {len(stages)} cascade stages, {s.cpu_hours:.2f} CPU-hours, worst case "
+                         f"{s.evidence.robust:.1f}%; each stage attacked {reach} of its {s.clean} clean-correct images")
     if not sides:
         text = f"No model of this page has records on its first {n} test images at both α = 0 and its α yet."
     else:
