@@ -465,7 +465,7 @@ class Answer:
         db, da = (100 * sum(f) / self.n for f in _official(b, a))
         return (f"**One answer for claim `{c.id}`: {self.phrase}** — {c.model.replace('msparse/', '')}, "
                 f"α = {c.alpha:g}, n = {self.n}: robust accuracy {db:.1f}% → {da:.1f}% under the official gradient, "
-                f"{b.robust:.1f}% → {a.robust:.1f}% as it stands (every stored attack pooled); "
+                f"{b.robust:.1f}% → {a.robust:.1f}% as it stands; "
                 f"{self.referee.reason()}. Runs{self.cmp.describe_budget()[4:]}.")
 
 
