@@ -37,7 +37,7 @@ from .hashing import data_hash
 from .store import Store
 
 __all__ = ["Point", "Run", "Evidence", "Comparison", "point_of", "pool", "compare", "records_at", "runs_of", "fill_base",
-           "base_record_for_gap", "gap_losses", "record_for_loss", "budget", "LOSSES", "largest_n"]
+           "base_record_for_gap", "gap_losses", "record_for_loss", "typical_budget", "budget", "LOSSES", "largest_n"]
 
 def loss_of(attack: str, params: Mapping | None = None) -> str:
     """The loss a run of registered ``attack`` maximises (:meth:`msparse.attacks.registry.AttackMethod.loss_of`):
